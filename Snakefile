@@ -1,0 +1,23 @@
+# TiKMiX: semi-dynamic data mixtures via Group Influence.
+# The DAG follows the paper's figure 2: data -> checkpoints -> influence (gradients, EK-FAC, matrix)
+# -> mixtures (TiKMiX-D, TiKMiX-M, baselines) -> checks -> stage-2 evaluation -> report.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

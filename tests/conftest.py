@@ -1,0 +1,69 @@
+"""Shared fixtures: a tiny synthetic workflow config and a Snakemake CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tikmix.data.synthetic import make_synthetic_corpus
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_config(corpus, **overrides) -> dict:
+    """A workflow config for the synthetic corpus, sized to run in well under a minute."""
+    config = {
+        "seed": 0,
+        "device": "cpu",
+        "tokenizer": {"vocab_size": 512, "sample_chars": 200_000},
+        "data": {"seq_len": 32, "heldout_fraction": 0.1},
+        "domains": {name: {"paths": [str(path)]} for name, path in corpus.domain_files.items()},
+        "tasks": {name: {"path": str(path)} for name, path in corpus.task_files.items()},
+        "model": {"d_model": 32, "n_layers": 2, "n_heads": 2},
+        "stage1": {
+            "tokens": 120_000,
+            "batch_size": 16,
+            "lr": 0.01,
+            "checkpoint_fractions": [0.5, 1.0],
+        },
+    }
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    return config
+
+
+def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the workflow through the `snakemake` CLI (more stable than its Python API)."""
+    cmd = [
+        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
+        "--cores", "2", *args,
+    ]
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+        )
+    return result
+
+
+@pytest.fixture(scope="session")
+def synthetic_corpus(tmp_path_factory):
+    return make_synthetic_corpus(tmp_path_factory.mktemp("synthetic"), docs_per_domain=120, seed=0)
+
+
+@pytest.fixture
+def workflow_dir(tmp_path, synthetic_corpus):
+    """A working directory holding config.yaml for the tiny synthetic workflow."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config(synthetic_corpus)))
+    return tmp_path

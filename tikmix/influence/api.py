@@ -1,0 +1,186 @@
+"""Group influence of data domains on validation tasks: the Python API the workflow rules call.
+
+The influence matrix stores the *benefit* (DESIGN.md, "Benefit orientation")::
+
+    B[v, d] = ∇f_v(θ)ᵀ (G + λI)⁻¹ ḡ_d        (= −I of the paper; larger is better)
+
+with ``f_v`` the mean loss over task ``v``'s scored tokens, ``ḡ_d`` the mean per-token loss
+gradient over domain ``d``'s token budget and ``G`` the EK-FAC Fisher of the tracked layers. The
+preconditioner is applied once per task (``precondition``); each domain then costs one gradient
+pass and a dot product, so B is linear in the domain gradient: for disjoint sets of tokens
+``S = ∪ S_i``, ``n_S · B[v, S] = Σ_i n_i · B[v, S_i]``.
+
+Every function takes a model, the tracked modules (a dict from ``select_modules``, a regex, or
+``None`` for the default Llama projections) and batches of token ids ``[B, L + 1]`` or
+``(ids, loss_mask)`` pairs (``docs/architecture.md``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from tikmix.influence.ekfac import (
+    EkfacFactors,
+    FisherKind,
+    covariance_sums,
+    eigendecompose,
+    lambda_sums,
+)
+from tikmix.influence.gradients import GradientStats, module_dot_products, summed_gradients
+from tikmix.influence.tracking import Batch, resolve_modules
+
+BENEFIT_NOTE = "benefit B[v,d] = grad f_v^T (G + lambda I)^-1 mean_grad_d; larger is better (= -I)"
+
+ModuleSpec = dict[str, nn.Linear] | str | None
+
+
+def _reiterable(batches: Iterable[Batch]) -> Iterable[Batch]:
+    if iter(batches) is batches:
+        raise TypeError(
+            "EK-FAC fitting reads the batches twice (covariances, then Λ): pass a list or "
+            "another re-iterable collection, not an iterator or generator"
+        )
+    return batches
+
+
+def fit_ekfac(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    modules: ModuleSpec = None,
+    fisher: FisherKind = "true",
+    seed: int = 0,
+    damping: float | Literal["auto"] = "auto",
+    dtype: torch.dtype = torch.float64,
+) -> EkfacFactors:
+    """Fit EK-FAC factors on ``batches`` (re-iterable: covariance pass, then Λ pass).
+
+    ``fisher="true"`` samples labels from the model (deterministic for ``seed``);
+    ``damping="auto"`` is ``0.1 · mean(Λ)`` per module. Sums accumulate in ``dtype``.
+    """
+    modules = resolve_modules(model, modules)
+    batches = _reiterable(batches)
+    covariances = covariance_sums(model, modules, batches, fisher=fisher, seed=seed, dtype=dtype)
+    bases = eigendecompose(covariances)
+    lambdas = lambda_sums(model, modules, bases, batches, fisher=fisher, seed=seed, dtype=dtype)
+    return EkfacFactors.from_lambda(bases, lambdas, damping)
+
+
+def fit_kfac(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    *,
+    modules: ModuleSpec = None,
+    fisher: FisherKind = "true",
+    seed: int = 0,
+    damping: float | Literal["auto"] = "auto",
+    dtype: torch.dtype = torch.float64,
+) -> EkfacFactors:
+    """Plain K-FAC factors (no eigenvalue correction): a baseline for EK-FAC, one pass."""
+    modules = resolve_modules(model, modules)
+    covariances = covariance_sums(model, modules, batches, fisher=fisher, seed=seed, dtype=dtype)
+    return EkfacFactors.kfac(eigendecompose(covariances), covariances, damping)
+
+
+def domain_gradient(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    modules: ModuleSpec = None,
+    *,
+    dtype: torch.dtype = torch.float64,
+) -> GradientStats:
+    """Summed token-loss gradient of a domain (or shard) and its token/sequence counts."""
+    return summed_gradients(model, resolve_modules(model, modules), batches, dtype=dtype)
+
+
+def iterate_batches(
+    ids: np.ndarray | torch.Tensor,
+    loss_mask: np.ndarray | torch.Tensor | None = None,
+    batch_size: int = 32,
+) -> Iterator[Batch]:
+    """Split ``[N, L + 1]`` token ids (and an optional mask) into ``(ids, mask)`` batches."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64) if isinstance(ids, np.ndarray) else ids)
+    mask = None if loss_mask is None else torch.as_tensor(np.asarray(loss_mask))
+    if mask is not None and mask.shape != ids.shape:
+        raise ValueError(f"loss_mask shape {tuple(mask.shape)} differs from ids {tuple(ids.shape)}")
+    for start in range(0, ids.shape[0], batch_size):
+        stop = start + batch_size
+        yield ids[start:stop], None if mask is None else mask[start:stop]
+
+
+def task_gradient(
+    model: nn.Module,
+    ids: np.ndarray | torch.Tensor,
+    loss_mask: np.ndarray | torch.Tensor | None = None,
+    modules: ModuleSpec = None,
+    *,
+    batch_size: int = 32,
+    dtype: torch.dtype = torch.float64,
+) -> GradientStats:
+    """Summed loss gradient over a task's scored tokens (``loss_mask``; all tokens if ``None``).
+
+    ``.mean()`` of the result is ``∇f_v`` for ``f_v`` the task's mean token loss.
+    """
+    batches = iterate_batches(ids, loss_mask, batch_size)
+    return summed_gradients(model, resolve_modules(model, modules), batches, dtype=dtype)
+
+
+def _mean(grad: GradientStats | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return grad.mean() if isinstance(grad, GradientStats) else dict(grad)
+
+
+def precondition(
+    factors: EkfacFactors, task_grads: Mapping[str, GradientStats | Mapping[str, torch.Tensor]]
+) -> dict[str, dict[str, torch.Tensor]]:
+    """``(G + λI)⁻¹ ∇f_v`` per task (one IHVP each; ``GradientStats`` are turned into means)."""
+    return {task: factors.ihvp(_mean(grad)) for task, grad in task_grads.items()}
+
+
+def influence_matrix(
+    preconditioned_task_grads: Mapping[str, Mapping[str, torch.Tensor]],
+    domain_grads: Mapping[str, GradientStats | Mapping[str, torch.Tensor]],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Benefit matrix (rows tasks, columns domains) and its per-module terms (long format).
+
+    ``domain_grads`` are per-token means (or ``GradientStats``, whose mean is taken). The matrix
+    is the sum over modules of the long table's ``benefit`` column.
+    """
+    rows = []
+    for domain, grad in domain_grads.items():
+        mean = _mean(grad)
+        for task, pre in preconditioned_task_grads.items():
+            for module, value in module_dot_products(pre, mean).items():
+                rows.append((task, domain, module, value))
+    per_module = pd.DataFrame(rows, columns=["task", "domain", "module", "benefit"])
+    matrix = (
+        per_module.groupby(["task", "domain"], sort=False)["benefit"]
+        .sum()
+        .unstack("domain")
+        .reindex(index=list(preconditioned_task_grads), columns=list(domain_grads))
+    )
+    matrix.index.name, matrix.columns.name = "task", "domain"
+    matrix.attrs["orientation"] = per_module.attrs["orientation"] = BENEFIT_NOTE
+    return matrix, per_module
+
+
+def group_influence(
+    model: nn.Module,
+    task_batches: Mapping[str, Iterable[Batch]],
+    domain_batches: Mapping[str, Iterable[Batch]],
+    factors: EkfacFactors,
+    modules: ModuleSpec = None,
+) -> pd.DataFrame:
+    """Tasks × domains benefit matrix in one call (task gradients, IHVPs, domain gradients)."""
+    modules = resolve_modules(model, modules)
+    tasks = {t: summed_gradients(model, modules, b) for t, b in task_batches.items()}
+    domains = {d: summed_gradients(model, modules, b) for d, b in domain_batches.items()}
+    matrix, _ = influence_matrix(precondition(factors, tasks), domains)
+    return matrix

@@ -1,0 +1,107 @@
+"""Summed loss gradients of the tracked modules over many batches (group gradients).
+
+A domain's (or a task's) gradient is accumulated as a *sum* over its scored tokens, together with
+the token and sequence counts, so that shards reduce exactly by adding sums and counts; the
+per-token mean ``ḡ = Σ_tokens ∇ℓ_t / n_tokens`` is taken once, at reduction. Each batch costs one
+forward and one backward pass of the summed loss (``tikmix.models.loss.summed_loss``); no
+per-example gradient is ever formed, and only the tracked parameters' gradients are computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tikmix.influence.tracking import (
+    Batch,
+    evaluation_mode,
+    gradient_shape,
+    tracked_parameters_require_grad,
+    unpack_batch,
+)
+from tikmix.models.loss import summed_loss
+
+
+@dataclass
+class GradientStats:
+    """Sums of token-loss gradients per module (``[out, in(+1)]``) and how many tokens they cover."""
+
+    sums: dict[str, torch.Tensor]
+    n_tokens: int
+    n_sequences: int
+
+    def __add__(self, other: GradientStats) -> GradientStats:
+        if self.sums.keys() != other.sums.keys():
+            raise ValueError(
+                f"cannot add gradients of different modules: {sorted(self.sums)} vs "
+                f"{sorted(other.sums)}"
+            )
+        return GradientStats(
+            sums={name: self.sums[name] + other.sums[name] for name in self.sums},
+            n_tokens=self.n_tokens + other.n_tokens,
+            n_sequences=self.n_sequences + other.n_sequences,
+        )
+
+    def mean(self) -> dict[str, torch.Tensor]:
+        """Mean per-token gradient ``Σ ∇ℓ_t / n_tokens`` per module."""
+        if self.n_tokens == 0:
+            raise ValueError("mean gradient of zero scored tokens is undefined")
+        return {name: s / self.n_tokens for name, s in self.sums.items()}
+
+
+def module_gradient(module: nn.Linear, weight_grad: torch.Tensor, bias_grad: torch.Tensor | None):
+    """The ``[out, in(+1)]`` gradient matrix of a Linear layer (bias as the last column)."""
+    if module.bias is None:
+        return weight_grad
+    return torch.cat([weight_grad, bias_grad.unsqueeze(1)], dim=1)
+
+
+def module_dot_products(
+    left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]
+) -> dict[str, float]:
+    """``⟨left[m], right[m]⟩`` per module (float64), e.g. a preconditioned task gradient · ḡ_d."""
+    missing = set(left) ^ set(right)
+    if missing:
+        raise ValueError(f"gradients cover different modules; unmatched: {sorted(missing)}")
+    return {
+        name: float(torch.sum(left[name].double().cpu() * right[name].double().cpu()))
+        for name in left
+    }
+
+
+def summed_gradients(
+    model: nn.Module,
+    modules: dict[str, nn.Linear],
+    batches: Iterable[Batch],
+    *,
+    dtype: torch.dtype = torch.float64,
+) -> GradientStats:
+    """Sum over all scored tokens of all batches of the token-loss gradient, per tracked module.
+
+    ``batches`` yields token ids ``[B, L + 1]`` or ``(ids, loss_mask)`` pairs; only tokens with
+    ``loss_mask == 1`` are scored (all of them without a mask). Sums are accumulated in ``dtype``.
+    The model's own ``.grad`` buffers are neither read nor modified.
+    """
+    device = next(model.parameters()).device
+    sums = {
+        name: torch.zeros(gradient_shape(m), dtype=dtype, device=device)
+        for name, m in modules.items()
+    }
+    n_tokens = n_sequences = 0
+    with evaluation_mode(model), tracked_parameters_require_grad(modules) as params:
+        for batch in batches:
+            ids, loss_mask = unpack_batch(batch, device)
+            loss, count = summed_loss(model, ids, loss_mask)
+            n_sequences += ids.shape[0]
+            if count == 0:
+                continue
+            grads = iter(torch.autograd.grad(loss, params))
+            for name, module in modules.items():
+                weight_grad = next(grads)
+                bias_grad = next(grads) if module.bias is not None else None
+                sums[name] += module_gradient(module, weight_grad, bias_grad).to(dtype)
+            n_tokens += count
+    return GradientStats(sums=sums, n_tokens=n_tokens, n_sequences=n_sequences)

@@ -1,0 +1,123 @@
+"""Candidate mixtures around a reference mixture.
+
+* :func:`latin_hypercube_mixtures` — TiKMiX-M's training mixtures (paper sec. 3.3): Latin
+  hypercube samples in the box ``[low·w, high·w]``, normalised to sum to 1, kept only if the
+  normalised vector is still inside the box, until ``n`` are accepted.
+* :func:`perturbed_mixtures` — the additivity check's mixtures (appendix D): each weight
+  multiplied by ``U(low, high)``, renormalised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import qmc
+
+from tikmix.mixing.weights import MixtureInputError, validate_weights
+
+
+@dataclass
+class LatinHypercubeSample:
+    """Accepted mixtures and the raw material they came from.
+
+    Attributes:
+        weights: ``n`` accepted mixtures (rows, domains as columns), each summing to 1
+            and inside ``[lower, upper]``.
+        lower, upper: the per-domain box ``[low·w, high·w]``.
+        rounds: for each round, the raw Latin-hypercube samples in the box *before*
+            normalisation (``batch_size × D``), so the stratification can be checked.
+        acceptance_rate: accepted / drawn over all rounds.
+    """
+
+    weights: pd.DataFrame
+    lower: pd.Series
+    upper: pd.Series
+    rounds: list[np.ndarray]
+    acceptance_rate: float
+
+
+def _check_box(low: float, high: float) -> None:
+    if not 0 <= low <= 1 <= high or low == high:
+        raise MixtureInputError(
+            f"the box [low·w, high·w] needs 0 <= low <= 1 <= high and low < high so that "
+            f"normalised mixtures can fall inside it; got low={low}, high={high}"
+        )
+
+
+def latin_hypercube_mixtures(
+    w_orig: pd.Series,
+    n: int,
+    *,
+    low: float = 0.5,
+    high: float = 2.0,
+    seed: int = 0,
+    batch_size: int | None = None,
+    max_rounds: int = 100,
+) -> LatinHypercubeSample:
+    """Draw ``n`` mixtures by Latin-hypercube rejection sampling around ``w_orig``.
+
+    Each round draws one Latin hypercube of ``batch_size`` points (default ``n``) in the box
+    ``[low·w_orig, high·w_orig]`` with :class:`scipy.stats.qmc.LatinHypercube`, so every
+    domain's interval is split into ``batch_size`` strata holding one point each. Points are
+    normalised to sum to 1 and accepted only if the normalised vector stays in the box.
+    Rounds repeat until ``n`` are accepted; the first ``n`` accepted, in draw order, are kept.
+    A domain with zero weight has a degenerate box ``[0, 0]`` and stays at 0.
+
+    Raises:
+        MixtureInputError: bad ``w_orig`` or box, or fewer than ``n`` accepted after
+            ``max_rounds`` rounds (the message gives the acceptance rate and the number of
+            rounds that rate would need).
+    """
+    w = validate_weights(w_orig, source="w_orig")
+    _check_box(low, high)
+    if n < 1 or max_rounds < 1:
+        raise MixtureInputError(f"need n >= 1 and max_rounds >= 1, got n={n}, max_rounds={max_rounds}")
+    batch = n if batch_size is None else int(batch_size)
+    if batch < 1:
+        raise MixtureInputError(f"batch_size must be >= 1, got {batch}")
+    lower, upper = w.to_numpy() * low, w.to_numpy() * high
+    sampler = qmc.LatinHypercube(d=len(w), rng=np.random.default_rng(seed))
+    rounds, accepted = [], []
+    n_accepted = 0
+    for _ in range(max_rounds):
+        raw = lower + sampler.random(batch) * (upper - lower)
+        rounds.append(raw)
+        normalised = raw / raw.sum(axis=1, keepdims=True)
+        inside = ((normalised >= lower) & (normalised <= upper)).all(axis=1)
+        accepted.append(normalised[inside])
+        n_accepted += int(inside.sum())
+        if n_accepted >= n:
+            break
+    drawn = batch * len(rounds)
+    rate = n_accepted / drawn
+    if n_accepted < n:
+        needed = "never (no sample accepted)" if rate == 0 else f"about {int(np.ceil(n / rate / batch))}"
+        raise MixtureInputError(
+            f"Latin-hypercube rejection sampling accepted {n_accepted} of {drawn} samples "
+            f"(rate {rate:.3%}) in {max_rounds} rounds of {batch}; {n} needed, which would take "
+            f"{needed} rounds: raise max_rounds or widen [low, high] = [{low}, {high}]"
+        )
+    weights = pd.DataFrame(np.vstack(accepted)[:n], columns=w.index)
+    return LatinHypercubeSample(
+        weights=weights,
+        lower=pd.Series(lower, index=w.index),
+        upper=pd.Series(upper, index=w.index),
+        rounds=rounds,
+        acceptance_rate=rate,
+    )
+
+
+def perturbed_mixtures(
+    w: pd.Series, n: int, *, low: float = 0.5, high: float = 2.0, seed: int = 0
+) -> pd.DataFrame:
+    """``n`` mixtures ``w ⊙ u / Σ(w ⊙ u)`` with ``u_d ~ U(low, high)`` i.i.d. (appendix D)."""
+    w = validate_weights(w, source="w")
+    if not 0 < low < high:
+        raise MixtureInputError(f"need 0 < low < high, got low={low}, high={high}")
+    if n < 1:
+        raise MixtureInputError(f"need n >= 1, got {n}")
+    u = np.random.default_rng(seed).uniform(low, high, size=(n, len(w)))
+    scaled = w.to_numpy() * u
+    return pd.DataFrame(scaled / scaled.sum(axis=1, keepdims=True), columns=w.index)

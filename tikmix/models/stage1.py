@@ -1,0 +1,143 @@
+"""Stage 1: train the built-in model on the prior mixture and checkpoint it along the way.
+
+The demo and the tests need checkpoints to analyse; users who bring their own skip this stage.
+Held-out loss is measured at every checkpoint on one fixed held-out sample per domain (the same
+sequences for every checkpoint), so the curve is comparable across checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tikmix.data.atomic import write_json_atomic
+from tikmix.data.sampler import load_streams, plan_mixture, sample_mixture
+from tikmix.data.tokenizer import load_tokenizer, vocab_size
+from tikmix.models.checkpoint import save_checkpoint
+from tikmix.models.device import resolve_device
+from tikmix.models.evaluate import mean_loss
+from tikmix.models.llama import ModelConfig, TinyLlama, num_parameters
+from tikmix.models.train import train
+
+log = logging.getLogger(__name__)
+
+HELDOUT_TOKENS_PER_DOMAIN = 16384
+
+
+def heldout_samples(
+    heldout_streams: Mapping[str, np.ndarray], seq_len: int, n_tokens: int, seed: int
+) -> dict[str, np.ndarray]:
+    """A fixed held-out sample per domain (domains with too little held-out text are skipped)."""
+    samples = {}
+    for name, stream in heldout_streams.items():
+        budget = min(n_tokens, (len(stream) - 1) // seq_len * seq_len)
+        if budget >= seq_len:
+            samples[name] = sample_mixture({name: stream}, {name: 1.0}, budget, seq_len, seed).ids
+        else:
+            log.warning("domain %s: held-out stream too short for one sequence; skipped", name)
+    return samples
+
+
+def heldout_losses(model: torch.nn.Module, samples: Mapping[str, np.ndarray]) -> dict[str, float]:
+    return {name: mean_loss(model, ids, np.ones_like(ids)) for name, ids in samples.items()}
+
+
+def train_stage1(
+    *,
+    domain_dirs: Mapping[str, str | Path],
+    weights: Mapping[str, float],
+    tokenizer_path: str | Path,
+    model_options: Mapping[str, Any],
+    stage1: Mapping[str, Any],
+    seq_len: int,
+    seed: int,
+    checkpoints: Mapping[str, tuple[float, str | Path]],
+    metrics_path: str | Path,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Train from scratch on ``weights`` and save ``checkpoints`` (name → (fraction, directory)).
+
+    ``stage1`` holds ``tokens, batch_size, lr, weight_decay, schedule, warmup_fraction``.
+    Returns (and writes to ``metrics_path``) the held-out loss at every checkpoint and throughput.
+    """
+    torch_device = resolve_device(device)
+    streams = load_streams(domain_dirs, "train")
+    samples = heldout_samples(
+        load_streams(domain_dirs, "heldout"), seq_len, HELDOUT_TOKENS_PER_DOMAIN, seed
+    )
+    n_vocab = vocab_size(load_tokenizer(tokenizer_path))
+    config = ModelConfig(vocab_size=n_vocab, max_seq_len=seq_len, **model_options)
+    torch.manual_seed(seed)
+    model = TinyLlama(config).to(torch_device)
+    batch_size = stage1["batch_size"]
+    total_steps = max(1, stage1["tokens"] // (batch_size * seq_len))
+    plan = plan_mixture(
+        {name: len(s) for name, s in streams.items()},
+        dict(weights),
+        total_steps * batch_size * seq_len,
+        seq_len,
+        seed,
+    )
+    steps = {max(1, round(fraction * total_steps)): name for name, (fraction, _) in checkpoints.items()}
+    records: list[dict[str, Any]] = []
+    log.info(
+        "stage 1: %d parameters, %d steps of %d x %d tokens on %s",
+        num_parameters(model), total_steps, batch_size, seq_len, torch_device,
+    )
+
+    def on_checkpoint(step: int, tokens_seen: int, optimizer: torch.optim.Optimizer) -> None:
+        name = steps[step]
+        save_checkpoint(
+            checkpoints[name][1], model, config, step=step, tokens_seen=tokens_seen,
+            mixture=dict(weights), tokenizer=str(tokenizer_path), seed=seed, optimizer=optimizer,
+            overwrite=True,
+        )
+        losses = heldout_losses(model, samples)
+        model.train()
+        mean = float(np.mean(list(losses.values())))
+        records.append(
+            {"name": name, "step": step, "tokens_seen": tokens_seen,
+             "heldout_loss": mean, "heldout_loss_by_domain": losses}
+        )
+        log.info("checkpoint %s at step %d: mean held-out loss %.4f", name, step, mean)
+
+    start = time.perf_counter()
+    result = train(
+        model,
+        plan.iter_batches(streams, batch_size),
+        total_steps=total_steps,
+        lr=stage1["lr"],
+        weight_decay=stage1["weight_decay"],
+        schedule=stage1["schedule"],
+        warmup_fraction=stage1["warmup_fraction"],
+        seed=seed,
+        device=torch_device,
+        checkpoint_steps=sorted(steps),
+        on_checkpoint=on_checkpoint,
+        logger=log,
+    )
+    wall = time.perf_counter() - start
+    metrics = {
+        "n_parameters": num_parameters(model),
+        "model": config.to_dict(),
+        "steps": result.steps,
+        "tokens": result.tokens_seen,
+        "wall_seconds": wall,
+        "tokens_per_second": result.tokens_seen / wall,
+        "final_train_loss": float(np.mean(result.losses[-20:])),
+        "checkpoints": records,
+    }
+    write_json_atomic(metrics_path, metrics)
+    return metrics
+
+
+def read_weights(path: str | Path) -> dict[str, float]:
+    """Domain weights from a mixture JSON (``{"weights": {...}}``)."""
+    return {k: float(v) for k, v in json.loads(Path(path).read_text())["weights"].items()}

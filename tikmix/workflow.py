@@ -1,0 +1,97 @@
+"""Glue between Snakemake and the library: code-as-input discovery and script logging.
+
+Snakemake reruns a job when one of its declared inputs changes. A rule's script imports library
+modules, so the workflow declares, for each script, the transitive closure of the `tikmix` modules it
+imports: editing one module then reruns exactly the rules whose code depends on it.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+PACKAGE = "tikmix"
+
+
+def _module_file(root: Path, dotted: str) -> Path | None:
+    base = root.joinpath(*dotted.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _imported_modules(path: Path, dotted: str | None) -> set[str]:
+    """Dotted names of tikmix modules imported by a file (``dotted`` is its own module name)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    package = None
+    if dotted is not None:
+        package = dotted if path.name == "__init__.py" else dotted.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                if package is None:
+                    continue
+                parts = package.split(".")
+                anchor = ".".join(parts[: len(parts) - node.level + 1])
+                module = f"{anchor}.{node.module}" if node.module else anchor
+            else:
+                module = node.module or ""
+            names.add(module)
+            # `from tikmix.data import sampler` imports a submodule, not only a name
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+
+
+def library_dependencies(script: str | Path, root: str | Path) -> list[str]:
+    """Library files (relative to ``root``) that ``script`` imports, directly or transitively.
+
+    Parent packages' ``__init__.py`` files are included, since importing a submodule runs them.
+    """
+    root = Path(root)
+    seen: dict[str, Path] = {}
+    stack = list(_imported_modules(Path(script), None))
+    while stack:
+        dotted = stack.pop()
+        parts = dotted.split(".")
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            if prefix in seen:
+                continue
+            found = _module_file(root, prefix)
+            if found is None:
+                continue
+            seen[prefix] = found
+            stack.extend(_imported_modules(found, prefix))
+    return sorted(str(p.relative_to(root)) for p in seen.values())
+
+
+@contextlib.contextmanager
+def script_logging(snakemake) -> Iterator[logging.Logger]:  # noqa: ANN001 - Snakemake's object
+    """Send the library's log records and any traceback of a rule script to the rule's log file."""
+    log_path = Path(snakemake.log[0]) if len(snakemake.log) else None
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_path, mode="w"))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+    logger = logging.getLogger(f"tikmix.rule.{snakemake.rule}")
+    logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    try:
+        yield logger
+    except Exception:
+        logger.exception("rule %s failed", snakemake.rule)
+        raise

@@ -17,5 +17,7 @@ with script_logging(snakemake) as log:
     )
     log.info(
         "%s: %d train / %d held-out tokens",
-        domain, meta["n_tokens_train"], meta["n_tokens_heldout"],
+        domain,
+        meta["n_tokens_train"],
+        meta["n_tokens_heldout"],
     )

@@ -43,9 +43,18 @@ def tiny_config(corpus, **overrides) -> dict:
 def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     """Run the workflow through the `snakemake` CLI (more stable than its Python API)."""
     cmd = [
-        sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-        "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"),
-        "--cores", "2", *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(workdir / "config.yaml"),
+        "--cores",
+        "2",
+        *args,
     ]
     env = {**os.environ, "PYTHONHASHSEED": "0"}
     result = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=workdir)
@@ -67,3 +76,14 @@ def workflow_dir(tmp_path, synthetic_corpus):
     """A working directory holding config.yaml for the tiny synthetic workflow."""
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tiny_config(synthetic_corpus)))
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny test models run faster on one thread than on two competing OpenMP threads."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

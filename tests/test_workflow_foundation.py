@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import yaml
-
 from conftest import run_snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow

@@ -29,8 +29,15 @@ class Progress:
         extra = " ".join(f"{k}={v:.4g}" for k, v in fields.items())
         self.logger.info(
             "%s: %d/%d %s (%.1f%%), %.0f %s/s, ETA %.0fs %s",
-            self.what, self.done, self.total, self.unit, 100 * self.done / max(self.total, 1),
-            rate, self.unit, eta, extra,
+            self.what,
+            self.done,
+            self.total,
+            self.unit,
+            100 * self.done / max(self.total, 1),
+            rate,
+            self.unit,
+            eta,
+            extra,
         )
 
     @property

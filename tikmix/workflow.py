@@ -54,7 +54,10 @@ def _imported_modules(path: Path, dotted: str | None) -> set[str]:
 def library_dependencies(script: str | Path, root: str | Path) -> list[str]:
     """Library files (relative to ``root``) that ``script`` imports, directly or transitively.
 
-    Parent packages' ``__init__.py`` files are included, since importing a submodule runs them.
+    Parent packages' ``__init__.py`` files are included, since importing a submodule runs them,
+    but the re-exports inside them are not followed: they exist for the Python API's convenience and
+    do not change what a rule computes, and following them would make every rule of a sub-package
+    rerun when any module of it changes.
     """
     root = Path(root)
     seen: dict[str, Path] = {}
@@ -70,7 +73,8 @@ def library_dependencies(script: str | Path, root: str | Path) -> list[str]:
             if found is None:
                 continue
             seen[prefix] = found
-            stack.extend(_imported_modules(found, prefix))
+            if found.name != "__init__.py" or prefix == dotted:
+                stack.extend(_imported_modules(found, prefix))
     return sorted(str(p.relative_to(root)) for p in seen.values())
 
 
@@ -88,6 +92,11 @@ def script_logging(snakemake) -> Iterator[logging.Logger]:  # noqa: ANN001 - Sna
         handlers=handlers,
         force=True,
     )
+    # Torch would otherwise start one thread per core of the node, oversubscribing it when
+    # Snakemake runs several jobs side by side.
+    import torch
+
+    torch.set_num_threads(max(1, int(snakemake.threads)))
     logger = logging.getLogger(f"tikmix.rule.{snakemake.rule}")
     logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
     try:

@@ -32,9 +32,10 @@ for f in "${files[@]}"; do
         log "not running $f"
         continue
     fi
+    t0=$SECONDS
     kill -TERM "$pid"
     if wait_gone "$pid" 30; then
-        log "stopped $f pid $pid"
+        log "stopped $f pid $pid ($((SECONDS - t0)) s)"
     else
         kill -KILL "$pid" 2>/dev/null
         if wait_gone "$pid" 5; then

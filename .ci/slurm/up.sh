@@ -3,14 +3,18 @@
 #
 # Usage: .ci/slurm/up.sh [STATE_DIR]      (default: $TIKMIX_SLURM_DIR or /tmp/tikmix-slurm)
 #
+# Exit status: 0 up; 3 SLURM cannot be installed here (not root, no apt-get, install failed); 1 any
+# other failure (the daemon logs' tails are printed).
 # Idempotent: installs the Debian packages only when missing, starts only the daemons whose PID file
 # does not name a live process, and adds the accounting records only when absent. Runs as root.
 #
 # Layout of STATE_DIR (everything the cluster writes lives here; down.sh reads the PID files):
 #   etc/   slurm.conf, gres.conf, slurmdbd.conf   (/etc/slurm/slurm.conf links to etc/slurm.conf so
 #          that sinfo/sbatch/sacct find the cluster without SLURM_CONF)
-#   run/   munged.pid, mariadbd.pid, slurmdbd.pid, slurmctld.pid, slurmd.pid, munge socket
-#   log/   one log per daemon          mysql/  MariaDB data directory
+#   run/   mariadbd.pid, slurmdbd.pid, slurmctld.pid, slurmd.pid, MariaDB socket
+#   munge/ munged.pid and munged.log (munged serves the default socket /run/munge/munge.socket.2, the
+#          only path Slurm's clients use)
+#   log/   the other daemons' logs      mysql/  MariaDB data directory (TCP 127.0.0.1:16033)
 #   dev/   fakegpu0, fakegpu1 (char devices standing in for two GPUs: gres gpu:fake:2)
 #   pidfiles   the list of PID files, in start order
 #
@@ -30,6 +34,9 @@ ETC=$STATE/etc RUN=$STATE/run LOG=$STATE/log
 export SLURM_CONF=$ETC/slurm.conf
 
 log() { printf '[slurm-up] %s\n' "$*"; }
+# die MESSAGE: print MESSAGE and the tail of every daemon log, exit 1. cannot_install MESSAGE: exit 3,
+# which tests/slurm_cluster.py reads as "SLURM cannot be installed here" (a skip outside CI).
+cannot_install() { log "ERROR: $*" >&2; exit 3; }
 die() {
     log "ERROR: $*" >&2
     local f
@@ -41,7 +48,7 @@ die() {
     exit 1
 }
 
-[[ $(id -u) -eq 0 ]] || die "must run as root (daemons, apt-get, mknod)"
+[[ $(id -u) -eq 0 ]] || cannot_install "must run as root (apt-get, daemons, mknod)"
 mkdir -p "$ETC" "$RUN" "$LOG" "$STATE/munge" "$STATE/mysql" "$STATE/ctld" "$STATE/slurmd" "$STATE/dev"
 
 # ---------------------------------------------------------------- packages
@@ -50,11 +57,11 @@ for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
-    command -v apt-get >/dev/null || die "apt-get not found; cannot install ${missing[*]}"
+    command -v apt-get >/dev/null || cannot_install "apt-get not found; cannot install ${missing[*]}"
     log "installing ${missing[*]}"
     t0=$(date +%s)
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq || die "apt-get update failed"
+    apt-get update -qq || cannot_install "apt-get update failed"
     # policy-rc.d exit 101 keeps the packages' maintainer scripts from starting system-wide daemons;
     # this script starts its own, with private state.
     policy=/usr/sbin/policy-rc.d own_policy=0
@@ -64,7 +71,10 @@ if ((${#missing[@]})); then
     rc=0
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$LOG/apt.log" 2>&1 || rc=$?
     ((own_policy)) && rm -f "$policy"
-    ((rc == 0)) || die "apt-get install failed (rc=$rc), see $LOG/apt.log"
+    if ((rc != 0)); then
+        tail -n 20 "$LOG/apt.log" >&2
+        cannot_install "apt-get install failed (rc=$rc), see $LOG/apt.log"
+    fi
     log "packages installed in $(($(date +%s) - t0)) s"
 fi
 
@@ -118,6 +128,7 @@ SelectTypeParameters=CR_Core_Memory
 MpiDefault=none
 ReturnToService=2
 MinJobAge=600
+DefMemPerCPU=1024
 SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=127.0.0.1

@@ -123,6 +123,7 @@ def make_synthetic_corpus(
     words_per_doc: int = 150,
     task_items: int = 32,
     words_per_item: int = 60,
+    context_words: int = 16,
     continuation_words: int = 6,
     words_per_domain: int = 40,
     successors: int = 3,
@@ -133,7 +134,8 @@ def make_synthetic_corpus(
     Args:
         n_domains: number of domains (at least 3: two single-domain roles and a blended pair).
         docs_per_domain, words_per_doc: size of each domain's training text.
-        task_items, words_per_item: items per task and words per item (the qa context).
+        task_items, words_per_item: items per task and words per text item.
+        context_words: words in each qa context (short enough to fit a 64-token context).
         continuation_words: words in each qa continuation / choice.
         words_per_domain: pseudo-words per domain (the function words come on top).
         successors: possible next words per word (≥ 2); fewer means more predictable text.
@@ -148,6 +150,7 @@ def make_synthetic_corpus(
         ("words_per_doc", words_per_doc),
         ("task_items", task_items),
         ("words_per_item", words_per_item),
+        ("context_words", context_words),
         ("continuation_words", continuation_words),
     ):
         if value < 1:
@@ -188,7 +191,7 @@ def make_synthetic_corpus(
     qa_name, chain = names[0], chains[names[0]]
     qa_rows = []
     for _ in range(task_items):
-        context = chain.walk(words_per_item, task_rng)
+        context = chain.walk(context_words, task_rng)
         correct = chain.text(chain.walk(continuation_words, task_rng, start=context[-1]))
         distractors = [
             chain.text(list(task_rng.integers(len(chain.words), size=continuation_words)))

@@ -58,6 +58,34 @@ def _sequence_seed(seed: int, row: torch.Tensor) -> int:
     return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
 
 
+def _sample_labels(
+    probs: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, seed: int
+) -> torch.Tensor:
+    """Labels ``[B, L]`` drawn from ``probs [B, L, V]`` by inverse-CDF sampling.
+
+    Sequence ``n`` draws its uniforms from a generator seeded by ``seed`` and its token ids up
+    to its last scored position, so its labels depend neither on the rest of the batch nor on
+    trailing padding.
+    """
+    targets = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.long, device=ids.device)
+    cdf = probs.double().cumsum(dim=-1)
+    for n in range(ids.shape[0]):
+        scored = mask[n].nonzero()
+        if len(scored) == 0:
+            continue
+        length = int(scored[-1]) + 1
+        generator = torch.Generator(device="cpu").manual_seed(
+            _sequence_seed(seed, ids[n, : length + 1])
+        )
+        uniforms = torch.rand(length, 1, dtype=torch.float64, generator=generator)
+        row_cdf = cdf[n, :length]
+        uniforms = uniforms.to(row_cdf.device) * row_cdf[:, -1:]
+        targets[n, :length] = torch.searchsorted(row_cdf, uniforms).squeeze(1).clamp_(
+            max=probs.shape[-1] - 1
+        )
+    return targets
+
+
 def fisher_loss(
     model: nn.Module,
     ids: torch.Tensor,
@@ -80,14 +108,7 @@ def fisher_loss(
     if fisher == "empirical":
         targets = ids[:, 1:]
     else:
-        probs = torch.softmax(logits.detach(), dim=-1)
-        rows = []
-        for n in range(ids.shape[0]):
-            generator = torch.Generator(device=probs.device).manual_seed(
-                _sequence_seed(seed, ids[n])
-            )
-            rows.append(torch.multinomial(probs[n], 1, generator=generator).squeeze(-1))
-        targets = torch.stack(rows)
+        targets = _sample_labels(torch.softmax(logits.detach(), dim=-1), ids, mask, seed)
     losses = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
     ).view_as(targets)

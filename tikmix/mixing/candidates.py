@@ -73,7 +73,9 @@ def latin_hypercube_mixtures(
     w = validate_weights(w_orig, source="w_orig")
     _check_box(low, high)
     if n < 1 or max_rounds < 1:
-        raise MixtureInputError(f"need n >= 1 and max_rounds >= 1, got n={n}, max_rounds={max_rounds}")
+        raise MixtureInputError(
+            f"need n >= 1 and max_rounds >= 1, got n={n}, max_rounds={max_rounds}"
+        )
     batch = n if batch_size is None else int(batch_size)
     if batch < 1:
         raise MixtureInputError(f"batch_size must be >= 1, got {batch}")
@@ -93,7 +95,9 @@ def latin_hypercube_mixtures(
     drawn = batch * len(rounds)
     rate = n_accepted / drawn
     if n_accepted < n:
-        needed = "never (no sample accepted)" if rate == 0 else f"about {int(np.ceil(n / rate / batch))}"
+        needed = (
+            "never (no sample accepted)" if rate == 0 else f"about {int(np.ceil(n / rate / batch))}"
+        )
         raise MixtureInputError(
             f"Latin-hypercube rejection sampling accepted {n_accepted} of {drawn} samples "
             f"(rate {rate:.3%}) in {max_rounds} rounds of {batch}; {n} needed, which would take "

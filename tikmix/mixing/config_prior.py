@@ -28,7 +28,8 @@ def prior_from_config(spec: str, domain_meta: Mapping[str, str | Path]) -> pd.Se
         except ValueError:
             raise MixtureInputError(f"prior {spec!r}: temperature is not a number") from None
         tokens = {
-            d: json.loads(Path(path).read_text())["n_tokens_train"] for d, path in domain_meta.items()
+            d: json.loads(Path(path).read_text())["n_tokens_train"]
+            for d, path in domain_meta.items()
         }
         return natural_prior(tokens, tau, domains=domains)
     return read_prior(spec, domains)

@@ -90,7 +90,8 @@ def search_mixture(
         w0: the starting mixture over ``surrogate.domains``.
         iters, samples, top_k: T, N and k of Algorithm 1.
         kappa_min, kappa_max: the concentration schedule (see :func:`kappa_schedule`).
-        floor: added to every Dirichlet concentration.
+        floor: added to every Dirichlet concentration (> 0, since a zero concentration is
+            not a Dirichlet distribution).
         bounds: optional ``(lower, upper)`` per domain; candidates outside are rejected and
             more are drawn (up to ``max_draws`` batches) until ``samples`` are inside.
             ``w0`` must satisfy them; the mean of in-bounds candidates stays in bounds.
@@ -102,8 +103,8 @@ def search_mixture(
         raise MixtureInputError(
             f"need iters >= 1 and 1 <= top_k <= samples, got {iters}, {top_k}, {samples}"
         )
-    if floor < 0:
-        raise MixtureInputError(f"floor must be >= 0, got {floor}")
+    if not floor > 0:
+        raise MixtureInputError(f"floor must be > 0 (Dirichlet concentrations), got {floor}")
     lower = upper = None
     if bounds is not None:
         lower, upper = (pd.Series(b, dtype=float).reindex(domains).to_numpy() for b in bounds)
@@ -126,7 +127,7 @@ def search_mixture(
                 "topk_mean_prediction": float(predicted[top].mean()),
                 "center_prediction": float(surrogate.predict(w_best[None])[0]),
                 "accepted": int(len(candidates)),
-                **dict(zip(domains, w_best.tolist())),
+                **dict(zip(domains, w_best.tolist(), strict=True)),
             }
         )
     trace = pd.DataFrame(rows)

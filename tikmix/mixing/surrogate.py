@@ -145,7 +145,9 @@ def fit_surrogate(
             f"got n_folds={n_folds} and {X.shape[0]} samples"
         )
     if not 0 < valid_fraction < 1:
-        raise MixtureInputError(f"surrogate: valid_fraction must be in (0, 1), got {valid_fraction}")
+        raise MixtureInputError(
+            f"surrogate: valid_fraction must be in (0, 1), got {valid_fraction}"
+        )
     full_params = {
         **DEFAULT_PARAMS,
         "learning_rate": learning_rate,

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy.optimize import linprog, minimize
+from threadpoolctl import threadpool_limits
 
 from tikmix.mixing.weights import MixtureInputError, validate_weights
 
@@ -32,8 +33,12 @@ FEASIBILITY_TOLERANCE = 1e-8
 ENTROPY_CLIP = 1e-12
 
 
-class MixtureSolveError(RuntimeError):
-    """The optimizer found no mixture satisfying every constraint."""
+class MixtureSolveError(ValueError):
+    """No mixture satisfies every constraint (or the optimizer found none).
+
+    A ``ValueError`` because the cause is nearly always in the inputs: caps that sum to less
+    than 1, or caps that exclude every mixture as good as the prior on every task.
+    """
 
 
 def normalised_benefit(B: pd.DataFrame, w: np.ndarray | pd.Series, eps: float = 1e-8) -> pd.Series:
@@ -158,6 +163,14 @@ def solve_tikmix_d(
             message names the violated constraint (task / domain) and by how much.
     """
     problem = _Problem.build(B, prior, alpha, beta, gamma, eps, caps)
+    # SLSQP's dense linear algebra is tiny (domains × domains); multi-threaded BLAS only adds
+    # synchronisation, which costs 100× on a busy machine. One thread is always fastest.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _solve(problem, maxiter, ftol)
+
+
+def _solve(problem: _Problem, maxiter: int, ftol: float) -> TikmixDResult:
+    """SLSQP from the uniform start, then the documented remedy (see :func:`solve_tikmix_d`)."""
     options = {"maxiter": int(maxiter), "ftol": float(ftol)}
     starts = [("uniform", problem.uniform_start())]
     attempts: list[dict] = []
@@ -203,7 +216,7 @@ def solve_tikmix_d(
         raw,
         name,
         attempts,
-        {"alpha": alpha, "beta": beta, "gamma": gamma, "eps": eps, **options},
+        {**problem.params, **options},
     )
 
 
@@ -236,6 +249,11 @@ class _Problem:
     alpha: float
     beta: float
     gamma: float
+    eps: float
+
+    @property
+    def params(self) -> dict[str, float]:
+        return {"alpha": self.alpha, "beta": self.beta, "gamma": self.gamma, "eps": self.eps}
 
     @classmethod
     def build(cls, B, prior, alpha, beta, gamma, eps, caps) -> _Problem:
@@ -245,8 +263,7 @@ class _Problem:
         if not np.isfinite(values).all():
             row, col = (int(i[0]) for i in np.nonzero(~np.isfinite(values)))
             raise MixtureInputError(
-                f"TiKMiX-D: non-finite benefit at task {B.index[row]!r}, "
-                f"domain {B.columns[col]!r}"
+                f"TiKMiX-D: non-finite benefit at task {B.index[row]!r}, domain {B.columns[col]!r}"
             )
         for name, value in (("alpha", alpha), ("beta", beta), ("gamma", gamma)):
             if not value >= 0:
@@ -266,7 +283,7 @@ class _Problem:
                 )
             cap_values = cap_values.reindex(domains).to_numpy()
             if np.isnan(cap_values).any() or (cap_values < 0).any():
-                bad = [d for d, c in zip(domains, cap_values) if not c >= 0]
+                bad = [d for d, c in zip(domains, cap_values, strict=True) if not c >= 0]
                 raise MixtureInputError(f"caps: must be >= 0 and not NaN for domain(s) {bad}")
             if cap_values.sum() < 1 - FEASIBILITY_TOLERANCE:
                 raise MixtureSolveError(
@@ -274,7 +291,7 @@ class _Problem:
                     "(raise max_epochs, lower stage_tokens or add data)"
                 )
             cap_values = np.minimum(cap_values, 1.0)
-        return cls(B, _row_normalised(values, eps), prior, cap_values, alpha, beta, gamma)
+        return cls(B, _row_normalised(values, eps), prior, cap_values, alpha, beta, gamma, eps)
 
     @property
     def bounds(self) -> list[tuple[float, float]]:

@@ -61,7 +61,9 @@ def validate_weights(
     values = {}
     for domain, value in series.items():
         if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise MixtureInputError(f"{source}: weight of domain {domain!r} is not a number: {value!r}")
+            raise MixtureInputError(
+                f"{source}: weight of domain {domain!r} is not a number: {value!r}"
+            )
         if np.isnan(value):
             raise MixtureInputError(f"{source}: weight of domain {domain!r} is NaN")
         if value < 0:

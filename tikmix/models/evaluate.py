@@ -27,7 +27,7 @@ def sequence_losses(
 
     ``device`` defaults to the model's. The model is put in eval mode.
     """
-    ids, loss_mask = torch.as_tensor(np.asarray(ids)), torch.as_tensor(np.asarray(loss_mask))
+    ids, loss_mask = torch.as_tensor(ids), torch.as_tensor(loss_mask)
     if ids.ndim != 2 or ids.shape != loss_mask.shape or ids.shape[1] < 2:
         raise ValueError(
             f"ids and loss_mask must both be [N, L + 1] with L >= 1, got shapes "

@@ -24,8 +24,10 @@ def token_losses(
     """Per-token cross-entropy [B, L] and the float mask [B, L] of scored targets."""
     logits = causal_lm_logits(model, ids[:, :-1])
     targets = ids[:, 1:]
+    # At least float32 (bf16 logits lose too much in the softmax), float64 kept for exact tests.
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
     losses = F.cross_entropy(
-        logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none"
     ).view_as(targets)
     mask = (
         torch.ones_like(losses)

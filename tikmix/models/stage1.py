@@ -85,26 +85,49 @@ def train_stage1(
         seq_len,
         seed,
     )
-    steps = {max(1, round(fraction * total_steps)): name for name, (fraction, _) in checkpoints.items()}
+    steps = {
+        max(1, round(fraction * total_steps)): name for name, (fraction, _) in checkpoints.items()
+    }
+    if len(steps) != len(checkpoints):
+        raise ValueError(
+            f"stage1: checkpoint fractions {[f for f, _ in checkpoints.values()]} fall on the same "
+            f"step of {total_steps}; increase stage1.tokens or space the fractions out"
+        )
     records: list[dict[str, Any]] = []
     log.info(
         "stage 1: %d parameters, %d steps of %d x %d tokens on %s",
-        num_parameters(model), total_steps, batch_size, seq_len, torch_device,
+        num_parameters(model),
+        total_steps,
+        batch_size,
+        seq_len,
+        torch_device,
     )
 
     def on_checkpoint(step: int, tokens_seen: int, optimizer: torch.optim.Optimizer) -> None:
         name = steps[step]
         save_checkpoint(
-            checkpoints[name][1], model, config, step=step, tokens_seen=tokens_seen,
-            mixture=dict(weights), tokenizer=str(tokenizer_path), seed=seed, optimizer=optimizer,
+            checkpoints[name][1],
+            model,
+            config,
+            step=step,
+            tokens_seen=tokens_seen,
+            mixture=dict(weights),
+            tokenizer=str(tokenizer_path),
+            seed=seed,
+            optimizer=optimizer,
             overwrite=True,
         )
         losses = heldout_losses(model, samples)
         model.train()
         mean = float(np.mean(list(losses.values())))
         records.append(
-            {"name": name, "step": step, "tokens_seen": tokens_seen,
-             "heldout_loss": mean, "heldout_loss_by_domain": losses}
+            {
+                "name": name,
+                "step": step,
+                "tokens_seen": tokens_seen,
+                "heldout_loss": mean,
+                "heldout_loss_by_domain": losses,
+            }
         )
         log.info("checkpoint %s at step %d: mean held-out loss %.4f", name, step, mean)
 

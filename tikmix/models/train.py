@@ -48,10 +48,17 @@ def learning_rate(
     """
     if total_steps < 1 or not 1 <= step <= total_steps:
         raise ValueError(f"step must be in [1, total_steps={total_steps}], got {step}")
+    if schedule not in ("cosine", "wsd"):
+        raise ValueError(f"unknown schedule {schedule!r}; expected 'cosine' or 'wsd'")
     if not 0.0 <= warmup_fraction <= 1.0:
         raise ValueError(f"warmup_fraction must be in [0, 1], got {warmup_fraction}")
     if not 0.0 <= min_lr_ratio <= 1.0:
         raise ValueError(f"min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+    if schedule == "wsd" and not (0.0 < decay_fraction <= 1.0 - warmup_fraction):
+        raise ValueError(
+            "wsd needs 0 < decay_fraction and warmup_fraction + decay_fraction <= 1, "
+            f"got decay_fraction={decay_fraction}, warmup_fraction={warmup_fraction}"
+        )
     warmup = round(warmup_fraction * total_steps)
     if step <= warmup:
         return lr * step / warmup
@@ -59,18 +66,11 @@ def learning_rate(
     if schedule == "cosine":
         progress = (step - warmup) / max(1, total_steps - warmup)
         return min_lr + (lr - min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    if schedule == "wsd":
-        if not 0.0 < decay_fraction <= 1.0 or warmup_fraction + decay_fraction > 1.0:
-            raise ValueError(
-                "wsd needs 0 < decay_fraction <= 1 and warmup_fraction + decay_fraction <= 1, "
-                f"got decay_fraction={decay_fraction}, warmup_fraction={warmup_fraction}"
-            )
-        decay = max(1, round(decay_fraction * total_steps))
-        decay_start = total_steps - decay
-        if step <= decay_start:
-            return lr
-        return lr - (lr - min_lr) * (step - decay_start) / decay
-    raise ValueError(f"unknown schedule {schedule!r}; expected 'cosine' or 'wsd'")
+    decay = max(1, round(decay_fraction * total_steps))
+    decay_start = total_steps - decay
+    if step <= decay_start:
+        return lr
+    return lr - (lr - min_lr) * (step - decay_start) / decay
 
 
 def build_optimizer(

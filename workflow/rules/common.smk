@@ -77,3 +77,28 @@ def all_targets():
     targets = ["results/stage1/metrics.json"] if not USER_CHECKPOINTS else []
     targets += expand("results/data/tasks/{task}.npz", task=TASKS)
     return targets
+
+
+INFLUENCE = config["influence"]
+EKFAC_SHARDS = range(INFLUENCE["ekfac"]["shards"])
+# The EK-FAC fit samples one dataset from the prior mixture; each shard job takes its slice.
+EKFAC_SAMPLE_PARAMS = dict(
+    tokens=INFLUENCE["ekfac"]["tokens"],
+    shards=INFLUENCE["ekfac"]["shards"],
+    fisher=INFLUENCE["ekfac"]["fisher"],
+    seq_len=config["data"]["seq_len"],
+    batch_size=INFLUENCE["batch_size"],
+    tracked_modules=INFLUENCE["tracked_modules"],
+    domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
+    seed=config["seed"],
+    device=config["device"],
+)
+
+
+def domain_gradient_parts(wildcards):
+    return expand(
+        "results/influence/{ckpt}/grads/{domain}/part-{shard}.zarr",
+        ckpt=wildcards.ckpt,
+        domain=wildcards.domain,
+        shard=range(INFLUENCE["shards_per_domain"]),
+    )

@@ -1,0 +1,163 @@
+"""``python -m tikmix mix-d`` / ``mix-m`` end to end, by subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tikmix.mixing.candidates import latin_hypercube_mixtures
+from tikmix.mixing.exports import parse_megatron_data_path, read_mixture
+
+DOMAINS = ["web", "code", "books", "news"]
+
+
+def tikmix(*args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "tikmix", *map(str, args)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture
+def influence_csv(tmp_path):
+    B = pd.DataFrame(
+        [[0.4, 0.1, -0.2, 0.3], [-0.5, -0.1, -0.3, -0.2], [0.02, 0.05, 0.01, 0.0]],
+        index=pd.Index(["arc", "hellaswag", "trivia"], name="task"),
+        columns=DOMAINS,
+    )
+    path = tmp_path / "influence.csv"
+    B.to_csv(path)
+    return path, B
+
+
+def test_mix_d_writes_a_feasible_canonical_mixture(tmp_path, influence_csv):
+    path, B = influence_csv
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"web": 500, "code": 200, "books": 200, "news": 100}))
+    out = tmp_path / "w.json"
+    run = tikmix(
+        "mix-d", "--influence", path, "--prior", f"natural:{tokens}", "--out", out, cwd=tmp_path
+    )
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(out.read_text())
+    assert doc["method"] == "tikmix_d" and doc["sign_convention"].startswith("benefit = -influence")
+    w = pd.Series(doc["weights"])[DOMAINS].to_numpy()
+    prior = np.array([0.5, 0.2, 0.2, 0.1])
+    assert abs(w.sum() - 1) <= 1e-9 and (w >= 0).all()
+    # Pareto within the 8-digit rounding of the written weights.
+    assert (B.to_numpy() @ w >= B.to_numpy() @ prior - 1e-7).all()
+    assert doc["solver"]["success"] is True
+    np.testing.assert_allclose(list(doc["provenance"]["prior_weights"].values()), prior)
+
+
+def test_mix_d_megatron_export_and_caps(tmp_path, influence_csv):
+    path, _ = influence_csv
+    prefixes = tmp_path / "prefixes.json"
+    prefixes.write_text(json.dumps({d: [f"/data/{d}_text_document"] for d in DOMAINS}))
+    available = tmp_path / "available.json"
+    available.write_text(json.dumps({"web": 4000, "code": 3000, "books": 3000, "news": 3000}))
+    out = tmp_path / "data_path.txt"
+    run = tikmix(
+        "mix-d", "--influence", path, "--prior", "uniform", "--available", available,
+        "--stage-tokens", 10000, "--max-epochs", 1, "--format", "megatron",
+        "--prefixes", prefixes, "--out", out, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    weights = parse_megatron_data_path(out.read_text(), json.loads(prefixes.read_text()))
+    assert weights.sum() == pytest.approx(1.0, abs=1e-9)
+    assert (weights <= pd.Series({"web": 0.4, "code": 0.3, "books": 0.3, "news": 0.3}) + 1e-8).all()
+
+
+def test_mix_m_from_a_run_table_and_a_start_file(tmp_path):
+    rng = np.random.default_rng(0)
+    start = pd.Series([0.4, 0.3, 0.2, 0.1], index=DOMAINS)
+    W = latin_hypercube_mixtures(start, 80, seed=0).weights
+    table = W.assign(
+        score=-((W - [0.3, 0.3, 0.25, 0.15]) ** 2).sum(axis=1) + rng.normal(0, 1e-4, 80)
+    )
+    table_path = tmp_path / "runs.csv"
+    table.to_csv(table_path, index=False)
+    start_path = tmp_path / "start.json"
+    start_path.write_text(json.dumps({"method": "tikmix_d", "weights": start.to_dict()}))
+    out = tmp_path / "m.yaml"
+    run = tikmix(
+        "mix-m", "--table", table_path, "--response", "score", "--start", start_path,
+        "--iters", 4, "--samples", 256, "--topk", 16, "--box", 0.5, 2.0, "--format", "yaml",
+        "--out", out, cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "held-out Spearman" in run.stderr
+    w = read_mixture(out, DOMAINS)
+    assert ((w >= 0.5 * start - 1e-8) & (w <= 2.0 * start + 1e-8)).all()
+
+
+@pytest.mark.parametrize(
+    ("case", "message"),
+    [
+        ("nan", "task 'hellaswag', domain 'code' (CSV line 3)"),
+        ("prior", "no weight for domain(s) ['news']"),
+        ("sum", "weights sum to 0.9"),
+    ],
+)
+def test_mix_d_bad_input(tmp_path, influence_csv, case, message):
+    path, B = influence_csv
+    prior = tmp_path / "prior.json"
+    prior.write_text(json.dumps({"web": 0.4, "code": 0.3, "books": 0.2, "news": 0.1}))
+    if case == "nan":
+        B.loc["hellaswag", "code"] = np.nan
+        B.to_csv(path)
+    elif case == "prior":
+        prior.write_text(json.dumps({"web": 0.5, "code": 0.3, "books": 0.2}))
+    else:
+        prior.write_text(json.dumps({"web": 0.4, "code": 0.3, "books": 0.1, "news": 0.1}))
+    run = tikmix(
+        "mix-d", "--influence", path, "--prior", prior, "--out", tmp_path / "w.json", cwd=tmp_path
+    )
+    assert run.returncode == 1
+    assert run.stderr.startswith("tikmix mix-d: error:")
+    assert message in run.stderr
+    assert not (tmp_path / "w.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "the run table is empty"),
+        ("web,code,score\n", "has a header but no rows"),
+        ("web,code,loss\n0.5,0.5,1.0\n", "response column 'score' not found"),
+    ],
+)
+def test_mix_m_bad_table(tmp_path, content, message):
+    path = tmp_path / "runs.csv"
+    path.write_text(content)
+    run = tikmix(
+        "mix-m", "--table", path, "--response", "score", "--out", tmp_path / "m.json", cwd=tmp_path
+    )
+    assert run.returncode == 1
+    assert message in run.stderr
+
+
+def test_help_documents_every_flag(tmp_path):
+    run = tikmix("mix-d", "--help", cwd=tmp_path)
+    assert run.returncode == 0
+    for flag in (
+        "--influence",
+        "--prior",
+        "--alpha",
+        "--caps",
+        "--available",
+        "--format",
+        "--prefixes",
+    ):
+        assert flag in run.stdout
+    run = tikmix("mix-m", "--help", cwd=tmp_path)
+    for flag in ("--table", "--response", "--weights-columns", "--start", "--iters", "--topk"):
+        assert flag in run.stdout

@@ -1,0 +1,231 @@
+"""End to end on a real (single-node) SLURM cluster through `snakemake --profile slurm`.
+
+One module-scoped run gives every test its evidence: the workflow run locally, then through the
+repository's `slurm` profile (bare name, resolved via ~/.config/snakemake/slurm), then once more
+through the profile. The tests check that SLURM reproduces the local outputs byte for byte, that the
+second run submits nothing, that the rules the profile marks `gpu: 1` really got a GPU from SLURM
+(accounting records: gres/gpu in AllocTRES) and that the others did not.
+
+The workflow is the `workflow_case` fixture: a throwaway Snakefile whose rule names are the real
+DAG's, so the profile's `set-resources` apply to it. To test the real workflow instead, make that
+fixture return a `WorkflowCase` with the repository's Snakefile and a tiny config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from slurm_cluster import (
+    PROFILE_DIR,
+    REPO,
+    link_profile,
+    sacct_jobs,
+    slurm_cluster_fixture,  # noqa: F401  (the session fixture "slurm_cluster")
+)
+
+#: Printed by the SLURM executor plugin for every submission (the log path names the rule).
+SUBMITTED = re.compile(r"submitted with SLURM jobid (\d+) \(log: \S*/slurm_logs/rule_(\w+)/")
+
+
+@dataclass(frozen=True)
+class WorkflowCase:
+    """A workflow to run both locally and on SLURM.
+
+    prepare(workdir) writes what the run needs into an empty working directory; `args` are the
+    Snakemake arguments common to both runs (snakefile, config, targets); `outputs` is the folder,
+    relative to the working directory, whose files must be identical after both runs.
+    """
+
+    prepare: Callable[[Path], None]
+    args: tuple[str, ...]
+    outputs: str = "results"
+
+
+TINY_SNAKEFILE = textwrap.dedent('''
+    """Stand-in for the TiKMiX DAG: real rule names, so profiles/slurm's set-resources apply."""
+    import hashlib, json, os
+
+    DOMAINS = ["news", "code"]
+
+    localrules: all
+
+
+    def record_job(path):
+        """Write where the job ran: its SLURM job id and the GPUs SLURM gave it."""
+        with open(path, "w") as f:
+            json.dump({k: os.environ.get(k) for k in ("SLURM_JOB_ID", "CUDA_VISIBLE_DEVICES")}, f)
+
+
+    rule all:
+        input: expand("results/influence/ckpt0/grads/{domain}.txt", domain=DOMAINS)
+
+    rule tokenize_domain:
+        output: "results/data/domains/{domain}/train.txt"
+        log: "logs/tokenize_domain/{domain}.json"
+        run:
+            record_job(log[0])
+            words = f"{wildcards.domain} text for {wildcards.domain} tokens".split()
+            with open(output[0], "w") as f:
+                f.write(" ".join(str(len(w)) for w in words * 10))
+
+    rule domain_gradients:
+        input: "results/data/domains/{domain}/train.txt"
+        output: "results/influence/ckpt0/grads/{domain}.txt"
+        log: "logs/domain_gradients/{domain}.json"
+        run:
+            record_job(log[0])
+            data = open(input[0]).read().encode()
+            with open(output[0], "w") as f:
+                f.write(hashlib.sha256(data).hexdigest())
+''')
+
+
+@pytest.fixture(scope="module")
+def workflow_case() -> WorkflowCase:
+    """The workflow under test (see the module docstring to swap in the real one)."""
+
+    def prepare(workdir: Path) -> None:
+        (workdir / "Snakefile").write_text(TINY_SNAKEFILE)
+
+    return WorkflowCase(prepare=prepare, args=("--snakefile", "Snakefile"))
+
+
+def run_snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None,
+                  timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `<this python> -m snakemake ARGS` in `workdir`; AssertionError with its output on failure.
+
+    The environment is this process's without SNAKEMAKE_PROFILE (so only explicit --profile flags
+    apply), updated with `env`.
+    """
+    run_env = {k: v for k, v in os.environ.items() if k != "SNAKEMAKE_PROFILE"}
+    run_env.update(env or {})
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=run_env,
+        capture_output=True, text=True, timeout=timeout,
+    )
+    if result.returncode != 0:
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed ({result.returncode}) in {workdir}:\n"
+            f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}"
+        )
+    return result
+
+
+def checksums(folder: Path) -> dict[str, str]:
+    """sha256 of every file under `folder`, by relative path."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def profile_gpu_rules() -> set[str]:
+    """Rules that profiles/slurm/config.yaml gives `gpu` resources."""
+    profile = yaml.safe_load((PROFILE_DIR / "config.yaml").read_text())
+    return {rule for rule, res in profile["set-resources"].items() if res.get("gpu")}
+
+
+@dataclass
+class Runs:
+    local_dir: Path
+    slurm_dir: Path
+    outputs: str
+    second_run: str            # stdout + stderr of the second run through the profile
+    jobs: dict[str, list[str]]  # SLURM job ids by rule, first run through the profile
+    jobs_second_run: int
+
+
+@pytest.fixture(scope="module")
+def runs(slurm_cluster, workflow_case, tmp_path_factory) -> Runs:
+    link_profile()
+    local_dir = tmp_path_factory.mktemp("local")
+    slurm_dir = tmp_path_factory.mktemp("slurm")
+    for workdir in (local_dir, slurm_dir):
+        workflow_case.prepare(workdir)
+
+    run_snakemake(local_dir, *workflow_case.args, "--cores", "2")
+
+    env = {"TIKMIX_SLURM_PARTITION": slurm_cluster.partition,
+           "TIKMIX_SLURM_ACCOUNT": slurm_cluster.account}
+    # The first status check waits 2 s instead of the plugin's 40 s (tiny jobs).
+    slurm_args = (*workflow_case.args, "--profile", "slurm",
+                  "--slurm-init-seconds-before-status-checks", "2")
+    first = run_snakemake(slurm_dir, *slurm_args, env=env)
+    second = run_snakemake(slurm_dir, *slurm_args, env=env)
+
+    jobs: dict[str, list[str]] = {}
+    for job_id, rule in SUBMITTED.findall(first.stdout + first.stderr):
+        jobs.setdefault(rule, []).append(job_id)
+    second_log = second.stdout + second.stderr
+    return Runs(local_dir, slurm_dir, workflow_case.outputs, second_log, jobs,
+                len(SUBMITTED.findall(second_log)))
+
+
+def test_profile_names_only_rules_of_the_workflow():
+    """Snakemake ignores set-resources for unknown rules silently: a typo would lose a GPU request."""
+    if not (REPO / "Snakefile").exists():
+        pytest.skip(f"no {REPO / 'Snakefile'} yet")
+    listed = run_snakemake(REPO, "--snakefile", "Snakefile", "--list-rules").stdout.split()
+    profile = yaml.safe_load((PROFILE_DIR / "config.yaml").read_text())
+    unknown = sorted(set(profile["set-resources"]) - set(listed))
+    assert not unknown, f"{PROFILE_DIR / 'config.yaml'} sets resources for unknown rules {unknown}"
+
+
+@pytest.mark.slurm
+def test_slurm_outputs_equal_local_outputs(runs):
+    local = checksums(runs.local_dir / runs.outputs)
+    on_slurm = checksums(runs.slurm_dir / runs.outputs)
+    assert local, "the local run produced no outputs"
+    assert on_slurm == local
+
+
+@pytest.mark.slurm
+def test_every_rule_ran_as_a_completed_slurm_job(runs):
+    job_ids = [j for ids in runs.jobs.values() for j in ids]
+    assert job_ids, "no SLURM submissions found in the Snakemake output"
+    records = sacct_jobs(job_ids)
+    assert {j: r["State"] for j, r in records.items()} == {j: "COMPLETED" for j in job_ids}
+
+
+@pytest.mark.slurm
+def test_second_run_submits_nothing(runs):
+    assert "Nothing to be done" in runs.second_run
+    assert runs.jobs_second_run == 0
+
+
+@pytest.mark.slurm
+def test_gpu_rules_get_a_gpu_and_others_do_not(runs):
+    gpu_rules = profile_gpu_rules() & runs.jobs.keys()
+    cpu_rules = runs.jobs.keys() - gpu_rules
+    assert gpu_rules and cpu_rules, f"need both kinds of jobs, ran {sorted(runs.jobs)}"
+    records = sacct_jobs([j for ids in runs.jobs.values() for j in ids])
+    for rule, ids in runs.jobs.items():
+        for job_id in ids:
+            tres = records[job_id]["AllocTRES"]
+            if rule in gpu_rules:
+                assert "gres/gpu=1" in tres.split(","), f"{rule} job {job_id}: {tres}"
+            else:
+                assert "gres/gpu" not in tres, f"{rule} job {job_id}: {tres}"
+
+
+@pytest.mark.slurm
+def test_gpu_job_sees_the_gpu_slurm_gave_it(runs):
+    """Tiny workflow only: its rules log their SLURM job id and CUDA_VISIBLE_DEVICES."""
+    for log in (runs.slurm_dir / "logs").rglob("*.json"):
+        rule = log.relative_to(runs.slurm_dir / "logs").parts[0].removesuffix(".json")
+        record = yaml.safe_load(log.read_text())
+        assert record["SLURM_JOB_ID"] in runs.jobs[rule], f"{log}: {record}"
+        if rule in profile_gpu_rules():
+            assert record["CUDA_VISIBLE_DEVICES"] in ("0", "1"), f"{log}: {record}"
+        else:
+            assert record["CUDA_VISIBLE_DEVICES"] is None, f"{log}: {record}"

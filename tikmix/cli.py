@@ -1,0 +1,282 @@
+"""The ``tikmix`` command line (``python -m tikmix SUBCOMMAND ...``).
+
+Each subcommand is registered by one ``_add_*`` function listed in :data:`SUBCOMMANDS`; it
+adds its parser and sets ``handler`` to a function ``(args) -> int``. Library errors about bad
+input (:class:`ValueError`, including infeasible mixture problems, and
+:class:`FileNotFoundError`) are printed as one
+``tikmix SUBCOMMAND: error: ...`` line with exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from tikmix import __version__
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    from tikmix.mixing.exports import FORMATS
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True, help="file to write the mixture to")
+    out.add_argument(
+        "--format",
+        choices=FORMATS,
+        default="json",
+        help="json: canonical document with provenance and solver report (default); "
+        "yaml: plain domain: weight mapping; csv: domain,weight rows; "
+        "megatron: one Megatron-LM --data-path line (needs --prefixes)",
+    )
+    out.add_argument(
+        "--digits",
+        type=int,
+        default=8,
+        help="round weights to this many decimals, the largest taking the remainder so they "
+        "sum to 1 (default 8)",
+    )
+    out.add_argument(
+        "--prefixes",
+        help="JSON/YAML mapping domain -> list of Megatron shard prefixes (weight split "
+        "equally) or domain -> {prefix: tokens} (split by tokens); for --format megatron",
+    )
+    out.add_argument(
+        "--stage-tokens",
+        type=int,
+        help="tokens of the next training stage, recorded in the output (and used by --available)",
+    )
+
+
+def _write_output(args: argparse.Namespace, weights, method: str, provenance, solver) -> None:
+    from tikmix.mixing.exports import mixture_document, write_mixture
+    from tikmix.mixing.priors import load_mapping
+
+    document = mixture_document(
+        weights,
+        method=method,
+        stage_tokens=args.stage_tokens,
+        provenance=provenance,
+        solver=solver,
+        digits=args.digits,
+    )
+    prefixes = load_mapping(args.prefixes) if args.prefixes else None
+    write_mixture(args.out, document, args.format, prefixes=prefixes, digits=args.digits)
+
+
+def _add_mix_d(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "mix-d",
+        help="TiKMiX-D: the mixture maximising the influence benefit (paper eq. 7)",
+        description="Solve TiKMiX-D: minimise alpha*std(P) - beta*sum(P) - gamma*H(w) over "
+        "mixtures w with B.w >= B.w_prior for every task, where P_i = (B w)_i / "
+        "(max_j |B_ij| + eps) and B is the benefit matrix (benefit = -influence; larger is "
+        "better). SciPy SLSQP from the uniform mixture.",
+    )
+    parser.add_argument(
+        "--influence",
+        required=True,
+        help="benefit matrix CSV: first column task names, one column per domain",
+    )
+    parser.add_argument(
+        "--prior",
+        required=True,
+        help="the current mixture for the Pareto constraint: 'uniform', "
+        "'natural:TOKENS.json[:TEMPERATURE]' (domain -> available tokens, w ~ n^(1/T)), or a "
+        "JSON/YAML file (domain -> weight, or a mixture document such as a previous output)",
+    )
+    parser.add_argument("--alpha", type=float, default=1.0, help="weight of std(P) (default 1)")
+    parser.add_argument("--beta", type=float, default=1.0, help="weight of sum(P) (default 1)")
+    parser.add_argument("--gamma", type=float, default=1.0, help="weight of H(w) (default 1)")
+    parser.add_argument(
+        "--eps", type=float, default=1e-8, help="normaliser epsilon of eq. 6 (default 1e-8)"
+    )
+    caps = parser.add_mutually_exclusive_group()
+    caps.add_argument("--caps", help="JSON/YAML mapping domain -> upper bound on its weight")
+    caps.add_argument(
+        "--available",
+        help="JSON/YAML mapping domain -> available tokens; caps each weight at "
+        "max_epochs * available / stage_tokens (needs --stage-tokens)",
+    )
+    parser.add_argument(
+        "--max-epochs",
+        type=float,
+        default=1.0,
+        help="passes over a domain allowed in the stage, with --available (default 1)",
+    )
+    parser.add_argument("--maxiter", type=int, default=1000, help="SLSQP iterations (default 1000)")
+    parser.add_argument(
+        "--ftol", type=float, default=1e-12, help="SLSQP objective precision (default 1e-12)"
+    )
+    _add_output_arguments(parser)
+    parser.set_defaults(handler=_run_mix_d)
+
+
+def _run_mix_d(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from tikmix.mixing.priors import load_mapping, resolve_prior
+    from tikmix.mixing.tikmix_d import availability_caps, solve_tikmix_d
+    from tikmix.mixing.weights import MixtureInputError, read_influence_matrix
+
+    B = read_influence_matrix(args.influence)
+    prior = resolve_prior(args.prior, B.columns)
+    caps = None
+    if args.caps:
+        caps = pd.Series(load_mapping(args.caps), dtype=float)
+    elif args.available:
+        if args.stage_tokens is None:
+            raise MixtureInputError("--available needs --stage-tokens")
+        available = pd.Series(load_mapping(args.available), dtype=float)
+        caps = availability_caps(available, args.stage_tokens, args.max_epochs)
+    result = solve_tikmix_d(
+        B,
+        prior,
+        alpha=args.alpha,
+        beta=args.beta,
+        gamma=args.gamma,
+        eps=args.eps,
+        caps=caps,
+        maxiter=args.maxiter,
+        ftol=args.ftol,
+    )
+    provenance = {
+        "influence": str(args.influence),
+        "prior": args.prior,
+        "prior_weights": {d: float(v) for d, v in result.prior.items()},
+        "caps": None if caps is None else {d: float(v) for d, v in caps.items()},
+    }
+    _write_output(args, result.weights, "tikmix_d", provenance, result.solver_report())
+    return 0
+
+
+def _add_mix_m(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "mix-m",
+        help="TiKMiX-M: surrogate-guided mixture search over measured runs (Algorithm 1)",
+        description="Fit a LightGBM surrogate (RegMix settings) to a table of mixtures and "
+        "their measured response, report its 5-fold held-out Spearman, and search for the "
+        "mixture with the best predicted response (Dirichlet sampling around the current "
+        "best, concentration rising log-spaced, mean of the top-k).",
+    )
+    parser.add_argument(
+        "--table", required=True, help="CSV, one run per row: domain weight columns + response"
+    )
+    parser.add_argument(
+        "--response", required=True, help="column of the table to maximise (larger is better)"
+    )
+    parser.add_argument(
+        "--weights-columns",
+        nargs="+",
+        help="the domain columns (default: every column except the response); each row "
+        "must sum to 1",
+    )
+    parser.add_argument(
+        "--start",
+        help="mixture file to start the search from, e.g. the mix-d output (default: the mean "
+        "of the table's mixtures)",
+    )
+    parser.add_argument(
+        "--box",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="keep candidates within [LOW*w_start, HIGH*w_start] per domain, e.g. the box "
+        "the runs were sampled in (default: no bounds)",
+    )
+    parser.add_argument("--iters", type=int, default=20, help="search iterations T (default 20)")
+    parser.add_argument(
+        "--samples", type=int, default=2048, help="candidates per iteration N (default 2048)"
+    )
+    parser.add_argument(
+        "--topk", type=int, default=32, help="candidates averaged into the new centre (default 32)"
+    )
+    parser.add_argument(
+        "--kappa-min", type=float, default=20.0, help="first Dirichlet concentration (default 20)"
+    )
+    parser.add_argument(
+        "--kappa-max",
+        type=float,
+        default=5000.0,
+        help="last Dirichlet concentration (default 5000)",
+    )
+    parser.add_argument(
+        "--floor",
+        type=float,
+        default=0.05,
+        help="added to every Dirichlet concentration so zero weights can move (default 0.05)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of surrogate and search (default 0)"
+    )
+    parser.add_argument("--num-threads", type=int, default=1, help="LightGBM threads (default 1)")
+    _add_output_arguments(parser)
+    parser.set_defaults(handler=_run_mix_m)
+
+
+def _run_mix_m(args: argparse.Namespace) -> int:
+    from tikmix.mixing.exports import read_mixture
+    from tikmix.mixing.search import solve_tikmix_m
+    from tikmix.mixing.weights import read_runs_table
+
+    W, y = read_runs_table(args.table, args.response, args.weights_columns)
+    if args.start:
+        start = read_mixture(args.start, W.columns)
+    else:
+        start = W.mean(axis=0) / W.mean(axis=0).sum()
+    bounds = None if args.box is None else (start * args.box[0], start * args.box[1])
+    result = solve_tikmix_m(
+        W,
+        y,
+        start,
+        seed=args.seed,
+        num_threads=args.num_threads,
+        iters=args.iters,
+        samples=args.samples,
+        top_k=args.topk,
+        kappa_min=args.kappa_min,
+        kappa_max=args.kappa_max,
+        floor=args.floor,
+        bounds=bounds,
+    )
+    provenance = {
+        "table": str(args.table),
+        "response": args.response,
+        "n_runs": int(len(y)),
+        "start": str(args.start) if args.start else "mean of the table's mixtures",
+        "start_weights": {d: float(v) for d, v in start.items()},
+    }
+    _write_output(args, result.weights, "tikmix_m", provenance, result.solver_report())
+    print(
+        f"surrogate 5-fold held-out Spearman {result.quality.spearman:.3f}, "
+        f"Pearson {result.quality.pearson:.3f} over {len(y)} runs",
+        file=sys.stderr,
+    )
+    return 0
+
+
+#: Subcommand registrars, in ``--help`` order. Add one function per new subcommand.
+SUBCOMMANDS: tuple[Callable, ...] = (_add_mix_d, _add_mix_m)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tikmix",
+        description="TiKMiX: data mixtures for LLM pre-training from Group Influence.",
+    )
+    parser.add_argument("--version", action="version", version=f"tikmix {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default ``sys.argv[1:]``), run the subcommand, return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"tikmix {args.command}: error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,211 @@
+# Group influence (paper section 3.1): per-domain mean gradients, task gradients, EK-FAC curvature
+# in map-reduce form, and the tasks x domains benefit matrix, for every checkpoint.
+
+
+rule domain_gradients:
+    input:
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
+        stream="results/data/domains/{domain}/train.npy",
+        code=code("domain_gradients.py"),
+    output:
+        directory("results/influence/{ckpt}/grads/{domain}/part-{shard}.zarr"),
+    params:
+        tokens=INFLUENCE["domain_tokens"],
+        shards=INFLUENCE["shards_per_domain"],
+        seq_len=config["data"]["seq_len"],
+        batch_size=INFLUENCE["batch_size"],
+        tracked_modules=INFLUENCE["tracked_modules"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/domain_gradients/{ckpt}/{domain}/part-{shard}.log",
+    benchmark:
+        "benchmarks/rules/domain_gradients/{ckpt}/{domain}/part-{shard}.tsv"
+    cache: "omit-software"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        script_path("domain_gradients.py")
+
+
+rule reduce_domain_gradients:
+    input:
+        parts=domain_gradient_parts,
+        code=code("reduce_domain_gradients.py"),
+    output:
+        directory("results/influence/{ckpt}/grads/{domain}.zarr"),
+    log:
+        "logs/reduce_domain_gradients/{ckpt}/{domain}.log",
+    benchmark:
+        "benchmarks/rules/reduce_domain_gradients/{ckpt}/{domain}.tsv"
+    cache: "omit-software"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        script_path("reduce_domain_gradients.py")
+
+
+rule task_gradients:
+    input:
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
+        task="results/data/tasks/{task}.npz",
+        code=code("task_gradients.py"),
+    output:
+        directory("results/influence/{ckpt}/task_grads/{task}.zarr"),
+    params:
+        batch_size=INFLUENCE["task_batch_size"],
+        tracked_modules=INFLUENCE["tracked_modules"],
+        device=config["device"],
+    log:
+        "logs/task_gradients/{ckpt}/{task}.log",
+    benchmark:
+        "benchmarks/rules/task_gradients/{ckpt}/{task}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    script:
+        script_path("task_gradients.py")
+
+
+rule ekfac_covariances:
+    input:
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
+        streams=domain_files("train"),
+        prior="results/mixtures/prior.json",
+        code=code("ekfac_covariances.py"),
+    output:
+        directory("results/influence/{ckpt}/ekfac/covariances/part-{shard}.zarr"),
+    params:
+        **EKFAC_SAMPLE_PARAMS,
+    log:
+        "logs/ekfac_covariances/{ckpt}/part-{shard}.log",
+    benchmark:
+        "benchmarks/rules/ekfac_covariances/{ckpt}/part-{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        script_path("ekfac_covariances.py")
+
+
+rule ekfac_eigen:
+    input:
+        parts=expand(
+            "results/influence/{{ckpt}}/ekfac/covariances/part-{shard}.zarr",
+            shard=EKFAC_SHARDS,
+        ),
+        code=code("ekfac_eigen.py"),
+    output:
+        directory("results/influence/{ckpt}/ekfac/eigen.zarr"),
+    log:
+        "logs/ekfac_eigen/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/ekfac_eigen/{ckpt}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=60,
+    script:
+        script_path("ekfac_eigen.py")
+
+
+rule ekfac_lambda:
+    input:
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
+        streams=domain_files("train"),
+        prior="results/mixtures/prior.json",
+        eigen="results/influence/{ckpt}/ekfac/eigen.zarr",
+        code=code("ekfac_lambda.py"),
+    output:
+        directory("results/influence/{ckpt}/ekfac/lambda/part-{shard}.zarr"),
+    params:
+        **EKFAC_SAMPLE_PARAMS,
+    log:
+        "logs/ekfac_lambda/{ckpt}/part-{shard}.log",
+    benchmark:
+        "benchmarks/rules/ekfac_lambda/{ckpt}/part-{shard}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        script_path("ekfac_lambda.py")
+
+
+rule ekfac_factors:
+    input:
+        eigen="results/influence/{ckpt}/ekfac/eigen.zarr",
+        parts=expand(
+            "results/influence/{{ckpt}}/ekfac/lambda/part-{shard}.zarr", shard=EKFAC_SHARDS
+        ),
+        code=code("ekfac_factors.py"),
+    output:
+        directory("results/influence/{ckpt}/ekfac.zarr"),
+    log:
+        "logs/ekfac_factors/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/ekfac_factors/{ckpt}.tsv"
+    cache: "omit-software"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        script_path("ekfac_factors.py")
+
+
+rule precondition_task_gradients:
+    input:
+        factors="results/influence/{ckpt}/ekfac.zarr",
+        tasks=expand("results/influence/{{ckpt}}/task_grads/{task}.zarr", task=TASKS),
+        code=code("precondition_task_gradients.py"),
+    output:
+        directory("results/influence/{ckpt}/preconditioned_tasks.zarr"),
+    params:
+        tasks=TASKS,
+        damping=INFLUENCE["ekfac"]["damping"],
+        damping_factor=INFLUENCE["ekfac"]["damping_factor"],
+    log:
+        "logs/precondition_task_gradients/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/precondition_task_gradients/{ckpt}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        script_path("precondition_task_gradients.py")
+
+
+rule influence_matrix:
+    input:
+        preconditioned="results/influence/{ckpt}/preconditioned_tasks.zarr",
+        domains=expand("results/influence/{{ckpt}}/grads/{domain}.zarr", domain=DOMAINS),
+        code=code("influence_matrix.py"),
+    output:
+        matrix=report(
+            "results/influence/{ckpt}/influence.csv",
+            caption="../report/influence_matrix.rst",
+            category="Influence",
+            subcategory="{ckpt}",
+        ),
+        sidecar="results/influence/{ckpt}/influence.json",
+        per_module="results/influence/{ckpt}/influence_modules.parquet",
+    params:
+        domains=DOMAINS,
+    log:
+        "logs/influence_matrix/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/influence_matrix/{ckpt}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    script:
+        script_path("influence_matrix.py")

@@ -8,7 +8,7 @@ CORES ?= 2
 # kronfluence (the test suite's independent EK-FAC reference) declares torchvision, which would
 # replace the CPU torch with a multi-GB CUDA build: install it without dependencies, then its needs.
 KRONFLUENCE := kronfluence==1.0.1
-KRONFLUENCE_DEPS := accelerate==1.15.0 einops==0.8.2 einconv==0.1.0 opt_einsum==3.4.0
+KRONFLUENCE_DEPS := accelerate==1.15.0 einops==0.8.2 einconv==0.1.0 opt_einsum==3.4.0 tqdm==4.70.1
 
 .PHONY: setup setup-test demo test lint report clean-results
 

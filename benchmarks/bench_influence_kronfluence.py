@@ -71,9 +71,12 @@ def main() -> None:
 
     start = time.perf_counter()
     factors = fit_ekfac(model, list(fit.split(32)), modules=modules, fisher="empirical")
-    task_grads = {t: domain_gradient(model, list(ids.split(32)), modules) for t, ids in tasks.items()}
-    domain_grads = {d: domain_gradient(model, list(ids.split(32)), modules)
-                    for d, ids in domains.items()}
+    task_grads = {
+        t: domain_gradient(model, list(ids.split(32)), modules) for t, ids in tasks.items()
+    }
+    domain_grads = {
+        d: domain_gradient(model, list(ids.split(32)), modules) for d, ids in domains.items()
+    }
     ours, _ = influence_matrix(precondition(factors, task_grads), domain_grads)
     ours_time = time.perf_counter() - start
 
@@ -82,24 +85,36 @@ def main() -> None:
         ref_model = prepare_model(copy.deepcopy(model), task)
         start = time.perf_counter()
         analyzer = Analyzer("bench", ref_model, task, cpu=True, disable_tqdm=True, output_dir=tmp)
-        analyzer.fit_all_factors("f", Sequences(fit), per_device_batch_size=32,
-                                 factor_args=FactorArguments(use_empirical_fisher=True))
-        score_args = ScoreArguments(damping_factor=None, aggregate_query_gradients=True,
-                                    aggregate_train_gradients=True)
+        analyzer.fit_all_factors(
+            "f",
+            Sequences(fit),
+            per_device_batch_size=32,
+            factor_args=FactorArguments(use_empirical_fisher=True),
+        )
+        score_args = ScoreArguments(
+            damping_factor=None, aggregate_query_gradients=True, aggregate_train_gradients=True
+        )
         reference = np.zeros(ours.shape)
         for i, (t, t_ids) in enumerate(tasks.items()):
             for j, (d, d_ids) in enumerate(domains.items()):
-                analyzer.compute_pairwise_scores(f"s{i}{j}", "f", Sequences(t_ids),
-                                                 Sequences(d_ids), per_device_query_batch_size=32,
-                                                 per_device_train_batch_size=32,
-                                                 score_args=score_args)
+                analyzer.compute_pairwise_scores(
+                    f"s{i}{j}",
+                    "f",
+                    Sequences(t_ids),
+                    Sequences(d_ids),
+                    per_device_query_batch_size=32,
+                    per_device_train_batch_size=32,
+                    score_args=score_args,
+                )
                 score = float(analyzer.load_pairwise_scores(f"s{i}{j}")["all_modules"].sum())
                 reference[i, j] = score / (task_grads[t].n_tokens * domain_grads[d].n_tokens)
         kron_time = time.perf_counter() - start
 
     error = np.max(np.abs(ours.to_numpy() - reference)) / np.max(np.abs(reference))
-    print(f"threads={torch.get_num_threads()} fit={len(fit)}x{SEQ} tokens, "
-          f"{len(tasks)} tasks x {len(domains)} domains")
+    print(
+        f"threads={torch.get_num_threads()} fit={len(fit)}x{SEQ} tokens, "
+        f"{len(tasks)} tasks x {len(domains)} domains"
+    )
     print(f"max |ours - kronfluence| / max |kronfluence| = {error:.2e}")
     print(f"tikmix      EK-FAC fit + matrix: {ours_time:8.2f} s")
     print(f"kronfluence EK-FAC fit + matrix: {kron_time:8.2f} s")

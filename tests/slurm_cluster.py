@@ -105,17 +105,18 @@ def tear_down(cluster: SlurmCluster) -> dict[Path, int]:
         timeout=300,
     )
     assert result.returncode == 0, f"{DOWN_SCRIPT} failed:\n{result.stdout}\n{result.stderr}"
-    alive = {f: pid for f, pid in pids.items() if _pid_alive(pid)}
+    alive = {f: pid for f, pid in pids.items() if pid_alive(pid)}
     assert not alive, f"daemons still running after {DOWN_SCRIPT}: {alive}\n{result.stdout}"
     return pids
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (exited, not yet reaped by its parent)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
         return False
-    return True
+    return state != "Z"
 
 
 def link_profile() -> Path:

@@ -27,7 +27,7 @@ def test_ekfac_tracks_the_exact_damped_fisher():
     fit = torch.cat([markov_tokens(40, LENGTH, vocab=VOCAB, seed=s) for s in range(4)])
     train_briefly(model, fit)
     modules = select_modules(model, r"mlp\.down_proj$")
-    (name, layer), = modules.items()
+    ((name, layer),) = modules.items()
     batches = [fit[i : i + 32] for i in range(0, len(fit), 32)]
     ekfac = fit_ekfac(model, batches, modules=modules, fisher="empirical")
     kfac = fit_kfac(model, batches, modules=modules, fisher="empirical")
@@ -37,8 +37,9 @@ def test_ekfac_tracks_the_exact_damped_fisher():
         loss = torch.nn.functional.cross_entropy(
             logits.reshape(-1, VOCAB), ids[:, 1:].reshape(-1), reduction="sum"
         )
-        w, b = torch.autograd.grad(loss / (ids[:, 1:].numel() if mean else 1),
-                                   [layer.weight, layer.bias])
+        w, b = torch.autograd.grad(
+            loss / (ids[:, 1:].numel() if mean else 1), [layer.weight, layer.bias]
+        )
         return torch.cat([w, b[:, None]], dim=1).reshape(-1)
 
     per_sequence = torch.stack([flat_gradient(fit[n : n + 1], mean=False) for n in range(len(fit))])
@@ -46,10 +47,13 @@ def test_ekfac_tracks_the_exact_damped_fisher():
     damping = ekfac.damping[name]
     exact_inverse = torch.linalg.inv(fisher + damping * torch.eye(len(fisher), dtype=fisher.dtype))
 
-    tasks = [flat_gradient(markov_tokens(8, LENGTH, vocab=VOCAB, seed=100 + s), True)
-             for s in range(8)]
-    domains = [flat_gradient(markov_tokens(16, LENGTH, vocab=VOCAB, seed=s if s < 4 else 200 + s),
-                             True) for s in range(8)]
+    tasks = [
+        flat_gradient(markov_tokens(8, LENGTH, vocab=VOCAB, seed=100 + s), True) for s in range(8)
+    ]
+    domains = [
+        flat_gradient(markov_tokens(16, LENGTH, vocab=VOCAB, seed=s if s < 4 else 200 + s), True)
+        for s in range(8)
+    ]
     shape = ekfac.eigenvalues[name].shape
 
     def scores(factors) -> np.ndarray:
@@ -72,9 +76,10 @@ def test_ekfac_tracks_the_exact_damped_fisher():
 
     print(f"pearson vs exact: ekfac {pearson_ekfac:.4f}  kfac {pearson_kfac:.4f}")
     print(f"relative score error: ekfac {error_ekfac:.4f}  kfac {error_kfac:.4f}")
-    print(f"relative curvature error: ekfac {curvature_error(ekfac):.4f}  "
-          f"kfac {curvature_error(kfac):.4f}")
+    print(
+        f"relative curvature error: ekfac {curvature_error(ekfac):.4f}  "
+        f"kfac {curvature_error(kfac):.4f}"
+    )
     assert pearson_ekfac >= 0.95
     assert error_ekfac < 0.95 * error_kfac
     assert curvature_error(ekfac) < 0.85 * curvature_error(kfac)
-

@@ -78,28 +78,60 @@ def test_scores_eigenvalues_and_lambda_match_kronfluence(tmp_path, monkeypatch):
     ours, _ = influence_matrix(precondition(factors, task_grads), domain_grads)
 
     ref_model = kronfluence.prepare_model(copy.deepcopy(model), SummedLossTask(list(modules)))
-    analyzer = kronfluence.Analyzer("ref", ref_model, SummedLossTask(list(modules)), cpu=True,
-                                    disable_tqdm=True, output_dir=str(tmp_path))
-    dtypes = {k: torch.float64 for k in ("activation_covariance_dtype",
-                                         "gradient_covariance_dtype", "per_sample_gradient_dtype",
-                                         "lambda_dtype")}
-    analyzer.fit_all_factors("f", Sequences(fit), per_device_batch_size=10,
-                             factor_args=FactorArguments(use_empirical_fisher=True, **dtypes))
-    score_args = ScoreArguments(damping_factor=None, aggregate_query_gradients=True,
-                                aggregate_train_gradients=True,
-                                per_sample_gradient_dtype=torch.float64,
-                                precondition_dtype=torch.float64, score_dtype=torch.float64)
+    analyzer = kronfluence.Analyzer(
+        "ref",
+        ref_model,
+        SummedLossTask(list(modules)),
+        cpu=True,
+        disable_tqdm=True,
+        output_dir=str(tmp_path),
+    )
+    dtypes = {
+        k: torch.float64
+        for k in (
+            "activation_covariance_dtype",
+            "gradient_covariance_dtype",
+            "per_sample_gradient_dtype",
+            "lambda_dtype",
+        )
+    }
+    analyzer.fit_all_factors(
+        "f",
+        Sequences(fit),
+        per_device_batch_size=10,
+        factor_args=FactorArguments(use_empirical_fisher=True, **dtypes),
+    )
+    score_args = ScoreArguments(
+        damping_factor=None,
+        aggregate_query_gradients=True,
+        aggregate_train_gradients=True,
+        per_sample_gradient_dtype=torch.float64,
+        precondition_dtype=torch.float64,
+        score_dtype=torch.float64,
+    )
     reference = np.zeros(ours.shape)
     for i, (t, t_ids) in enumerate(tasks.items()):
         for j, (d, d_ids) in enumerate(domains.items()):
             analyzer.compute_pairwise_scores(
-                f"s_{t}_{d}", "f", Sequences(t_ids), Sequences(d_ids),
-                per_device_query_batch_size=len(t_ids), per_device_train_batch_size=2,
-                score_args=score_args)
+                f"s_{t}_{d}",
+                "f",
+                Sequences(t_ids),
+                Sequences(d_ids),
+                per_device_query_batch_size=len(t_ids),
+                per_device_train_batch_size=2,
+                score_args=score_args,
+            )
             total = float(analyzer.load_pairwise_scores(f"s_{t}_{d}")["all_modules"].sum())
             reference[i, j] = total / (task_grads[t].n_tokens * domain_grads[d].n_tokens)
-    print("ours", ours.to_numpy(), "kronfluence", reference, "max relative difference",
-          np.max(np.abs(ours.to_numpy() / reference - 1)), sep="\n")
+    print(
+        "ours",
+        ours.to_numpy(),
+        "kronfluence",
+        reference,
+        "max relative difference",
+        np.max(np.abs(ours.to_numpy() / reference - 1)),
+        sep="\n",
+    )
     np.testing.assert_allclose(ours.to_numpy(), reference, rtol=1e-4)
 
     eigen = analyzer.load_eigendecomposition("f")
@@ -107,14 +139,22 @@ def test_scores_eigenvalues_and_lambda_match_kronfluence(tmp_path, monkeypatch):
     for name in modules:
         ref_lambda = lambdas["lambda_matrix"][name] / lambdas["num_lambda_processed"][name]
         # (token losses are float32 in tikmix.models.loss, hence rtol 1e-5 on a float64 model)
-        torch.testing.assert_close(factors.eigenvalues[name], ref_lambda.double(), rtol=1e-5,
-                                   atol=1e-12)
+        torch.testing.assert_close(
+            factors.eigenvalues[name], ref_lambda.double(), rtol=1e-5, atol=1e-12
+        )
         for field in ("activation_eigenvalues", "gradient_eigenvalues"):
-            torch.testing.assert_close(getattr(bases[name], field), eigen[field][name].double(),
-                                       rtol=1e-5, atol=1e-12)
-        for ours_q, key in ((factors.activation_eigenvectors[name], "activation_eigenvectors"),
-                            (factors.gradient_eigenvectors[name], "gradient_eigenvectors")):
+            torch.testing.assert_close(
+                getattr(bases[name], field), eigen[field][name].double(), rtol=1e-5, atol=1e-12
+            )
+        for ours_q, key in (
+            (factors.activation_eigenvectors[name], "activation_eigenvectors"),
+            (factors.gradient_eigenvectors[name], "gradient_eigenvectors"),
+        ):
             ref_q = eigen[key][name].double()
             # eigenvectors agree up to sign: |Q_oursᵀ Q_ref| is the identity
-            torch.testing.assert_close((ours_q.T @ ref_q).abs(), torch.eye(len(ref_q),
-                                       dtype=torch.float64), rtol=0, atol=1e-5)
+            torch.testing.assert_close(
+                (ours_q.T @ ref_q).abs(),
+                torch.eye(len(ref_q), dtype=torch.float64),
+                rtol=0,
+                atol=1e-5,
+            )

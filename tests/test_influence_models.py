@@ -47,8 +47,9 @@ class Block(nn.Module):
 class TinyCausalLM(nn.Module):
     """``ids [B, T] → logits [B, T, V]``: embedding, residual blocks, untracked Linear head."""
 
-    def __init__(self, vocab: int = 11, dim: int = 6, hidden: int = 8, n_layers: int = 1,
-                 bias: bool = True):
+    def __init__(
+        self, vocab: int = 11, dim: int = 6, hidden: int = 8, n_layers: int = 1, bias: bool = True
+    ):
         super().__init__()
         self.embed_tokens = nn.Embedding(vocab, dim)
         self.layers = nn.ModuleList(Block(dim, hidden, bias) for _ in range(n_layers))
@@ -66,8 +67,9 @@ def tiny_model(seed: int = 0, dtype: torch.dtype = torch.float64, **kwargs) -> T
     return TinyCausalLM(**kwargs).to(dtype)
 
 
-def markov_tokens(n: int, length: int, vocab: int = 11, seed: int = 0,
-                  concentration: float = 0.3) -> torch.Tensor:
+def markov_tokens(
+    n: int, length: int, vocab: int = 11, seed: int = 0, concentration: float = 0.3
+) -> torch.Tensor:
     """``[n, length + 1]`` token ids from a random sparse-ish Markov chain (one per ``seed``)."""
     gen = torch.Generator().manual_seed(seed)
     transitions = torch.distributions.Dirichlet(torch.full((vocab,), concentration))
@@ -85,8 +87,9 @@ def train_briefly(model: nn.Module, ids: torch.Tensor, steps: int = 60, lr: floa
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     for _ in range(steps):
         logits = model(ids[:, :-1])
-        loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
-                                           ids[:, 1:].reshape(-1))
+        loss = nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1)
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()

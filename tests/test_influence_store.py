@@ -106,8 +106,13 @@ def test_reduce_parts_equals_one_shot(tmp_path, model):
     parts = []
     for i, shard in enumerate(ids.chunk(3)):
         stats = domain_gradient(model, [shard], modules)
-        parts.append(save_gradients(tmp_path / f"part-{i}.zarr", stats,
-                                    {**PROVENANCE, "token_range": [32 * i, 32 * (i + 1)]}))
+        parts.append(
+            save_gradients(
+                tmp_path / f"part-{i}.zarr",
+                stats,
+                {**PROVENANCE, "token_range": [32 * i, 32 * (i + 1)]},
+            )
+        )
     one_shot = domain_gradient(model, [ids], modules)
     mean, attrs = load_mean_gradients(reduce_gradient_stores(parts, tmp_path / "news.zarr"))
     assert attrs["n_tokens"] == 96 and attrs["n_sequences"] == 12
@@ -127,8 +132,9 @@ def test_reduce_rejects_incompatible_parts(tmp_path, model):
     b = save_gradients(tmp_path / "b.zarr", stats, {**PROVENANCE, "checkpoint": "sha256:def"})
     with pytest.raises(IncompatibleStoresError, match="checkpoint"):
         reduce_gradient_stores([a, b], tmp_path / "out.zarr")
-    fewer = domain_gradient(model, [markov_tokens(2, 8, seed=4)],
-                            select_modules(model, r"mlp\.\w+_proj$"))
+    fewer = domain_gradient(
+        model, [markov_tokens(2, 8, seed=4)], select_modules(model, r"mlp\.\w+_proj$")
+    )
     c = save_gradients(tmp_path / "c.zarr", fewer, PROVENANCE)
     with pytest.raises(IncompatibleStoresError, match="arrays"):
         reduce_gradient_stores([a, c], tmp_path / "out.zarr")

@@ -1,4 +1,4 @@
-"""``python -m tikmix mix-d`` / ``mix-m`` end to end, by subprocess."""
+"""``python -m tikmix mix-d`` / ``mix-m``: end to end by subprocess, errors in process."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tikmix.cli import main
 from tikmix.mixing.candidates import latin_hypercube_mixtures
 from tikmix.mixing.exports import parse_megatron_data_path, read_mixture
 
@@ -107,7 +108,7 @@ def test_mix_m_from_a_run_table_and_a_start_file(tmp_path):
         ("sum", "weights sum to 0.9"),
     ],
 )
-def test_mix_d_bad_input(tmp_path, influence_csv, case, message):
+def test_mix_d_bad_input(tmp_path, influence_csv, capsys, case, message):
     path, B = influence_csv
     prior = tmp_path / "prior.json"
     prior.write_text(json.dumps({"web": 0.4, "code": 0.3, "books": 0.2, "news": 0.1}))
@@ -118,12 +119,21 @@ def test_mix_d_bad_input(tmp_path, influence_csv, case, message):
         prior.write_text(json.dumps({"web": 0.5, "code": 0.3, "books": 0.2}))
     else:
         prior.write_text(json.dumps({"web": 0.4, "code": 0.3, "books": 0.1, "news": 0.1}))
-    run = tikmix(
-        "mix-d", "--influence", path, "--prior", prior, "--out", tmp_path / "w.json", cwd=tmp_path
+    status = main(
+        [
+            "mix-d",
+            "--influence",
+            str(path),
+            "--prior",
+            str(prior),
+            "--out",
+            str(tmp_path / "w.json"),
+        ]
     )
-    assert run.returncode == 1
-    assert run.stderr.startswith("tikmix mix-d: error:")
-    assert message in run.stderr
+    stderr = capsys.readouterr().err
+    assert status == 1
+    assert stderr.startswith("tikmix mix-d: error:")
+    assert message in stderr
     assert not (tmp_path / "w.json").exists()
 
 
@@ -135,29 +145,44 @@ def test_mix_d_bad_input(tmp_path, influence_csv, case, message):
         ("web,code,loss\n0.5,0.5,1.0\n", "response column 'score' not found"),
     ],
 )
-def test_mix_m_bad_table(tmp_path, content, message):
+def test_mix_m_bad_table(tmp_path, capsys, content, message):
     path = tmp_path / "runs.csv"
     path.write_text(content)
-    run = tikmix(
-        "mix-m", "--table", path, "--response", "score", "--out", tmp_path / "m.json", cwd=tmp_path
+    status = main(
+        ["mix-m", "--table", str(path), "--response", "score", "--out", str(tmp_path / "m.json")]
     )
-    assert run.returncode == 1
-    assert message in run.stderr
+    assert status == 1
+    assert message in capsys.readouterr().err
 
 
-def test_help_documents_every_flag(tmp_path):
-    run = tikmix("mix-d", "--help", cwd=tmp_path)
-    assert run.returncode == 0
-    for flag in (
-        "--influence",
-        "--prior",
-        "--alpha",
-        "--caps",
-        "--available",
-        "--format",
-        "--prefixes",
-    ):
-        assert flag in run.stdout
-    run = tikmix("mix-m", "--help", cwd=tmp_path)
-    for flag in ("--table", "--response", "--weights-columns", "--start", "--iters", "--topk"):
-        assert flag in run.stdout
+def test_help_documents_every_flag(capsys):
+    for command, flags in [
+        ("mix-d", ["--influence", "--prior", "--alpha", "--caps", "--available", "--prefixes"]),
+        ("mix-m", ["--table", "--response", "--weights-columns", "--start", "--iters", "--topk"]),
+    ]:
+        with pytest.raises(SystemExit) as exit_info:
+            main([command, "--help"])
+        assert exit_info.value.code == 0
+        text = capsys.readouterr().out
+        for flag in [*flags, "--out", "--format", "--digits"]:
+            assert flag in text
+
+
+def test_mixing_does_not_import_torch(tmp_path):
+    code = (
+        "import sys, tikmix.cli, tikmix.mixing.exports, tikmix.mixing.search, "
+        "tikmix.mixing.tikmix_d, tikmix.mixing.candidates, tikmix.mixing.priors; "
+        "assert 'torch' not in sys.modules"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+
+
+def test_mix_m_table_rows_must_be_mixtures(tmp_path, capsys):
+    path = tmp_path / "runs.csv"
+    path.write_text("web,code,books,score\n0.5,0.5,0.0,1.0\n0.5,0.4,0.0,2.0\n")
+    argv = ["mix-m", "--table", str(path), "--response", "score", "--out", str(tmp_path / "m.json")]
+    assert main(argv) == 1
+    assert "runs.csv (CSV line 3): weights sum to 0.9" in capsys.readouterr().err
+    assert main([*argv, "--weights-columns", "web", "math"]) == 1
+    assert "weight column(s) ['math'] not found" in capsys.readouterr().err

@@ -49,7 +49,9 @@ def random_problem(rng, m, n, *, negative_row=False, with_caps=False):
     prior /= prior.sum()
     caps = None
     if with_caps:
-        caps = np.maximum(prior * rng.uniform(0.6, 3.0, m), rng.uniform(1.2, 2.0) / m)
+        # Caps above the prior (so the problem is feasible), some below 1/m (so the uniform
+        # start must be projected onto them).
+        caps = np.maximum(prior * rng.uniform(1.0, 3.0, m), rng.uniform(0.3, 2.0) / m)
     return frame(B), prior, caps
 
 
@@ -111,7 +113,7 @@ def test_objective_no_worse_than_trust_constr_multistart():
         best = np.inf
         for x0 in _random_feasible_starts(rng, A, prior, 20):
             ref = minimize(
-                lambda w: reference_objective(Bv, np.clip(w, 1e-300, None)),
+                lambda w, Bv=Bv: reference_objective(Bv, np.clip(w, 1e-300, None)),
                 x0,
                 method="trust-constr",
                 hess=BFGS(),
@@ -206,6 +208,16 @@ def test_result_reports_terms_slacks_and_benefit():
     assert report["params"]["alpha"] == 2.0 and report["success"] is True
 
 
+def test_uniform_start_is_projected_onto_the_caps():
+    B = frame(np.ones((1, 4)))
+    caps = pd.Series([0.1, 0.2, 1.0, 1.0], index=B.columns)
+    problem = _Problem.build(B, pd.Series(0.25, index=B.columns), 1, 1, 1, 1e-8, caps)
+    np.testing.assert_allclose(problem.uniform_start(), [0.1, 0.2, 0.35, 0.35], atol=1e-12)
+    # With α = β = 0 only the entropy matters: the projected start is also the optimum.
+    result = solve_tikmix_d(B, pd.Series(0.25, index=B.columns), alpha=0, beta=0, caps=caps)
+    np.testing.assert_allclose(result.weights, [0.1, 0.2, 0.35, 0.35], atol=1e-7)
+
+
 def test_availability_caps():
     caps = availability_caps(pd.Series({"a": 100.0, "b": 10.0}), stage_tokens=50, max_epochs=2)
     assert caps.to_dict() == {"a": 4.0, "b": 0.4}
@@ -244,3 +256,39 @@ def test_bad_inputs_name_the_problem():
         solve_tikmix_d(B, pd.Series([0.5, 0.5], index=B.columns), gamma=-1)
     with pytest.raises(MixtureInputError, match=r"missing domain\(s\) \['d1'\]"):
         solve_tikmix_d(B, pd.Series([0.5, 0.5], index=B.columns), caps=pd.Series({"d0": 1.0}))
+
+
+def test_failed_uniform_start_is_restarted_from_the_prior(monkeypatch):
+    import tikmix.mixing.tikmix_d as module
+
+    calls = []
+    real_minimize = module.minimize
+
+    def first_call_stops_early(*args, **kwargs):
+        calls.append(args[1].copy())
+        if len(calls) == 1:
+            kwargs["options"] = {**kwargs["options"], "maxiter": 1}
+        return real_minimize(*args, **kwargs)
+
+    monkeypatch.setattr(module, "minimize", first_call_stops_early)
+    rng = np.random.default_rng(5)
+    B, prior, _ = random_problem(rng, 8, 3)
+    result = solve_tikmix_d(B, pd.Series(prior, index=B.columns))
+    assert [a["start"] for a in result.attempts] == ["uniform", "prior"]
+    assert result.attempts[0]["success"] is False and result.start == "prior"
+    np.testing.assert_allclose(calls[1], prior)
+    check_feasible(B, prior, result.weights.to_numpy())
+
+
+def test_solver_failure_is_an_error_not_a_fallback(monkeypatch):
+    import tikmix.mixing.tikmix_d as module
+
+    real_minimize = module.minimize
+
+    def always_stops_early(*args, **kwargs):
+        return real_minimize(*args, **{**kwargs, "options": {**kwargs["options"], "maxiter": 1}})
+
+    monkeypatch.setattr(module, "minimize", always_stops_early)
+    B, prior, _ = random_problem(np.random.default_rng(6), 8, 3)
+    with pytest.raises(MixtureSolveError, match="from the uniform start: .*from the prior start"):
+        solve_tikmix_d(B, pd.Series(prior, index=B.columns))

@@ -13,6 +13,7 @@ fixture return a `WorkflowCase` with the repository's Snakefile and a tiny confi
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import os
 import re
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import slurm_cluster
 import yaml
 from slurm_cluster import (
     PROFILE_DIR,
@@ -43,12 +45,14 @@ class WorkflowCase:
 
     prepare(workdir) writes what the run needs into an empty working directory; `args` are the
     Snakemake arguments common to both runs (snakefile, config, targets); `outputs` is the folder,
-    relative to the working directory, whose files must be identical after both runs.
+    relative to the working directory, whose files must be identical after both runs, except those
+    matching a glob in `ignore` (e.g. files that record wall times or host names).
     """
 
     prepare: Callable[[Path], None]
     args: tuple[str, ...]
     outputs: str = "results"
+    ignore: tuple[str, ...] = ()
 
 
 TINY_SNAKEFILE = textwrap.dedent('''
@@ -92,7 +96,15 @@ TINY_SNAKEFILE = textwrap.dedent('''
 
 @pytest.fixture(scope="module")
 def workflow_case() -> WorkflowCase:
-    """The workflow under test (see the module docstring to swap in the real one)."""
+    """The workflow under test. For the real one (with conftest's session fixture and config)::
+
+        @pytest.fixture(scope="module")
+        def workflow_case(synthetic_corpus):
+            def prepare(workdir):
+                (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(synthetic_corpus)))
+            return WorkflowCase(prepare, ("--snakefile", str(REPO / "Snakefile"),
+                                          "--configfile", "config.yaml"), ignore=("report/*",))
+    """
 
     def prepare(workdir: Path) -> None:
         (workdir / "Snakefile").write_text(TINY_SNAKEFILE)
@@ -105,9 +117,10 @@ def run_snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None,
     """Run `<this python> -m snakemake ARGS` in `workdir`; AssertionError with its output on failure.
 
     The environment is this process's without SNAKEMAKE_PROFILE (so only explicit --profile flags
-    apply), updated with `env`.
+    apply) and CUDA_VISIBLE_DEVICES (so a job sees only the GPUs SLURM gives it), updated with `env`.
     """
-    run_env = {k: v for k, v in os.environ.items() if k != "SNAKEMAKE_PROFILE"}
+    dropped = ("SNAKEMAKE_PROFILE", "CUDA_VISIBLE_DEVICES")
+    run_env = {k: v for k, v in os.environ.items() if k not in dropped}
     run_env.update(env or {})
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=run_env,
@@ -121,11 +134,13 @@ def run_snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None,
     return result
 
 
-def checksums(folder: Path) -> dict[str, str]:
-    """sha256 of every file under `folder`, by relative path."""
+def checksums(folder: Path, ignore: tuple[str, ...] = ()) -> dict[str, str]:
+    """sha256 of every file under `folder` by relative path, except paths matching a glob in `ignore`."""
+    files = (p for p in sorted(folder.rglob("*")) if p.is_file())
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in files
+        if not any(fnmatch.fnmatch(str(p.relative_to(folder)), g) for g in ignore)
     }
 
 
@@ -137,9 +152,9 @@ def profile_gpu_rules() -> set[str]:
 
 @dataclass
 class Runs:
+    case: WorkflowCase
     local_dir: Path
     slurm_dir: Path
-    outputs: str
     second_run: str            # stdout + stderr of the second run through the profile
     jobs: dict[str, list[str]]  # SLURM job ids by rule, first run through the profile
     jobs_second_run: int
@@ -167,7 +182,7 @@ def runs(slurm_cluster, workflow_case, tmp_path_factory) -> Runs:
     for job_id, rule in SUBMITTED.findall(first.stdout + first.stderr):
         jobs.setdefault(rule, []).append(job_id)
     second_log = second.stdout + second.stderr
-    return Runs(local_dir, slurm_dir, workflow_case.outputs, second_log, jobs,
+    return Runs(workflow_case, local_dir, slurm_dir, second_log, jobs,
                 len(SUBMITTED.findall(second_log)))
 
 
@@ -183,8 +198,8 @@ def test_profile_names_only_rules_of_the_workflow():
 
 @pytest.mark.slurm
 def test_slurm_outputs_equal_local_outputs(runs):
-    local = checksums(runs.local_dir / runs.outputs)
-    on_slurm = checksums(runs.slurm_dir / runs.outputs)
+    local = checksums(runs.local_dir / runs.case.outputs, runs.case.ignore)
+    on_slurm = checksums(runs.slurm_dir / runs.case.outputs, runs.case.ignore)
     assert local, "the local run produced no outputs"
     assert on_slurm == local
 
@@ -221,7 +236,9 @@ def test_gpu_rules_get_a_gpu_and_others_do_not(runs):
 @pytest.mark.slurm
 def test_gpu_job_sees_the_gpu_slurm_gave_it(runs):
     """Tiny workflow only: its rules log their SLURM job id and CUDA_VISIBLE_DEVICES."""
-    for log in (runs.slurm_dir / "logs").rglob("*.json"):
+    logs = sorted((runs.slurm_dir / "logs").rglob("*.json"))
+    assert len(logs) == sum(len(ids) for ids in runs.jobs.values())
+    for log in logs:
         rule = log.relative_to(runs.slurm_dir / "logs").parts[0].removesuffix(".json")
         record = yaml.safe_load(log.read_text())
         assert record["SLURM_JOB_ID"] in runs.jobs[rule], f"{log}: {record}"
@@ -229,3 +246,54 @@ def test_gpu_job_sees_the_gpu_slurm_gave_it(runs):
             assert record["CUDA_VISIBLE_DEVICES"] in ("0", "1"), f"{log}: {record}"
         else:
             assert record["CUDA_VISIBLE_DEVICES"] is None, f"{log}: {record}"
+
+
+def test_unavailable_slurm_skips_outside_ci_and_fails_in_ci(monkeypatch, tmp_path):
+    monkeypatch.setattr(slurm_cluster, "sinfo_answers", lambda: False)
+    monkeypatch.setattr(slurm_cluster.os, "geteuid", lambda: 1000)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        slurm_cluster.bring_up(tmp_path)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="required in CI"):
+        slurm_cluster.bring_up(tmp_path)
+
+
+def test_up_script_reports_cannot_install_when_not_root(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("needs root to run up.sh as another user")
+    result = subprocess.run(
+        ["runuser", "-u", "nobody", "--", "bash", str(slurm_cluster.UP_SCRIPT), str(tmp_path / "s")],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == slurm_cluster.CANNOT_INSTALL, result.stderr
+    assert "must run as root" in result.stderr
+
+
+def _detached_sleep() -> int:
+    """PID of a `sleep 300` that is not this process's child (like a daemon)."""
+    out = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
+def test_down_script_stops_by_pid_not_by_name(tmp_path):
+    """down.sh stops the process its PID file names, leaves a same-named process alone, and leaves
+    alone a process whose PID a stale PID file names under another daemon's name."""
+    recorded, bystander = _detached_sleep(), _detached_sleep()
+    try:
+        pid_file, stale_file = tmp_path / "sleep.pid", tmp_path / "slurmd.pid"
+        pid_file.write_text(f"{recorded}\n")
+        stale_file.write_text(f"{bystander}\n")
+        (tmp_path / "pidfiles").write_text(f"{stale_file}\n{pid_file}\n")
+        result = subprocess.run(["bash", str(slurm_cluster.DOWN_SCRIPT), str(tmp_path)],
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert f"stopped {pid_file} pid {recorded}" in result.stdout
+        assert f"stale {stale_file}: pid {bystander} is now 'sleep'" in result.stdout
+        assert not slurm_cluster.pid_alive(recorded)
+        assert slurm_cluster.pid_alive(bystander)
+    finally:
+        for pid in (recorded, bystander):
+            if slurm_cluster.pid_alive(pid):
+                os.kill(pid, 9)

@@ -10,6 +10,7 @@ input (:class:`ValueError`, including infeasible mixture problems, and
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -34,7 +35,7 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=8,
         help="round weights to this many decimals, the largest taking the remainder so they "
-        "sum to 1 (default 8)",
+        "sum to 1 (default 8); the solver report describes the unrounded optimum",
     )
     out.add_argument(
         "--prefixes",
@@ -62,6 +63,11 @@ def _write_output(args: argparse.Namespace, weights, method: str, provenance, so
     )
     prefixes = load_mapping(args.prefixes) if args.prefixes else None
     write_mixture(args.out, document, args.format, prefixes=prefixes, digits=args.digits)
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def _add_mix_d(subparsers) -> None:
@@ -142,6 +148,7 @@ def _run_mix_d(args: argparse.Namespace) -> int:
     )
     provenance = {
         "influence": str(args.influence),
+        "influence_sha256": _sha256(args.influence),
         "prior": args.prior,
         "prior_weights": {d: float(v) for d, v in result.prior.items()},
         "caps": None if caps is None else {d: float(v) for d, v in caps.items()},
@@ -241,6 +248,7 @@ def _run_mix_m(args: argparse.Namespace) -> int:
     )
     provenance = {
         "table": str(args.table),
+        "table_sha256": _sha256(args.table),
         "response": args.response,
         "n_runs": int(len(y)),
         "start": str(args.start) if args.start else "mean of the table's mixtures",

@@ -44,3 +44,12 @@ class Progress:
     def rate(self) -> float:
         elapsed = time.perf_counter() - self.start
         return self.done / elapsed if elapsed > 0 else float("nan")
+
+
+def with_progress(batches, total_tokens: int, what: str, logger: logging.Logger):
+    """Yield ``batches`` ([B, L+1] arrays or (ids, mask) pairs) while logging tokens/s and ETA."""
+    progress = Progress(total_tokens, what, logger)
+    for batch in batches:
+        yield batch
+        ids = batch[0] if isinstance(batch, tuple) else batch
+        progress.update(int(ids.shape[0]) * (int(ids.shape[1]) - 1))

@@ -4,9 +4,10 @@
 #
 # Usage: .ci/slurm/down.sh [STATE_DIR]    (default: $TIKMIX_SLURM_DIR or /tmp/tikmix-slurm)
 #
-# Prints one line per daemon ("stopped <pidfile> pid N" or "not running <pidfile>") and exits non-zero if
-# a daemon is still alive after SIGTERM and then SIGKILL. The state directory is kept (logs, accounting
-# database); delete it to start from scratch.
+# Prints one line per daemon: "stopped <pidfile> pid N", "not running <pidfile>", or "stale <pidfile>"
+# when the PID now belongs to another program than the daemon the file is named after (left alone).
+# Exits non-zero if a daemon is still alive after SIGTERM and then SIGKILL. The state directory is
+# kept (logs, accounting database); delete it to start from scratch.
 set -uo pipefail
 
 STATE=$(realpath -m "${1:-${TIKMIX_SLURM_DIR:-/tmp/tikmix-slurm}}")
@@ -15,10 +16,16 @@ log() { printf '[slurm-down] %s\n' "$*"; }
 
 [[ -f $PIDFILES ]] || { log "no $PIDFILES: nothing to stop"; exit 0; }
 
+# running PID: true while PID exists and is not a zombie (an exited process its parent has not reaped).
+running() { kill -0 "$1" 2>/dev/null && [[ $(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) != Z ]]; }
+
+# program PID: the base name of the program PID runs (its argv[0]).
+program() { local name; name=$(tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | head -n 1); echo "${name##*/}"; }
+
 # wait_gone PID SECONDS: true once PID has exited.
 wait_gone() {
     local pid=$1 deadline=$((SECONDS + $2))
-    while kill -0 "$pid" 2>/dev/null; do
+    while running "$pid"; do
         ((SECONDS < deadline)) || return 1
         sleep 0.1
     done
@@ -28,8 +35,13 @@ failed=0
 mapfile -t files < <(tac "$PIDFILES")
 for f in "${files[@]}"; do
     pid=$(cat "$f" 2>/dev/null || true)
-    if [[ ! $pid =~ ^[0-9]+$ ]] || ! kill -0 "$pid" 2>/dev/null; then
+    if [[ ! $pid =~ ^[0-9]+$ ]] || ! running "$pid"; then
         log "not running $f"
+        continue
+    fi
+    # A PID file left from an earlier boot or session may name a PID now reused by another program.
+    if [[ $(program "$pid") != "$(basename "$f" .pid)" ]]; then
+        log "stale $f: pid $pid is now '$(program "$pid")', left alone"
         continue
     fi
     t0=$SECONDS

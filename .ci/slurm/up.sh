@@ -84,7 +84,16 @@ touch "$PIDFILES"
 # can still be torn down).
 track() { grep -qxF "$1" "$PIDFILES" || echo "$1" >>"$PIDFILES"; }
 
-alive() { [[ -s $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# alive PIDFILE: true when PIDFILE names a running (not zombie) process that is still the daemon the
+# file is named after (<daemon>.pid): a stale file whose PID was reused by another program is not.
+alive() {
+    local pid name
+    pid=$(cat "$1" 2>/dev/null) || return 1
+    [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+    [[ $(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null) != Z ]] || return 1
+    name=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1)
+    [[ ${name##*/} == "$(basename "$1" .pid)" ]]
+}
 
 # wait_for SECONDS DESCRIPTION COMMAND...: run COMMAND (each try limited to 10 s) every 0.2 s until it
 # succeeds or SECONDS have passed.
@@ -174,8 +183,8 @@ ln -sfn "$ETC/slurm.conf" /etc/slurm/slurm.conf
 # (and then not ours to stop).
 MUNGE=$STATE/munge
 if [[ ! -s /etc/munge/munge.key ]]; then
-    mungekey --create --keyfile=/etc/munge/munge.key && chown munge:munge /etc/munge/munge.key \
-        && chmod 400 /etc/munge/munge.key || die "cannot create /etc/munge/munge.key"
+    { mungekey --create --keyfile=/etc/munge/munge.key && chown munge:munge /etc/munge/munge.key \
+        && chmod 400 /etc/munge/munge.key; } || die "cannot create /etc/munge/munge.key"
 fi
 if alive "$MUNGE/munged.pid" || ! munge -n >/dev/null 2>&1; then
     track "$MUNGE/munged.pid"
@@ -234,4 +243,4 @@ while read -r f; do alive "$f" || die "the daemon of $f is not running"; done <"
 log "cluster '$CLUSTER' up on $HOST (partition $PARTITION, account $ACCOUNT, $CPUS CPUs," \
     "${MEM_MB} MB, gres gpu:fake:2); state in $STATE"
 log "PID files: $(tr '\n' ' ' <"$PIDFILES")"
-log "up in $(((($(date +%s%N) - START_NS) / 1000000))) ms"
+log "up in $((($(date +%s%N) - START_NS) / 1000000)) ms"

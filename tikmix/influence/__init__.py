@@ -17,8 +17,8 @@ from tikmix.influence.api import (
 )
 from tikmix.influence.ekfac import (
     CovarianceSums,
-    EkfacFactors,
     Eigenbasis,
+    EkfacFactors,
     LambdaSums,
     covariance_sums,
     eigendecompose,

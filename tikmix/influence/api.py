@@ -104,16 +104,25 @@ def iterate_batches(
     loss_mask: np.ndarray | torch.Tensor | None = None,
     batch_size: int = 32,
 ) -> Iterator[Batch]:
-    """Split ``[N, L + 1]`` token ids (and an optional mask) into ``(ids, mask)`` batches."""
+    """Split ``[N, L + 1]`` token ids (and an optional mask) into ``(ids, mask)`` batches.
+
+    Arrays may be memory maps: each batch is copied into an int64 tensor as it is yielded.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    ids = torch.as_tensor(np.asarray(ids, dtype=np.int64) if isinstance(ids, np.ndarray) else ids)
-    mask = None if loss_mask is None else torch.as_tensor(np.asarray(loss_mask))
-    if mask is not None and mask.shape != ids.shape:
-        raise ValueError(f"loss_mask shape {tuple(mask.shape)} differs from ids {tuple(ids.shape)}")
+    if loss_mask is not None and tuple(loss_mask.shape) != tuple(ids.shape):
+        raise ValueError(
+            f"loss_mask shape {tuple(loss_mask.shape)} differs from ids {tuple(ids.shape)}"
+        )
+
+    def tensor(array: np.ndarray | torch.Tensor) -> torch.Tensor:
+        return torch.as_tensor(
+            np.array(array, dtype=np.int64) if isinstance(array, np.ndarray) else array
+        )
+
     for start in range(0, ids.shape[0], batch_size):
-        stop = start + batch_size
-        yield ids[start:stop], None if mask is None else mask[start:stop]
+        rows = slice(start, start + batch_size)
+        yield tensor(ids[rows]), None if loss_mask is None else tensor(loss_mask[rows])
 
 
 def task_gradient(

@@ -80,8 +80,8 @@ def _sample_labels(
         uniforms = torch.rand(length, 1, dtype=torch.float64, generator=generator)
         row_cdf = cdf[n, :length]
         uniforms = uniforms.to(row_cdf.device) * row_cdf[:, -1:]
-        targets[n, :length] = torch.searchsorted(row_cdf, uniforms).squeeze(1).clamp_(
-            max=probs.shape[-1] - 1
+        targets[n, :length] = (
+            torch.searchsorted(row_cdf, uniforms).squeeze(1).clamp_(max=probs.shape[-1] - 1)
         )
     return targets
 

@@ -31,7 +31,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 import tikmix
-from tikmix.influence.ekfac import CovarianceSums, EkfacFactors, Eigenbasis, LambdaSums
+from tikmix.influence.ekfac import CovarianceSums, Eigenbasis, EkfacFactors, LambdaSums
 from tikmix.influence.gradients import GradientStats
 
 FORMAT_VERSION = 1
@@ -86,9 +86,7 @@ def write_store(
             )
             target[...] = array
             shapes[name] = list(array.shape)
-        group.attrs.update(
-            {"arrays": shapes, "complete": True, "format_version": FORMAT_VERSION}
-        )
+        group.attrs.update({"arrays": shapes, "complete": True, "format_version": FORMAT_VERSION})
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
@@ -356,8 +354,7 @@ def _reduced_attrs(stores: list[Store]) -> dict[str, Any]:
             attrs[key] = _add_counts([s.attrs[key] for s in stores])
     skip = set(COMPATIBLE_KEYS) | {"modules", "complete", "format_version"}
     attrs["parts"] = [
-        {"path": str(s.path), **{k: v for k, v in s.attrs.items() if k not in skip}}
-        for s in stores
+        {"path": str(s.path), **{k: v for k, v in s.attrs.items() if k not in skip}} for s in stores
     ]
     return attrs
 

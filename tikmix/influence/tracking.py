@@ -27,9 +27,7 @@ DEFAULT_MODULE_PATTERN = r"(^|\.)layers\.\d+\.(self_attn|mlp)\.\w+_proj$"
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
 
 
-def select_modules(
-    model: nn.Module, pattern: str = DEFAULT_MODULE_PATTERN
-) -> dict[str, nn.Linear]:
+def select_modules(model: nn.Module, pattern: str = DEFAULT_MODULE_PATTERN) -> dict[str, nn.Linear]:
     """The ``nn.Linear`` modules of ``model`` whose qualified name matches ``pattern`` (``re.search``).
 
     The LM head, embeddings and norms are not matched by the default pattern. Raises ``ValueError``

@@ -1,0 +1,12 @@
+"""Data mixtures from a benefit matrix or from measured runs.
+
+* :mod:`~tikmix.mixing.priors` — natural / uniform / file priors;
+* :mod:`~tikmix.mixing.tikmix_d` — TiKMiX-D (paper eq. 7, SciPy SLSQP);
+* :mod:`~tikmix.mixing.candidates` — Latin-hypercube and perturbed candidate mixtures;
+* :mod:`~tikmix.mixing.surrogate`, :mod:`~tikmix.mixing.search` — TiKMiX-M (LightGBM
+  surrogate, Algorithm 1);
+* :mod:`~tikmix.mixing.exports` — canonical JSON, YAML, CSV and Megatron-LM exports;
+* :mod:`~tikmix.mixing.weights` — validation of weights, benefit matrices and run tables.
+
+Pure numpy / scipy / lightgbm: nothing here imports torch.
+"""

@@ -96,7 +96,7 @@ def _train(
     order = rng.permutation(len(y))
     n_valid = max(1, int(round(valid_fraction * len(y))))
     valid, train = order[:n_valid], order[n_valid:]
-    train_set = lightgbm.Dataset(X[train], y[train], params=params, free_raw_data=False)
+    train_set = lightgbm.Dataset(X[train], y[train], params=params)
     valid_set = lightgbm.Dataset(X[valid], y[valid], reference=train_set, params=params)
     return lightgbm.train(
         params,

@@ -172,11 +172,8 @@ def solve_tikmix_d(
 def _solve(problem: _Problem, maxiter: int, ftol: float) -> TikmixDResult:
     """SLSQP from the uniform start, then the documented remedy (see :func:`solve_tikmix_d`)."""
     options = {"maxiter": int(maxiter), "ftol": float(ftol)}
-    starts = [("uniform", problem.uniform_start())]
     attempts: list[dict] = []
-    accepted = None
-    while starts:
-        name, x0 = starts.pop(0)
+    for name, x0 in _starts(problem):
         raw = minimize(
             problem.objective,
             x0,
@@ -199,25 +196,19 @@ def _solve(problem: _Problem, maxiter: int, ftol: float) -> TikmixDResult:
             }
         )
         if raw.success and not violations:
-            accepted = (name, raw, w)
-            break
-        if name == "uniform":
-            starts.append(problem.feasible_start())
-    if accepted is None:
-        details = "; ".join(
-            f"from the {a['start']} start: {a['message']}"
-            + (f" (violates {', '.join(a['violations'])})" if a["violations"] else "")
-            for a in attempts
-        )
-        raise MixtureSolveError(f"TiKMiX-D found no feasible optimum: {details}")
-    name, raw, w = accepted
-    return problem.result(
-        w,
-        raw,
-        name,
-        attempts,
-        {**problem.params, **options},
+            return problem.result(w, raw, name, attempts, {**problem.params, **options})
+    details = "; ".join(
+        f"from the {a['start']} start: {a['message']}"
+        + (f" (violates {', '.join(a['violations'])})" if a["violations"] else "")
+        for a in attempts
     )
+    raise MixtureSolveError(f"TiKMiX-D found no feasible optimum: {details}")
+
+
+def _starts(problem: _Problem):
+    """The uniform start, then (computed only if needed) one feasible restart point."""
+    yield "uniform", problem.uniform_start()
+    yield problem.feasible_start()
 
 
 def _row_normalised(B: np.ndarray, eps: float) -> np.ndarray:

@@ -52,7 +52,8 @@ def validate_weights(
         missing = [d for d in domains if d not in series.index]
         if missing:
             raise MixtureInputError(f"{source}: no weight for domain(s) {missing}")
-        unknown = [d for d in series.index if d not in set(domains)]
+        known = set(domains)
+        unknown = [d for d in series.index if d not in known]
         if unknown:
             raise MixtureInputError(
                 f"{source}: unknown domain(s) {unknown}; known domains are {domains}"
@@ -74,7 +75,7 @@ def validate_weights(
     total = float(result.sum())
     if not abs(total - 1.0) <= tolerance:
         raise MixtureInputError(
-            f"{source}: weights sum to {total!r}, not 1 (tolerance {tolerance:g})"
+            f"{source}: weights sum to {total:.12g}, not 1 (tolerance {tolerance:g})"
         )
     return result
 

@@ -25,6 +25,7 @@ from tikmix.models.device import resolve_device
 from tikmix.models.evaluate import mean_loss
 from tikmix.models.llama import ModelConfig, TinyLlama, num_parameters
 from tikmix.models.train import train
+from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,10 @@ def train_stage1(
     torch_device = resolve_device(device)
     streams = load_streams(domain_dirs, "train")
     samples = heldout_samples(
-        load_streams(domain_dirs, "heldout"), seq_len, HELDOUT_TOKENS_PER_DOMAIN, seed
+        load_streams(domain_dirs, "heldout"),
+        seq_len,
+        HELDOUT_TOKENS_PER_DOMAIN,
+        derive_seed(seed, "stage1-heldout"),
     )
     n_vocab = vocab_size(load_tokenizer(tokenizer_path))
     config = ModelConfig(vocab_size=n_vocab, max_seq_len=seq_len, **model_options)
@@ -83,7 +87,7 @@ def train_stage1(
         dict(weights),
         total_steps * batch_size * seq_len,
         seq_len,
-        seed,
+        derive_seed(seed, "stage1"),
     )
     steps = {
         max(1, round(fraction * total_steps)): name for name, (fraction, _) in checkpoints.items()

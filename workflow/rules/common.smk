@@ -26,6 +26,7 @@ wildcard_constraints:
     domain="|".join(map(re.escape, DOMAINS)),
     task="|".join(map(re.escape, TASKS)),
     ckpt="|".join(map(re.escape, CHECKPOINTS)),
+    shard=r"\d+",
 
 
 def code(script):
@@ -75,7 +76,7 @@ def checkpoint_dir(ckpt):
 
 def all_targets():
     targets = ["results/stage1/metrics.json"] if not USER_CHECKPOINTS else []
-    targets += expand("results/data/tasks/{task}.npz", task=TASKS)
+    targets += expand("results/influence/{ckpt}/influence.csv", ckpt=CHECKPOINTS)
     return targets
 
 

@@ -10,6 +10,7 @@ rule domain_gradients:
     output:
         directory("results/influence/{ckpt}/grads/{domain}/part-{shard}.zarr"),
     params:
+        domain_dir=lambda wildcards: domain_dir(wildcards.domain),
         tokens=INFLUENCE["domain_tokens"],
         shards=INFLUENCE["shards_per_domain"],
         seq_len=config["data"]["seq_len"],
@@ -19,8 +20,8 @@ rule domain_gradients:
         device=config["device"],
     log:
         "logs/domain_gradients/{ckpt}/{domain}/part-{shard}.log",
-    benchmark:
-        "benchmarks/rules/domain_gradients/{ckpt}/{domain}/part-{shard}.tsv"
+    # Cached between workflows (--cache), so Snakemake forbids a benchmark file: the job's
+    # wall time and peak memory are recorded in the store's attributes instead.
     cache: "omit-software"
     threads: 1
     resources:
@@ -38,8 +39,8 @@ rule reduce_domain_gradients:
         directory("results/influence/{ckpt}/grads/{domain}.zarr"),
     log:
         "logs/reduce_domain_gradients/{ckpt}/{domain}.log",
-    benchmark:
-        "benchmarks/rules/reduce_domain_gradients/{ckpt}/{domain}.tsv"
+    # Cached between workflows (--cache), so Snakemake forbids a benchmark file: the job's
+    # wall time and peak memory are recorded in the store's attributes instead.
     cache: "omit-software"
     threads: 1
     resources:
@@ -149,8 +150,8 @@ rule ekfac_factors:
         directory("results/influence/{ckpt}/ekfac.zarr"),
     log:
         "logs/ekfac_factors/{ckpt}.log",
-    benchmark:
-        "benchmarks/rules/ekfac_factors/{ckpt}.tsv"
+    # Cached between workflows (--cache), so Snakemake forbids a benchmark file: the job's
+    # wall time and peak memory are recorded in the store's attributes instead.
     cache: "omit-software"
     threads: 1
     resources:

@@ -1,0 +1,21 @@
+from tikmix.report.markdown import ReportInputs, write_report
+from tikmix.workflow import script_logging
+
+with script_logging(snakemake):
+    p = snakemake.params
+    write_report(
+        snakemake.output.report,
+        ReportInputs(
+            influence=dict(zip(p.checkpoints, snakemake.input.influence, strict=True)),
+            checkpoint_dirs=p.checkpoint_dirs,
+            mixture_checkpoint=p.mixture_checkpoint,
+            mixtures=dict(zip(p.methods, snakemake.input.mixtures, strict=True)),
+            additivity={p.mixture_checkpoint: snakemake.input.additivity},
+            ranking=snakemake.input.ranking,
+            compute=snakemake.input.compute,
+            compute_components=snakemake.input.compute_components,
+            figures=p.figures,
+            stage1_metrics=p.stage1_metrics,
+            evaluation=p.evaluation,
+        ),
+    )

@@ -1,0 +1,73 @@
+"""Figures: every figure function writes a non-empty PNG (at 200 dpi) and a PDF."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import image
+
+from tikmix.analysis.additivity import additivity_statistics
+from tikmix.analysis.ranking import ORDER_AXIS, benefit_trajectories
+from tikmix.report.figures import (
+    additivity_scatter,
+    benefit_trajectories_figure,
+    compute_bars,
+    influence_heatmap,
+    line_styles,
+    mixture_bars,
+    predicted_benefit_bars,
+)
+
+DOMAINS = [f"genre_{i:02d}" for i in range(15)]
+TASKS = ["mmlu", "trivia", "heldout_news", "heldout_fiction"]
+rng = np.random.default_rng(0)
+
+
+def _matrix(scale=1.0):
+    return pd.DataFrame(scale * rng.normal(size=(len(TASKS), len(DOMAINS))), index=TASKS,
+                        columns=DOMAINS)
+
+
+def _check(paths):
+    png, pdf = paths
+    assert png.suffix == ".png" and pdf.suffix == ".pdf"
+    assert png.stat().st_size > 5000 and pdf.stat().st_size > 1000
+    assert pdf.read_bytes().startswith(b"%PDF")
+    assert image.imread(png).shape[0] > 400  # 200 dpi: a few inches give well over 400 pixels
+
+
+def test_line_styles_are_distinct_for_many_domains():
+    styles = line_styles(60)
+    assert len({(s["color"], s["linestyle"]) for s in styles}) == 60
+
+
+def test_influence_figures(tmp_path):
+    _check(influence_heatmap(_matrix(1e-3), tmp_path / "heatmap", title="Benefit at ck"))
+    positions = pd.DataFrame({"checkpoint": ["a", "b", "c"], "order": [0, 1, 2],
+                              "position": [0, 1, 2]})
+    positions.attrs["axis_label"] = ORDER_AXIS
+    table = benefit_trajectories({c: _matrix() for c in "abc"}, positions)
+    _check(benefit_trajectories_figure(table, tmp_path / "trajectories", title="Benefit"))
+
+
+def test_additivity_scatter_marks_outliers(tmp_path):
+    x = rng.normal(size=50)
+    y = x + 0.1 * rng.normal(size=50)
+    y[3] += 2.0
+    summary, points = additivity_statistics(pd.DataFrame({"arc": x}), pd.DataFrame({"arc": y}))
+    assert points["outlier"].sum() >= 1
+    _check(additivity_scatter(points, summary.iloc[0], tmp_path / "scatter", title="arc at ck"))
+
+
+@pytest.mark.parametrize("n_methods", [1, 4])
+def test_mixture_and_compute_figures(tmp_path, n_methods):
+    methods = ["natural", "uniform", "tikmix_d", "tikmix_m"][:n_methods]
+    weights = pd.DataFrame(rng.dirichlet(np.ones(len(DOMAINS)), size=n_methods), index=methods,
+                           columns=DOMAINS)
+    _check(mixture_bars(weights, tmp_path / "weights", title="Mixtures"))
+    predicted = weights @ _matrix().T
+    _check(predicted_benefit_bars(predicted, tmp_path / "predicted", title="Predicted"))
+    summary = pd.DataFrame({"method": methods, "tokens": 0.0,
+                            "flops": [0.0, 3e9, 7e15, 3e16][:n_methods]})
+    _check(compute_bars(summary, tmp_path / "compute", title="Compute"))

@@ -1,0 +1,137 @@
+"""report.md on a small constructed results tree: every section, numbers equal to their files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tikmix.analysis.additivity import additivity_statistics
+from tikmix.analysis.ranking import ranking_stability
+from tikmix.mixing.exports import mixture_document, write_mixture
+from tikmix.report.markdown import ReportInputs, format_number, markdown_table, write_report
+
+DOMAINS = ["news", "fiction", "lore"]
+TASKS = ["mmlu", "trivia"]
+
+
+@pytest.fixture
+def results(tmp_path):
+    rng = np.random.default_rng(0)
+    root = tmp_path / "results"
+    influence, dirs = {}, {}
+    for k, ckpt in enumerate(["stage1-050", "stage1-100"]):
+        matrix = pd.DataFrame(rng.normal(size=(2, 3)) * 1e-3, index=TASKS, columns=DOMAINS)
+        matrix.index.name = "task"
+        influence[ckpt] = root / "influence" / ckpt / "influence.csv"
+        influence[ckpt].parent.mkdir(parents=True)
+        matrix.to_csv(influence[ckpt])
+        dirs[ckpt] = root / "checkpoints" / ckpt
+        dirs[ckpt].mkdir(parents=True)
+        (dirs[ckpt] / "tikmix.json").write_text(json.dumps({"step": 10 * (k + 1),
+                                                            "tokens_seen": 40960 * (k + 1)}))
+        (dirs[ckpt] / "config.json").write_text(json.dumps({"d_model": 64, "n_layers": 2,
+                                                            "n_heads": 4, "vocab_size": 2048}))
+    mixtures = {}
+    for method, w in [("natural", [0.5, 0.3, 0.2]), ("tikmix_d", [0.2, 0.2, 0.6]),
+                      ("tikmix_m", [0.25, 0.15, 0.6])]:
+        mixtures[method] = root / "mixtures" / "stage1-100" / f"{method}.json"
+        write_mixture(mixtures[method], mixture_document(pd.Series(w, index=DOMAINS),
+                                                         method=method))
+    x = rng.normal(size=20)
+    summary, _ = additivity_statistics(pd.DataFrame({t: x for t in TASKS}),
+                                       pd.DataFrame({t: x + 0.1 * rng.normal(size=20)
+                                                     for t in TASKS}))
+    additivity = root / "checks" / "stage1-100" / "additivity_summary.csv"
+    additivity.parent.mkdir(parents=True)
+    summary.to_csv(additivity, index=False)
+    ranking = root / "checks" / "ranking.csv"
+    ranking_stability({c: pd.read_csv(p, index_col=0) for c, p in influence.items()}).to_csv(
+        ranking, index=False)
+    compute = root / "checks" / "compute.csv"
+    pd.DataFrame({"method": ["natural", "tikmix_d"], "tokens": [0, 5e5],
+                  "flops": [0.0, 1.234567e12]}).to_csv(compute, index=False)
+    components = root / "checks" / "compute_components.csv"
+    pd.DataFrame({"method": ["tikmix_d"], "component": ["domain gradients"], "n_records": [3],
+                  "tokens": [5e5], "flops": [1.234567e12]}).to_csv(components, index=False)
+    metrics = root / "stage1" / "metrics.json"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(json.dumps({"n_parameters": 412345, "tokens": 81920,
+                                   "tokens_per_second": 12345.6}))
+    figure = root / "report" / "figures" / "influence_stage1-100.png"
+    figure.parent.mkdir(parents=True)
+    figure.write_bytes(b"png")
+    return ReportInputs(
+        influence=influence, checkpoint_dirs=dirs, mixture_checkpoint="stage1-100",
+        mixtures=mixtures, additivity={"stage1-100": additivity}, ranking=ranking,
+        compute=compute, compute_components=components, figures={"influence": [figure]},
+        stage1_metrics=metrics, evaluation=root / "evaluation" / "table.csv",
+    )
+
+
+def _section(text, heading):
+    return text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _table_row(text, first_cell):
+    for line in text.splitlines():
+        if line.startswith(f"| {first_cell} |"):
+            return [c.strip() for c in line.strip("|").split("|")]
+    raise AssertionError(f"no table row starting with {first_cell!r}")
+
+
+def test_report_has_every_section_and_numbers_from_the_files(results, tmp_path):
+    path = write_report(tmp_path / "results" / "report" / "report.md", results)
+    text = path.read_text()
+    for heading in ["# TiKMiX results", "## Setup", "## Group influence", "## Mixtures",
+                    "## Additivity of group influence", "## Ranking invariance over training",
+                    "## Compute"]:
+        assert heading in text
+    assert "## Stage-2 evaluation" not in text  # no table.csv yet: no section, no placeholder
+    assert "B = −I" in text and "larger is better" in text
+    summary = pd.read_csv(results.additivity["stage1-100"]).set_index("task")
+    additivity = _section(text, "Additivity of group influence")
+    header = _table_row(additivity, "task")
+    row = _table_row(additivity, "trivia")
+    r = float(row[header.index("pearson_r")])
+    assert r == pytest.approx(summary.loc["trivia", "pearson_r"], rel=5e-4)
+    assert row[header.index("pearson_r")] == format_number(summary.loc["trivia", "pearson_r"])
+    B = pd.read_csv(results.influence["stage1-100"], index_col=0)
+    mmlu = _table_row(_section(text, "Group influence"), "mmlu")
+    assert float(mmlu[1 + DOMAINS.index("lore")]) == pytest.approx(B.loc["mmlu", "lore"],
+                                                                     rel=5e-4)
+    assert _table_row(text, "parameters")[1] == "412345"
+    assert "0.845" in text and "0.931" in text  # the paper's values, labelled as the paper's
+    assert "](figures/influence_stage1-100.png)" in text
+    predicted = _section(text, "Mixtures").split("predicted benefit", 1)[1]
+    tikmix_d = _table_row(predicted, "TiKMiX-D")
+    assert float(tikmix_d[-1]) == pytest.approx((B.to_numpy() @ [0.2, 0.2, 0.6]).sum(), rel=5e-4)
+    compute = _section(text, "Compute")
+    assert _table_row(compute, "TiKMiX-D")[2] == "1.235e+12"
+    ranking = _section(text, "Ranking invariance over training")
+    stability = pd.read_csv(results.ranking)
+    first = stability.iloc[0]
+    assert f"| {first['task']} | {first['comparison']} |" in ranking
+    assert format_number(first["spearman_rho"]) in _table_row(ranking, first["task"])
+
+
+def test_evaluation_table_is_rendered_when_present(results, tmp_path):
+    results.evaluation.parent.mkdir(parents=True)
+    pd.DataFrame({"method": ["natural", "tikmix_d"], "mmlu_loss": [3.21, 3.1]}).to_csv(
+        results.evaluation, index=False)
+    text = write_report(tmp_path / "report.md", results).read_text()
+    assert _table_row(_section(text, "Stage-2 evaluation"), "tikmix_d")[1] == "3.1"
+
+
+def test_missing_result_file_is_named(results, tmp_path):
+    results.ranking.unlink()
+    with pytest.raises(FileNotFoundError, match="ranking.csv"):
+        write_report(tmp_path / "report.md", results)
+
+
+def test_markdown_table_formats_numbers():
+    table = pd.DataFrame({"a": [1, 2], "b": [0.123456, float("nan")], "c": ["x|y", True]})
+    assert markdown_table(table, index=False).splitlines() == [
+        "| a | b | c |", "|---|---|---|", "| 1 | 0.1235 | x\\|y |", "| 2 | – | yes |"]

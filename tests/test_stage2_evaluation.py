@@ -1,0 +1,189 @@
+"""Table 1 and Figure 4 data from stage-2 records, against hand-computed values."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import pearsonr
+
+from tikmix.analysis.evaluation import (
+    EvaluationInputError,
+    benefit_vs_improvement,
+    evaluation_table,
+    load_records,
+    method_summary,
+    mixture_flops,
+    write_evaluation_tables,
+)
+
+
+def record(method, seed, losses, accuracy=None, before=3.0, weights=None):
+    tasks = {task: {"loss": loss} for task, loss in losses.items()}
+    if accuracy is not None:
+        tasks["qa"]["accuracy"] = accuracy
+    return {
+        "method": method,
+        "seed": seed,
+        "weights": weights or {"x": 0.5, "y": 0.5},
+        "tasks": tasks,
+        "average_loss": float(np.mean(list(losses.values()))),
+        "before": {"average_loss": before},
+    }
+
+
+# Two methods, two seeds, three tasks. Method "a" is best on text and qa, "b" on code.
+RECORDS = [
+    record("a", 0, {"text": 2.0, "code": 3.0, "qa": 1.0}, accuracy=0.50),
+    record("a", 1, {"text": 2.2, "code": 3.2, "qa": 1.2}, accuracy=0.70),
+    record("b", 0, {"text": 2.5, "code": 2.0, "qa": 1.5}, accuracy=0.75),
+    record("b", 1, {"text": 2.5, "code": 2.4, "qa": 1.3}, accuracy=0.75),
+]
+
+
+def cell(table, metric, task, method):
+    row = table[(table.metric == metric) & (table.task == task) & (table.method == method)]
+    assert len(row) == 1
+    return row.iloc[0]
+
+
+def test_table_mean_std_and_best_against_hand_values():
+    table = evaluation_table(RECORDS)
+    a_text = cell(table, "loss", "text", "a")
+    assert a_text["mean"] == pytest.approx(2.1)
+    assert a_text["std"] == pytest.approx(math.sqrt(0.02))  # sample std of (2.0, 2.2)
+    assert a_text["n_seeds"] == 2 and a_text["best"]
+    assert cell(table, "loss", "text", "b")["std"] == 0.0
+    assert not cell(table, "loss", "text", "b")["best"]
+    assert cell(table, "loss", "code", "b")["best"] and not cell(table, "loss", "code", "a")["best"]
+    # The average column: a = (2 + 3 + 1 + 2.2 + 3.2 + 1.2) / 6, b = (2.5 + 2 + 1.5 + 2.5 + 2.4 + 1.3) / 6.
+    assert cell(table, "loss", "average", "a")["mean"] == pytest.approx(12.6 / 6)
+    assert cell(table, "loss", "average", "b")["mean"] == pytest.approx(12.2 / 6)
+    assert cell(table, "loss", "average", "b")["best"]
+    # Accuracy: higher is better, so b (0.75) beats a (0.6).
+    assert cell(table, "accuracy", "qa", "a")["mean"] == pytest.approx(0.6)
+    assert cell(table, "accuracy", "qa", "b")["best"]
+    # Order: loss first, tasks as first seen, average last.
+    loss_tasks = list(dict.fromkeys(table[table.metric == "loss"]["task"]))
+    assert loss_tasks == ["text", "code", "qa", "average"]
+
+
+def test_summary_best_on_k_of_n_and_flops(tmp_path):
+    for method, flops in (("a", 7.2e17), ("b", None)):
+        doc = {"method": method, "weights": {"x": 1.0}}
+        if flops is not None:
+            doc["compute"] = {"flops": flops}
+        (tmp_path / f"{method}.json").write_text(json.dumps(doc))
+    flops = mixture_flops({m: tmp_path / f"{m}.json" for m in ("a", "b")})
+    summary = method_summary(evaluation_table(RECORDS), flops)
+    assert summary.loc["a", "best_on_text"] == "2/3" and summary.loc["b", "best_on_text"] == "1/3"
+    assert summary.loc["a", "mixture_flops"] == 7.2e17
+    assert math.isnan(summary.loc["b", "mixture_flops"])
+    assert summary.loc["b", "average_loss_mean"] == pytest.approx(12.2 / 6)
+
+
+def test_ties_count_as_best_for_every_tied_method():
+    tied = [record("a", 0, {"t": 1.0}), record("b", 0, {"t": 1.0}), record("c", 0, {"t": 2.0})]
+    summary = method_summary(evaluation_table(tied))
+    assert summary["best_on"].to_dict() == {"a": 1, "b": 1, "c": 0}
+    assert math.isnan(summary.loc["a", "average_loss_std"])  # one seed: no spread
+
+
+def test_benefit_vs_improvement_against_scipy_and_hand_values():
+    B = pd.DataFrame({"x": [1.0, 0.0], "y": [0.0, 2.0]}, index=["t1", "t2"])
+    mixtures = {"m1": (1.0, 0.0), "m2": (0.5, 0.5), "m3": (0.2, 0.8), "m4": (0.0, 1.0)}
+    measured = {"m1": [2.9, 2.7], "m2": [2.6, 2.6], "m3": [2.0, 2.2], "m4": [2.4, 2.5]}
+    records = [
+        record(m, s, {"t1": loss, "t2": loss}, before=3.0, weights=dict(zip("xy", w, strict=True)))
+        for m, w in mixtures.items()
+        for s, loss in enumerate(measured[m])
+    ]
+    points, stats = benefit_vs_improvement(records, B)
+    # P̂ rows: t1 = (1, 0) / 1, t2 = (0, 2) / 2, so ΣP̂(w) = w_x + w_y = 1 for every mixture...
+    assert points["predicted_benefit"].to_numpy() == pytest.approx(np.ones(4))
+    # ... hence a non-uniform matrix to get a real correlation.
+    B = pd.DataFrame({"x": [1.0, 0.5], "y": [0.0, 2.0]}, index=["t1", "t2"])
+    points, stats = benefit_vs_improvement(records, B)
+    predicted = {m: w[0] + (0.5 * w[0] + 2 * w[1]) / 2 for m, w in mixtures.items()}
+    assert points["predicted_benefit"].to_dict() == pytest.approx(predicted)
+    improvement = {m: 3.0 - np.mean(v) for m, v in measured.items()}
+    assert points["improvement_mean"].to_dict() == pytest.approx(improvement)
+    assert points.loc["m1", "improvement_std"] == pytest.approx(np.std([2.9, 2.7], ddof=1))
+    expected = pearsonr(list(predicted.values()), list(improvement.values()))
+    assert stats["pearson"] == pytest.approx(expected.statistic)
+    assert stats["p_value"] == pytest.approx(expected.pvalue)
+    # Relative to a reference method: improvement = its mean loss - the method's loss.
+    points, stats = benefit_vs_improvement(records, B, reference="m1")
+    assert points.loc["m3", "improvement_mean"] == pytest.approx(2.8 - 2.1)
+    assert stats["reference"] == "m1"
+
+
+def test_benefit_vs_improvement_rejects_inconsistent_input():
+    B = pd.DataFrame({"x": [1.0]}, index=["t"])
+    with pytest.raises(EvaluationInputError, match="domain.*'z'"):
+        benefit_vs_improvement([record("a", 0, {"t": 1.0}, weights={"z": 1.0})], B)
+    mixed = [
+        record("a", 0, {"t": 1.0}, weights={"x": 1.0}),
+        record("a", 1, {"t": 1.0}, weights={"x": 0.5, "y": 0.5}),
+    ]
+    with pytest.raises(EvaluationInputError, match="different weights|domain"):
+        benefit_vs_improvement(mixed, pd.DataFrame({"x": [1.0], "y": [0.0]}, index=["t"]))
+    with pytest.raises(EvaluationInputError, match="reference method 'natural'"):
+        benefit_vs_improvement(mixed[:1], B, reference="natural")
+    points, stats = benefit_vs_improvement(mixed[:1], B)
+    assert math.isnan(stats["pearson"]) and stats["n_methods"] == 1
+
+
+def test_load_records_names_the_bad_file(tmp_path):
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    good.write_text(json.dumps(RECORDS[0]))
+    bad.write_text(json.dumps({"method": "a"}))
+    assert load_records([good])[0]["method"] == "a"
+    with pytest.raises(EvaluationInputError, match=r"bad\.json.*lacks key"):
+        load_records([good, bad])
+    with pytest.raises(EvaluationInputError, match="two records for method 'a', seed 0"):
+        evaluation_table(load_records([good, good]))
+
+
+def test_write_evaluation_tables_round_trip(tmp_path):
+    paths = []
+    for k, rec in enumerate(RECORDS):
+        paths.append(tmp_path / f"r{k}.json")
+        paths[-1].write_text(
+            json.dumps({**rec, "weights": {"x": 0.2 + 0.2 * (k // 2), "y": 0.8 - 0.2 * (k // 2)}})
+        )
+    for method in ("a", "b"):
+        (tmp_path / f"{method}.json").write_text(json.dumps({"weights": {"x": 1.0}}))
+    influence = tmp_path / "influence.csv"
+    pd.DataFrame({"x": [1.0], "y": [0.5]}, index=pd.Index(["t"], name="task")).to_csv(influence)
+    out = {name: tmp_path / "out" / name for name in ("t.csv", "s.csv", "f.csv", "f.json")}
+    stats = write_evaluation_tables(
+        paths,
+        {m: tmp_path / f"{m}.json" for m in ("a", "b")},
+        influence,
+        table_path=out["t.csv"],
+        summary_path=out["s.csv"],
+        figure4_path=out["f.csv"],
+        figure4_stats_path=out["f.json"],
+    )
+    table = pd.read_csv(out["t.csv"])
+    assert len(table) == len(evaluation_table(RECORDS))
+    summary = pd.read_csv(out["s.csv"], index_col="method")
+    assert summary.loc["a", "best_on_text"] == "2/3"
+    points = pd.read_csv(out["f.csv"], index_col="method")
+    # ΣP̂ with the single row (1, 0.5) / 1: a = 0.2 + 0.4 = 0.6, b = 0.4 + 0.3 = 0.7.
+    assert points["predicted_benefit"].to_dict() == pytest.approx({"a": 0.6, "b": 0.7})
+    assert json.loads(out["f.json"].read_text())["n_methods"] == 2 == stats["n_methods"]
+
+
+def test_constant_predicted_benefit_gives_no_correlation():
+    """Equal predicted benefits are no evidence either way: NaN, not rounding noise."""
+    B = pd.DataFrame({"x": [1.0], "y": [1.0]}, index=["t"])
+    records = [
+        record(m, 0, {"t": loss}, weights={"x": w, "y": 1 - w})
+        for m, w, loss in (("a", 0.1, 2.0), ("b", 0.5, 2.5), ("c", 0.9, 2.2))
+    ]
+    points, stats = benefit_vs_improvement(records, B)
+    assert points["predicted_benefit"].to_numpy() == pytest.approx([1.0] * 3)
+    assert math.isnan(stats["pearson"]) and stats["n_methods"] == 3

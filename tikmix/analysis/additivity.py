@@ -1,0 +1,362 @@
+"""Additivity check (paper appendix D): is a mixture's benefit the weighted sum of its domains'?
+
+TiKMiX-D scores a mixture ``w`` for task ``v`` by the linear prediction ``Σ_d w_d B[v, d]``
+(B the benefit matrix, ``= −influence``, larger is better). The check perturbs a reference
+mixture (TiKMiX-D's ``w_D``): each weight is multiplied by ``U(low, high)`` and the vector
+renormalised (:func:`tikmix.mixing.candidates.perturbed_mixtures`). For every perturbed mixture
+a *fresh* dataset of that mixture is sampled (real packed sequences, the shared sampler) and its
+benefit is measured *directly*: one gradient pass, dotted with the preconditioned task gradients
+(:func:`tikmix.influence.measure.measure_mixture_benefits`). Direct against predicted, per task:
+Pearson r and p, Spearman ρ, the OLS fit ``direct ≈ slope · predicted + intercept`` and
+externally studentized residuals. Points with ``|t| > threshold`` are *flagged* as outliers and
+kept in every statistic; the Pearson r without them is reported beside the full one, since the
+paper dropped two sampling outliers before reporting r.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+from torch import nn
+
+from tikmix.data.atomic import atomic_output, write_json_atomic
+from tikmix.data.sampler import load_streams, plan_mixture
+from tikmix.influence.measure import measure_mixture_benefits
+from tikmix.influence.pipeline import load_preconditioned
+from tikmix.influence.tracking import select_modules
+from tikmix.mixing.candidates import perturbed_mixtures
+from tikmix.mixing.exports import read_mixture
+from tikmix.mixing.weights import MixtureInputError, read_influence_matrix, validate_weights
+from tikmix.models.checkpoint import load_checkpoint
+from tikmix.models.device import resolve_device
+from tikmix.models.flops import training_flops_per_token
+
+log = logging.getLogger(__name__)
+
+#: Pearson r between direct and predicted benefit that the paper reports (appendix D, fig. 13).
+PAPER_PEARSON_R = {"ARC": 0.845, "HellaSwag": 0.848, "TriviaQA": 0.931}
+#: Spawn key that separates the measurement samples' seeds from every other use of ``seed``.
+_SEED_KEY = 0xADD1
+SUMMARY_COLUMNS = [
+    "task",
+    "n_mixtures",
+    "pearson_r",
+    "pearson_p",
+    "spearman_rho",
+    "spearman_p",
+    "slope",
+    "intercept",
+    "r_squared",
+    "n_outliers",
+    "pearson_r_without_outliers",
+]
+
+
+@dataclass
+class AdditivityResult:
+    """Outcome of the check.
+
+    Attributes:
+        mixtures: the perturbed mixtures (rows ``mixture`` 0..n-1, columns domains).
+        points: one row per (mixture, task): ``predicted``, ``direct``, ``fitted`` (OLS of direct
+            on predicted), ``residual``, ``studentized_residual`` (externally studentized) and
+            ``outlier`` (``|studentized_residual| > threshold``; flagged, never dropped).
+        summary: one row per task with the columns of :data:`SUMMARY_COLUMNS`.
+        compute: ``{"tokens", "flops"}`` of the direct measurements (one gradient pass each,
+            :func:`tikmix.models.flops.training_flops_per_token`).
+    """
+
+    mixtures: pd.DataFrame
+    points: pd.DataFrame
+    summary: pd.DataFrame
+    compute: dict[str, float]
+
+
+def predicted_benefits(B: pd.DataFrame, mixtures: pd.DataFrame) -> pd.DataFrame:
+    """Linear predictions ``Σ_d w_d B[v, d]``: rows the mixtures, columns the tasks.
+
+    ``mixtures`` must have exactly ``B``'s domains as columns (any order).
+    """
+    domains = list(B.columns)
+    missing = [d for d in domains if d not in mixtures.columns]
+    unknown = [d for d in mixtures.columns if d not in domains]
+    if missing or unknown:
+        raise MixtureInputError(
+            f"mixtures and benefit matrix differ in domains: missing {missing}, unknown {unknown}"
+        )
+    values = mixtures[domains].to_numpy(dtype=float) @ B.to_numpy(dtype=float).T
+    return pd.DataFrame(values, index=mixtures.index, columns=B.index)
+
+
+def studentized_residuals(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Externally studentized residuals of the OLS fit ``y ≈ a + b·x``.
+
+    ``t_i = e_i / (s_(i) · sqrt(1 − h_ii))`` with ``h_ii`` the leverage and ``s_(i)`` the residual
+    standard deviation of the fit without point ``i``, so that one large outlier does not mask
+    itself by inflating the common ``s``. Under the linear model ``t_i`` follows Student's t with
+    ``n − 3`` degrees of freedom. Needs ``n ≥ 4`` points and a non-constant ``x``.
+    """
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    n = len(x)
+    if n < 4:
+        raise ValueError(f"studentized residuals need at least 4 points, got {n}")
+    centred = x - x.mean()
+    sxx = float(centred @ centred)
+    if sxx == 0:
+        raise ValueError("studentized residuals need a non-constant predictor")
+    slope = float(centred @ (y - y.mean())) / sxx
+    residual = y - (y.mean() + slope * centred)
+    leverage = 1.0 / n + centred**2 / sxx
+    sse = float(residual @ residual)
+    deleted_variance = (sse - residual**2 / (1.0 - leverage)) / (n - 3)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return residual / np.sqrt(np.maximum(deleted_variance, 0.0) * (1.0 - leverage))
+
+
+def _task_statistics(task: str, x: np.ndarray, y: np.ndarray, threshold: float):
+    fit = stats.linregress(x, y)
+    fitted = fit.intercept + fit.slope * x
+    t = studentized_residuals(x, y)
+    outlier = np.abs(t) > threshold
+    kept = ~outlier
+    r_kept = stats.pearsonr(x[kept], y[kept]).statistic if kept.sum() >= 3 else np.nan
+    spearman = stats.spearmanr(x, y)
+    summary = {
+        "task": task,
+        "n_mixtures": len(x),
+        "pearson_r": float(fit.rvalue),
+        "pearson_p": float(stats.pearsonr(x, y).pvalue),
+        "spearman_rho": float(spearman.statistic),
+        "spearman_p": float(spearman.pvalue),
+        "slope": float(fit.slope),
+        "intercept": float(fit.intercept),
+        "r_squared": float(fit.rvalue**2),
+        "n_outliers": int(outlier.sum()),
+        "pearson_r_without_outliers": float(r_kept),
+    }
+    points = pd.DataFrame(
+        {
+            "task": task,
+            "predicted": x,
+            "direct": y,
+            "fitted": fitted,
+            "residual": y - fitted,
+            "studentized_residual": t,
+            "outlier": outlier,
+        }
+    )
+    return summary, points
+
+
+def additivity_statistics(
+    predicted: pd.DataFrame, direct: pd.DataFrame, *, outlier_threshold: float = 3.0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-task agreement between direct and predicted benefits.
+
+    Args:
+        predicted, direct: rows the mixtures, columns the tasks (same labels, same order of rows).
+        outlier_threshold: ``|externally studentized residual|`` above which a point is flagged.
+
+    Returns:
+        ``(summary, points)``: ``summary`` one row per task (:data:`SUMMARY_COLUMNS`); ``points``
+        one row per (mixture, task) with the fit, residuals and the ``outlier`` flag. Every point
+        counts in every statistic except ``pearson_r_without_outliers``.
+
+    Raises:
+        ValueError: different shapes or labels, non-finite values, fewer than 4 mixtures, or a
+            task whose predictions are all equal (no correlation is defined).
+    """
+    if list(predicted.columns) != list(direct.columns) or not predicted.index.equals(direct.index):
+        raise ValueError(
+            "predicted and direct benefits need the same tasks (columns) and mixtures (rows); "
+            f"got tasks {list(predicted.columns)} vs {list(direct.columns)}"
+        )
+    if len(predicted) < 4:
+        raise ValueError(f"the additivity check needs at least 4 mixtures, got {len(predicted)}")
+    if outlier_threshold <= 0:
+        raise ValueError(f"outlier_threshold must be positive, got {outlier_threshold}")
+    summaries, tables = [], []
+    for task in predicted.columns:
+        x = predicted[task].to_numpy(dtype=float)
+        y = direct[task].to_numpy(dtype=float)
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+            raise ValueError(f"task {task!r}: non-finite predicted or direct benefit")
+        if np.ptp(x) == 0:
+            raise ValueError(
+                f"task {task!r}: every mixture has the same predicted benefit, so no correlation "
+                "is defined (are the task's benefits equal across domains?)"
+            )
+        summary, points = _task_statistics(str(task), x, y, outlier_threshold)
+        points.insert(0, "mixture", predicted.index.to_numpy())
+        summaries.append(summary)
+        tables.append(points)
+    return (
+        pd.DataFrame(summaries, columns=SUMMARY_COLUMNS),
+        pd.concat(tables, ignore_index=True),
+    )
+
+
+def measurement_seed(seed: int, mixture: int) -> int:
+    """Seed of mixture ``mixture``'s fresh sample: independent of the seeds other stages use."""
+    state = np.random.SeedSequence(seed, spawn_key=(_SEED_KEY, mixture)).generate_state(1)
+    return int(state[0])
+
+
+def measure_direct_benefits(
+    model: nn.Module,
+    modules: dict[str, nn.Linear],
+    streams: Mapping[str, np.ndarray],
+    mixtures: pd.DataFrame,
+    preconditioned_task_grads: Mapping[str, Mapping[str, torch.Tensor]],
+    *,
+    tokens: int,
+    seq_len: int,
+    batch_size: int,
+    seed: int,
+) -> tuple[pd.DataFrame, int]:
+    """Direct benefit of every mixture: a freshly sampled dataset, one gradient pass each.
+
+    Mixture ``i`` draws ``tokens // seq_len`` sequences with :func:`measurement_seed` ``(seed,
+    i)`` through the shared sampler (the same packing as training), so no two mixtures — and no
+    mixture and the domain gradients — share a sample. Returns the benefits (rows the mixtures,
+    columns the tasks in ``preconditioned_task_grads`` order) and the number of tokens measured.
+    """
+    lengths = {name: len(stream) for name, stream in streams.items()}
+    plans = [
+        plan_mixture(lengths, weights.to_dict(), tokens, seq_len, measurement_seed(seed, i))
+        for i, (_, weights) in enumerate(mixtures.iterrows())
+    ]
+
+    def batches(plan):
+        for ids in plan.iter_batches(streams, batch_size):
+            yield torch.from_numpy(ids)
+
+    values = measure_mixture_benefits(
+        model, modules, (batches(plan) for plan in plans), preconditioned_task_grads
+    )
+    n_tokens = sum(len(plan) for plan in plans) * seq_len
+    return pd.DataFrame(values, index=mixtures.index, columns=list(preconditioned_task_grads)), n_tokens
+
+
+def additivity_check(
+    model: nn.Module,
+    modules: dict[str, nn.Linear],
+    streams: Mapping[str, np.ndarray],
+    B: pd.DataFrame,
+    reference: pd.Series | Mapping[str, float],
+    preconditioned_task_grads: Mapping[str, Mapping[str, torch.Tensor]],
+    *,
+    n_mixtures: int = 256,
+    low: float = 0.5,
+    high: float = 2.0,
+    tokens: int,
+    seq_len: int,
+    batch_size: int,
+    seed: int = 0,
+    outlier_threshold: float = 3.0,
+) -> AdditivityResult:
+    """Run appendix D's experiment around ``reference`` (TiKMiX-D's mixture).
+
+    Args:
+        model, modules: the checkpoint and its tracked modules (those of the benefit matrix).
+        streams: domain → token stream (the domains of ``B``).
+        B: benefit matrix, tasks × domains, from the same checkpoint.
+        reference: the mixture to perturb.
+        preconditioned_task_grads: ``(G + λI)⁻¹ ∇f_v`` per task (the tasks of ``B``).
+        n_mixtures, low, high: ``n_mixtures`` perturbations ``w ⊙ U(low, high)``, renormalised.
+        tokens: tokens sampled per mixture (the paper: 0.1B).
+        seq_len, batch_size: sequence length of the samples and batch size of the gradient pass.
+        seed: seeds the perturbations and the samples.
+        outlier_threshold: see :func:`additivity_statistics`.
+    """
+    w = validate_weights(reference, B.columns, source="additivity reference mixture")
+    tasks = [t for t in B.index if t in preconditioned_task_grads]
+    if len(tasks) != len(B.index) or len(preconditioned_task_grads) != len(B.index):
+        raise ValueError(
+            f"benefit matrix tasks {list(B.index)} differ from the preconditioned task gradients' "
+            f"{list(preconditioned_task_grads)}"
+        )
+    mixtures = perturbed_mixtures(w, n_mixtures, low=low, high=high, seed=seed)
+    mixtures.index.name = "mixture"
+    predicted = predicted_benefits(B, mixtures)
+    log.info("additivity: measuring %d mixtures of %d tokens each", n_mixtures, tokens)
+    direct, n_tokens = measure_direct_benefits(
+        model,
+        modules,
+        {d: streams[d] for d in B.columns},
+        mixtures,
+        {t: preconditioned_task_grads[t] for t in B.index},
+        tokens=tokens,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        seed=seed,
+    )
+    summary, points = additivity_statistics(
+        predicted, direct, outlier_threshold=outlier_threshold
+    )
+    compute = {"tokens": n_tokens, "flops": n_tokens * training_flops_per_token(model, seq_len)}
+    return AdditivityResult(mixtures=mixtures, points=points, summary=summary, compute=compute)
+
+
+def run_additivity_check(
+    *,
+    checkpoint: str | Path,
+    domain_dirs: Mapping[str, str | Path],
+    influence_csv: str | Path,
+    reference_mixture: str | Path,
+    preconditioned: str | Path,
+    tracked_modules: str,
+    device: str = "auto",
+    **options,
+) -> AdditivityResult:
+    """:func:`additivity_check` from the workflow's files.
+
+    Loads the checkpoint, the domains' training streams, the benefit matrix, the reference
+    mixture (a mixture file, e.g. TiKMiX-D's JSON) and the preconditioned task gradients the
+    matrix was computed from (so the direct measurements use the same curvature and damping).
+    ``options`` go to :func:`additivity_check` (``n_mixtures, low, high, tokens, seq_len,
+    batch_size, seed, outlier_threshold``).
+    """
+    B = read_influence_matrix(influence_csv)
+    reference = read_mixture(reference_mixture, B.columns)
+    model, _ = load_checkpoint(checkpoint, device=resolve_device(device))
+    modules = select_modules(model, tracked_modules)
+    streams = load_streams(domain_dirs, "train")
+    return additivity_check(
+        model, modules, streams, B, reference, load_preconditioned(preconditioned), **options
+    )
+
+
+def write_additivity(
+    result: AdditivityResult,
+    *,
+    points: str | Path,
+    summary: str | Path,
+    mixtures: str | Path,
+    record: str | Path,
+    settings: Mapping,
+) -> None:
+    """Write the tables (CSV) and a JSON record of the settings, the summary and the compute."""
+    for table, path, index in (
+        (result.points, points, False),
+        (result.summary, summary, False),
+        (result.mixtures, mixtures, True),
+    ):
+        with atomic_output(path) as tmp:
+            table.to_csv(tmp, index=index)
+    write_json_atomic(
+        record,
+        {
+            "settings": dict(settings),
+            "sign_convention": "benefit = -influence; larger is better",
+            "summary": result.summary.to_dict(orient="records"),
+            "compute": result.compute,
+        },
+    )

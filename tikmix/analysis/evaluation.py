@@ -1,0 +1,268 @@
+"""Stage-2 evaluation tables: the paper's Table 1 and the data of its Figure 4.
+
+Inputs are the per-(method, seed) records written by :func:`tikmix.models.stage2.run_stage2`
+(``results/evaluation/{method}/seed{seed}.json``)::
+
+    {method, seed, weights, tasks: {task: {loss, accuracy?, accuracy_norm?}}, average_loss,
+     before: {tasks, average_loss}, compute: {tokens, flops}, ...}
+
+* :func:`evaluation_table` — tasks × methods, mean and sample standard deviation (ddof 1; NaN
+  with a single seed) over seeds, for every metric, plus the ``average`` row of the loss; each
+  cell says whether its method is the best on that task (lowest loss, highest accuracy; ties all
+  count as best).
+* :func:`method_summary` — per method: average loss (mean ± std), "best on k/n tasks" by loss,
+  and the FLOPs spent to determine the mixture (``compute.flops`` of its mixture JSON).
+* :func:`benefit_vs_improvement` — Figure 4: each evaluated mixture's predicted total benefit
+  ``Σ_v P̂_v(w)`` (normalised benefit, eq. 6, from the influence matrix; larger is better)
+  against its measured improvement, the decrease of the average task loss relative to the
+  checkpoint before stage 2 or to a reference method; with their Pearson ρ (paper: 0.789).
+
+Everything returns pandas objects; rendering is the report's job.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import pearsonr
+
+from tikmix.data.atomic import atomic_output, write_json_atomic
+from tikmix.mixing.exports import SIGN_CONVENTION
+from tikmix.mixing.tikmix_d import normalised_benefit
+from tikmix.mixing.weights import read_influence_matrix
+
+AVERAGE = "average"
+#: Metrics where larger is better; every other metric (the loss) is better when smaller.
+HIGHER_IS_BETTER = frozenset({"accuracy", "accuracy_norm"})
+_RECORD_KEYS = ("method", "seed", "weights", "tasks", "average_loss")
+_AXES = ("predicted_benefit", "improvement_mean")
+
+
+class EvaluationInputError(ValueError):
+    """An evaluation record or mixture file that cannot be used as given."""
+
+
+def load_records(paths: Iterable[str | Path]) -> list[dict]:
+    """Read stage-2 records, checking the keys the tables need (named by file)."""
+    records = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"evaluation record not found: {path}")
+        try:
+            record = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise EvaluationInputError(f"{path} is not valid JSON: {err}") from err
+        missing = [key for key in _RECORD_KEYS if key not in record]
+        if missing:
+            raise EvaluationInputError(f"{path}: evaluation record lacks key(s) {missing}")
+        record["_source"] = str(path)
+        records.append(record)
+    return records
+
+
+def records_frame(records: Iterable[Mapping]) -> pd.DataFrame:
+    """Long format: one row per (method, seed, task, metric) with its ``value``.
+
+    The record's ``average_loss`` becomes task :data:`AVERAGE`, metric ``loss``. A repeated
+    (method, seed) is an error.
+    """
+    rows, seen = [], set()
+    for record in records:
+        key = (record["method"], int(record["seed"]))
+        if key in seen:
+            raise EvaluationInputError(f"two records for method {key[0]!r}, seed {key[1]}")
+        seen.add(key)
+        for task, metrics in record["tasks"].items():
+            rows.extend((*key, task, metric, float(value)) for metric, value in metrics.items())
+        rows.append((*key, AVERAGE, "loss", float(record["average_loss"])))
+    if not rows:
+        raise EvaluationInputError("no evaluation records")
+    return pd.DataFrame(rows, columns=["method", "seed", "task", "metric", "value"])
+
+
+def evaluation_table(records: Iterable[Mapping]) -> pd.DataFrame:
+    """Table 1 in long form: ``metric, task, method, mean, std, n_seeds, best``.
+
+    Metrics, tasks and methods keep their first-seen order, with task :data:`AVERAGE` last.
+    """
+    frame = records_frame(records)
+    grouped = frame.groupby(["metric", "task", "method"], sort=False)["value"]
+    table = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n_seeds="count").reset_index()
+    best = []
+    for (metric, _task), cell in table.groupby(["metric", "task"], sort=False):
+        target = cell["mean"].max() if metric in HIGHER_IS_BETTER else cell["mean"].min()
+        best.append(cell["mean"] == target)
+    table["best"] = pd.concat(best).reindex(table.index)
+    order = {
+        column: {v: i for i, v in enumerate(dict.fromkeys(frame[column]))}
+        for column in ("metric", "task", "method")
+    }
+    order["task"][AVERAGE] = len(order["task"])
+    table = table.sort_values(
+        ["metric", "task", "method"], key=lambda col: col.map(order[col.name]), kind="stable"
+    )
+    return table.reset_index(drop=True)
+
+
+def mixture_flops(mixture_files: Mapping[str, str | Path]) -> pd.Series:
+    """Method → ``compute.flops`` of its mixture JSON (NaN when the file records none)."""
+    values = {}
+    for method, path in mixture_files.items():
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"mixture file of method {method!r} not found: {path}")
+        try:
+            document = json.loads(path.read_text())
+        except json.JSONDecodeError as err:
+            raise EvaluationInputError(f"{path} is not valid JSON: {err}") from err
+        flops = (document.get("compute") or {}).get("flops")
+        values[method] = math.nan if flops is None else float(flops)
+    return pd.Series(values, dtype=float, name="mixture_flops")
+
+
+def method_summary(table: pd.DataFrame, flops: pd.Series | None = None) -> pd.DataFrame:
+    """Per method: average loss mean/std, best-on-k of n tasks (by loss), mixture FLOPs.
+
+    Columns ``average_loss_mean, average_loss_std, n_seeds, best_on, n_tasks, best_on_text``
+    (``"k/n"``) and ``mixture_flops`` (NaN where unknown). ``table`` is from
+    :func:`evaluation_table`.
+    """
+    loss = table[table["metric"] == "loss"]
+    average = loss[loss["task"] == AVERAGE].set_index("method")
+    per_task = loss[loss["task"] != AVERAGE]
+    n_tasks = per_task["task"].nunique()
+    best_on = per_task.groupby("method", sort=False)["best"].sum().reindex(average.index)
+    summary = pd.DataFrame(
+        {
+            "average_loss_mean": average["mean"],
+            "average_loss_std": average["std"],
+            "n_seeds": average["n_seeds"],
+            "best_on": best_on.astype(int),
+            "n_tasks": n_tasks,
+        }
+    )
+    summary["best_on_text"] = [f"{k}/{n_tasks}" for k in summary["best_on"]]
+    summary["mixture_flops"] = (
+        math.nan if flops is None else pd.Series(flops, dtype=float).reindex(summary.index)
+    )
+    summary.index.name = "method"
+    return summary
+
+
+def benefit_vs_improvement(
+    records: Iterable[Mapping],
+    benefit: pd.DataFrame,
+    *,
+    reference: str = "checkpoint",
+    eps: float = 1e-8,
+) -> tuple[pd.DataFrame, dict]:
+    """Figure 4: predicted total normalised benefit vs measured improvement, per method.
+
+    Args:
+        records: stage-2 records (all seeds of a method must share its weights).
+        benefit: the influence matrix ``B`` (tasks × domains, larger is better).
+        reference: ``"checkpoint"`` measures improvement as the checkpoint's average loss
+            before stage 2 minus the method's (per seed); a method name measures it against
+            that method's seed-mean average loss (e.g. ``"natural"``).
+        eps: the normaliser's ε of eq. 6.
+
+    Returns:
+        ``(points, stats)``: ``points`` has per method ``predicted_benefit``,
+        ``improvement_mean``, ``improvement_std``, ``n_seeds``; ``stats`` has ``pearson``,
+        ``p_value`` (NaN with fewer than 3 methods or a constant axis), ``n_methods`` and
+        ``reference``.
+    """
+    records = list(records)
+    domains = list(benefit.columns)
+    weights: dict[str, pd.Series] = {}
+    improvements: dict[str, list[float]] = {}
+    if reference != "checkpoint":
+        ref = [float(r["average_loss"]) for r in records if r["method"] == reference]
+        if not ref:
+            raise EvaluationInputError(f"no evaluation record of reference method {reference!r}")
+        reference_loss = float(np.mean(ref))
+    for record in records:
+        method = record["method"]
+        w = pd.Series(record["weights"], dtype=float)
+        unknown = sorted(set(w.index) - set(domains))
+        if unknown:
+            raise EvaluationInputError(
+                f"method {method!r}: weights for domain(s) {unknown} absent from the "
+                "influence matrix"
+            )
+        w = w.reindex(domains, fill_value=0.0)
+        if method in weights and not np.allclose(weights[method], w, rtol=0, atol=1e-12):
+            raise EvaluationInputError(f"method {method!r}: seeds were run with different weights")
+        weights[method] = w
+        if reference == "checkpoint":
+            if "before" not in record:
+                raise EvaluationInputError(
+                    f"method {method!r}, seed {record['seed']}: record has no 'before' metrics"
+                )
+            before = float(record["before"]["average_loss"])
+        else:
+            before = reference_loss
+        improvements.setdefault(method, []).append(before - float(record["average_loss"]))
+    points = pd.DataFrame(
+        {
+            "predicted_benefit": {
+                m: float(normalised_benefit(benefit, w, eps).sum()) for m, w in weights.items()
+            },
+            "improvement_mean": {m: float(np.mean(v)) for m, v in improvements.items()},
+            "improvement_std": {
+                m: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan
+                for m, v in improvements.items()
+            },
+            "n_seeds": {m: len(v) for m, v in improvements.items()},
+        }
+    )
+    points.index.name = "method"
+    stats = {"pearson": math.nan, "p_value": math.nan, "n_methods": len(points)}
+    # A correlation needs three points and spread on both axes (a constant axis, e.g. mixtures
+    # with equal predicted benefit, would give rounding noise instead of NaN).
+    spread = all(np.ptp(points[c]) > 1e-9 * (1 + points[c].abs().max()) for c in _AXES)
+    if len(points) >= 3 and spread:
+        result = pearsonr(points["predicted_benefit"], points["improvement_mean"])
+        stats["pearson"], stats["p_value"] = float(result.statistic), float(result.pvalue)
+    stats["reference"] = reference
+    return points, stats
+
+
+def write_evaluation_tables(
+    record_paths: Iterable[str | Path],
+    mixture_files: Mapping[str, str | Path],
+    influence_path: str | Path,
+    *,
+    table_path: str | Path,
+    summary_path: str | Path,
+    figure4_path: str | Path,
+    figure4_stats_path: str | Path,
+    reference: str = "checkpoint",
+) -> dict:
+    """Compute and write Table 1 (long CSV + per-method summary CSV) and the Figure-4 data.
+
+    Returns the Figure-4 statistics (also written as JSON to ``figure4_stats_path``).
+    """
+    records = load_records(record_paths)
+    table = evaluation_table(records)
+    summary = method_summary(table, mixture_flops(mixture_files))
+    points, stats = benefit_vs_improvement(
+        records, read_influence_matrix(influence_path), reference=reference
+    )
+    stats["influence_matrix"] = str(influence_path)
+    stats["orientation"] = SIGN_CONVENTION
+    for path, frame, index in (
+        (table_path, table, False),
+        (summary_path, summary, True),
+        (figure4_path, points, True),
+    ):
+        with atomic_output(path) as tmp:
+            frame.to_csv(tmp, index=index)
+    write_json_atomic(figure4_stats_path, stats)
+    return stats

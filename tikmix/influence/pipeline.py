@@ -1,0 +1,366 @@
+"""The influence stages of the workflow, one function per rule (scripts only parse arguments).
+
+Every sum is computed per shard and reduced by a cheap job (map-reduce), so that a cluster runs
+domains × shards in parallel. A shard is a slice of ONE sample drawn for the whole budget, which is
+why 1 shard and 4 shards give the same result. Every store records what it processed
+(``compute: {tokens, flops}``) and where it came from (checkpoint hash, token range, seed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
+from tikmix.influence.api import BENEFIT_NOTE, influence_matrix, precondition, task_gradient
+from tikmix.influence.ekfac import (
+    EkfacFactors,
+    covariance_sums,
+    eigendecompose,
+    lambda_sums,
+    reduce,
+)
+from tikmix.influence.gradients import summed_gradients
+from tikmix.influence.store import (
+    load_covariances,
+    load_eigenbases,
+    load_factors,
+    load_gradients,
+    load_lambdas,
+    load_mean_gradients,
+    open_store,
+    reduce_gradient_stores,
+    save_covariances,
+    save_eigenbases,
+    save_factors,
+    save_gradients,
+    save_lambdas,
+    write_store,
+)
+from tikmix.influence.tracking import select_modules
+from tikmix.models.checkpoint import checkpoint_hash, load_checkpoint
+from tikmix.models.device import resolve_device
+from tikmix.models.flops import eigh_flops, training_flops_per_token
+from tikmix.progress import with_progress
+from tikmix.seeds import derive_seed
+
+log = logging.getLogger(__name__)
+
+# Config name of the Fisher's labels -> the library's name.
+FISHER_LABELS = {"sampled": "true", "empirical": "empirical"}
+
+
+def load_model(checkpoint: str | Path, device: str = "auto"):
+    """The checkpoint's model on the configured device, and its provenance hash."""
+    model, _ = load_checkpoint(checkpoint, device=resolve_device(device))
+    return model, checkpoint_hash(checkpoint)
+
+
+def shard_rows(n_rows: int, shards: int, shard: int) -> np.ndarray:
+    """Rows of shard ``shard`` of ``shards`` contiguous, near-equal slices of ``n_rows``."""
+    if not 0 <= shard < shards:
+        raise ValueError(f"shard {shard} is not in 0..{shards - 1}")
+    return np.array_split(np.arange(n_rows), shards)[shard]
+
+
+def _batches(plan: MixturePlan, streams, rows: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+    for start in range(0, len(rows), batch_size):
+        yield torch.from_numpy(plan.gather(streams, rows[start : start + batch_size]))
+
+
+def _compute(tokens: int, flops: float) -> dict[str, float]:
+    return {"tokens": int(tokens), "flops": float(flops)}
+
+
+def domain_gradient_part(
+    *,
+    checkpoint: str | Path,
+    domain: str,
+    domain_dir: str | Path,
+    tokens: int,
+    shards: int,
+    shard: int,
+    seq_len: int,
+    batch_size: int,
+    tracked_modules: str,
+    seed: int,
+    device: str,
+    out: str | Path,
+) -> Path:
+    """Summed gradient of shard ``shard`` of the domain's token budget (rule domain_gradients)."""
+    model, ckpt_hash = load_model(checkpoint, device)
+    modules = select_modules(model, tracked_modules)
+    streams = load_streams({domain: domain_dir})
+    sample_seed = derive_seed(seed, "domain_gradients", domain)
+    plan = plan_mixture({domain: len(streams[domain])}, {domain: 1.0}, tokens, seq_len, sample_seed)
+    rows = shard_rows(len(plan), shards, shard)
+    batches = with_progress(
+        _batches(plan, streams, rows, batch_size), len(rows) * seq_len, f"{domain} gradient", log
+    )
+    stats = summed_gradients(model, modules, batches)
+    provenance = {
+        "checkpoint": ckpt_hash,
+        "domain": domain,
+        "sequence_range": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
+        "shard": shard,
+        "shards": shards,
+        "seed": sample_seed,
+        "compute": _compute(
+            stats.n_tokens, stats.n_tokens * training_flops_per_token(model, seq_len)
+        ),
+    }
+    return save_gradients(out, stats, provenance)
+
+
+def reduce_domain_gradients(parts: list[str | Path], out: str | Path) -> Path:
+    """Per-token mean gradient of a domain from its part-stores (rule reduce_domain_gradients)."""
+    return reduce_gradient_stores(parts, out)
+
+
+def task_gradient_store(
+    *,
+    checkpoint: str | Path,
+    task: str,
+    task_file: str | Path,
+    batch_size: int,
+    tracked_modules: str,
+    device: str,
+    out: str | Path,
+) -> Path:
+    """Summed gradient of a task's loss over its scored tokens (rule task_gradients)."""
+    model, ckpt_hash = load_model(checkpoint, device)
+    modules = select_modules(model, tracked_modules)
+    with np.load(task_file) as data:
+        ids, loss_mask = data["input_ids"], data["loss_mask"]
+    stats = task_gradient(model, ids, loss_mask, modules, batch_size=batch_size)
+    seq_len = ids.shape[1] - 1
+    provenance = {
+        "checkpoint": ckpt_hash,
+        "task": task,
+        "compute": _compute(
+            ids.size, ids.shape[0] * seq_len * training_flops_per_token(model, seq_len)
+        ),
+    }
+    return save_gradients(out, stats, provenance)
+
+
+def _ekfac_sample(
+    domain_dirs: Mapping[str, str | Path],
+    weights: Mapping[str, float],
+    tokens: int,
+    seq_len: int,
+    seed: int,
+):
+    streams = load_streams(domain_dirs)
+    plan = plan_mixture(
+        {d: len(s) for d, s in streams.items()},
+        dict(weights),
+        tokens,
+        seq_len,
+        derive_seed(seed, "ekfac"),
+    )
+    return streams, plan
+
+
+def covariance_part(
+    *,
+    checkpoint: str | Path,
+    domain_dirs: Mapping[str, str | Path],
+    weights: Mapping[str, float],
+    tokens: int,
+    shards: int,
+    shard: int,
+    seq_len: int,
+    batch_size: int,
+    tracked_modules: str,
+    fisher: str,
+    seed: int,
+    device: str,
+    out: str | Path,
+) -> Path:
+    """Sums of a aᵀ and g gᵀ over shard ``shard`` of the EK-FAC sample (rule ekfac_covariances)."""
+    model, ckpt_hash = load_model(checkpoint, device)
+    modules = select_modules(model, tracked_modules)
+    streams, plan = _ekfac_sample(domain_dirs, weights, tokens, seq_len, seed)
+    rows = shard_rows(len(plan), shards, shard)
+    batches = with_progress(
+        _batches(plan, streams, rows, batch_size), len(rows) * seq_len, "EK-FAC covariances", log
+    )
+    sums = covariance_sums(
+        model, modules, batches, fisher=FISHER_LABELS[fisher], seed=derive_seed(seed, "fisher")
+    )
+    n_tokens = len(rows) * seq_len
+    provenance = {
+        "checkpoint": ckpt_hash,
+        "fisher": fisher,
+        "sequence_range": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
+        "shard": shard,
+        "compute": _compute(n_tokens, n_tokens * training_flops_per_token(model, seq_len)),
+    }
+    return save_covariances(out, sums, provenance)
+
+
+def eigen_store(parts: list[str | Path], out: str | Path) -> Path:
+    """Reduce covariance parts and eigendecompose A and S in float64 (rule ekfac_eigen)."""
+    stores = [open_store(p) for p in parts]
+    covariances = reduce([load_covariances(p) for p in parts])
+    bases = eigendecompose(covariances)
+    flops = sum(
+        eigh_flops(b.activation_eigenvalues.numel()) + eigh_flops(b.gradient_eigenvalues.numel())
+        for b in bases.values()
+    )
+    first = stores[0].attrs
+    provenance = {
+        "checkpoint": first["checkpoint"],
+        "fisher": first["fisher"],
+        "n_tokens": covariances.n_tokens,
+        "n_sequences": covariances.n_sequences,
+        "compute": _compute(0, flops),
+    }
+    return save_eigenbases(out, bases, provenance)
+
+
+def lambda_part(*, eigen: str | Path, **kwargs: Any) -> Path:
+    """Sums of (Q_Sᵀ G_n Q_A)² over shard ``shard`` of the EK-FAC sample (rule ekfac_lambda).
+
+    Takes the same arguments as :func:`covariance_part`, plus the eigenbasis store.
+    """
+    model, ckpt_hash = load_model(kwargs["checkpoint"], kwargs["device"])
+    modules = select_modules(model, kwargs["tracked_modules"])
+    seq_len, seed = kwargs["seq_len"], kwargs["seed"]
+    streams, plan = _ekfac_sample(
+        kwargs["domain_dirs"], kwargs["weights"], kwargs["tokens"], seq_len, seed
+    )
+    rows = shard_rows(len(plan), kwargs["shards"], kwargs["shard"])
+    batches = with_progress(
+        _batches(plan, streams, rows, kwargs["batch_size"]),
+        len(rows) * seq_len,
+        "EK-FAC eigenvalue correction",
+        log,
+    )
+    sums = lambda_sums(
+        model,
+        modules,
+        load_eigenbases(eigen),
+        batches,
+        fisher=FISHER_LABELS[kwargs["fisher"]],
+        seed=derive_seed(seed, "fisher"),
+    )
+    n_tokens = len(rows) * seq_len
+    provenance = {
+        "checkpoint": ckpt_hash,
+        "fisher": kwargs["fisher"],
+        "shard": kwargs["shard"],
+        "compute": _compute(n_tokens, n_tokens * training_flops_per_token(model, seq_len)),
+    }
+    return save_lambdas(kwargs["out"], sums, provenance)
+
+
+def factors_store(eigen: str | Path, parts: list[str | Path], out: str | Path) -> Path:
+    """EK-FAC factors: eigenbases and Λ averaged over sequences (rule ekfac_factors).
+
+    The damping stored here is the default 0.1·mean(Λ); the preconditioning rule applies the
+    configured damping, so changing it does not refit the factors.
+    """
+    lambdas = (
+        load_lambdas(parts[0]) if len(parts) == 1 else reduce([load_lambdas(p) for p in parts])
+    )
+    factors = EkfacFactors.from_lambda(load_eigenbases(eigen), lambdas, "auto")
+    attrs = open_store(eigen).attrs
+    provenance = {
+        "checkpoint": attrs["checkpoint"],
+        "fisher": attrs["fisher"],
+        "compute": _compute(0, 0),
+    }
+    return save_factors(out, factors, provenance)
+
+
+def damped(factors: EkfacFactors, damping: float | None, damping_factor: float) -> EkfacFactors:
+    """The factors with the configured damping: fixed, or ``damping_factor · mean(Λ)`` per module."""
+    factors.damping = {
+        name: float(damping) if damping is not None else damping_factor * float(values.mean())
+        for name, values in factors.eigenvalues.items()
+    }
+    return factors
+
+
+def preconditioned_task_store(
+    *,
+    factors: str | Path,
+    task_stores: Mapping[str, str | Path],
+    damping: float | None,
+    damping_factor: float,
+    out: str | Path,
+) -> Path:
+    """(G + λI)⁻¹ ∇f_v for every task, one IHVP each (rule precondition_task_gradients)."""
+    ekfac = damped(load_factors(factors), damping, damping_factor)
+    task_grads = {task: load_gradients(path) for task, path in task_stores.items()}
+    pre = precondition(ekfac, task_grads)
+    modules = ekfac.modules
+    flops = sum(
+        4 * ekfac.eigenvalues[m].numel() * sum(ekfac.eigenvalues[m].shape) for m in modules
+    ) * len(pre)
+    attrs = {
+        "kind": "preconditioned_tasks",
+        "tasks": list(pre),
+        "modules": modules,
+        "damping": ekfac.damping,
+        "task_tokens": {t: g.n_tokens for t, g in task_grads.items()},
+        "checkpoint": open_store(factors).attrs["checkpoint"],
+        "compute": _compute(0, flops),
+    }
+    arrays = (
+        (f"{task}/{module}", grads[module].detach().cpu().numpy())
+        for task, grads in pre.items()
+        for module in modules
+    )
+    return write_store(out, arrays, attrs)
+
+
+def load_preconditioned(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
+    store = open_store(path, kind="preconditioned_tasks")
+    return {
+        task: {m: store.tensor(f"{task}/{m}") for m in store.attrs["modules"]}
+        for task in store.attrs["tasks"]
+    }
+
+
+def influence_outputs(
+    *,
+    preconditioned: str | Path,
+    domain_stores: Mapping[str, str | Path],
+    matrix_csv: str | Path,
+    sidecar_json: str | Path,
+    per_module_parquet: str | Path,
+) -> pd.DataFrame:
+    """The tasks × domains benefit matrix, its sign convention and per-module terms."""
+    start = time.perf_counter()
+    pre = load_preconditioned(preconditioned)
+    domains = {d: load_mean_gradients(p)[0] for d, p in domain_stores.items()}
+    matrix, per_module = influence_matrix(pre, domains)
+    attrs = open_store(preconditioned).attrs
+    n_params = sum(v.numel() for v in next(iter(pre.values())).values())
+    sidecar = {
+        "orientation": "benefit",
+        "sign_convention": BENEFIT_NOTE,
+        "rows": "tasks",
+        "columns": "domains",
+        "checkpoint": attrs["checkpoint"],
+        "damping": attrs["damping"],
+        "seconds": time.perf_counter() - start,
+        "compute": _compute(0, 2 * n_params * len(pre) * len(domains)),
+    }
+    for path in (matrix_csv, sidecar_json, per_module_parquet):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    matrix.to_csv(matrix_csv, float_format="%.10g")
+    per_module.to_parquet(per_module_parquet, index=False)
+    Path(sidecar_json).write_text(json.dumps(sidecar, indent=2) + "\n")
+    return matrix

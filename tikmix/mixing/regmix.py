@@ -1,0 +1,402 @@
+"""RegMix baseline: data mixture as regression over small proxy runs (Liu et al., 2024).
+
+The procedure follows RegMix's recipe, re-implemented on this package's pieces:
+
+1. **Proxy mixtures** (:func:`sample_regmix_mixtures`): Dirichlet draws around the token
+   distribution. The prior is tempered (``prior ** temperature``, renormalised; RegMix uses
+   0.5) and each draw picks one of ``n_strengths`` concentration strengths log-spaced in
+   ``[min_strength, max_strength]`` (RegMix: 15 in [0.1, 5]), so that the samples range from
+   nearly one-hot to near the prior. A draw is rejected if a domain would be used more than
+   ``max_usage`` times its natural share (``w_d > max_usage · prior_d``; RegMix's bound on
+   repeated epochs), and weights below ``minimum`` are set to 0 and the rest renormalised.
+2. **Proxy runs** (:func:`train_proxy`): one small model per mixture, trained *from scratch* on
+   ``tokens`` tokens of it, then its loss on every validation task.
+3. **Regression** (:func:`fit_regmix`): a LightGBM regressor
+   (:func:`~tikmix.mixing.surrogate.fit_surrogate`, RegMix's 1000 rounds at learning rate 0.01)
+   from the mixture to the negated average task loss.
+4. **Simulation**: ``n_simulations`` (RegMix: 1M; default 100k) more mixtures from the same
+   generator; the result is the mean of the ``top_k`` (RegMix: 100) with the lowest predicted loss.
+
+Unlike RegMix's script, weights are not rounded to a grid of ``minimum`` (the sampler needs
+weights summing exactly to 1), and exact duplicates are not removed (continuous draws are
+distinct almost surely). The FLOPs spent are recorded: per proxy ``flops_per_token · tokens``
+for training plus a third of that per token for the forward passes over the tasks.
+
+:func:`regmix_mixture` runs everything in one call; the three steps are separate functions so
+that a workflow can run the proxies as separate jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from tikmix.data.sampler import load_streams, plan_mixture
+from tikmix.mixing.exports import mixture_document
+from tikmix.mixing.surrogate import SurrogateQuality, fit_surrogate
+from tikmix.mixing.weights import MixtureInputError, validate_weights
+from tikmix.models.llama import ModelConfig, TinyLlama, model_flops_per_token
+from tikmix.models.stage2 import average_loss, derived_seed, evaluate_tasks, load_task
+from tikmix.models.train import train
+
+log = logging.getLogger(__name__)
+
+#: LightGBM overrides for the few proxies a demo affords (RegMix fits 512): smaller leaves.
+SMALL_SAMPLE_PARAMS = {"min_data_in_leaf": 2, "num_leaves": 7}
+
+
+@dataclass(frozen=True)
+class DirichletSettings:
+    """RegMix's mixture generator (see the module docstring); defaults are RegMix's."""
+
+    temperature: float = 0.5
+    min_strength: float = 0.1
+    max_strength: float = 5.0
+    n_strengths: int = 15
+    max_usage: float | None = 15.0
+    minimum: float = 2e-4
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_strength <= self.max_strength:
+            raise MixtureInputError(
+                f"RegMix: need 0 < min_strength <= max_strength, got {self.min_strength}, "
+                f"{self.max_strength}"
+            )
+        if not self.temperature > 0 or self.n_strengths < 1:
+            raise MixtureInputError(
+                f"RegMix: temperature must be > 0 and n_strengths >= 1, got {self.temperature}, "
+                f"{self.n_strengths}"
+            )
+        if self.max_usage is not None and not self.max_usage > 0:
+            raise MixtureInputError(f"RegMix: max_usage must be > 0, got {self.max_usage}")
+        if not 0 <= self.minimum < 1:
+            raise MixtureInputError(f"RegMix: minimum must be in [0, 1), got {self.minimum}")
+
+
+def sample_regmix_mixtures(
+    prior: pd.Series,
+    n: int,
+    settings: DirichletSettings = DirichletSettings(),
+    *,
+    seed: int = 0,
+    max_batches: int = 100,
+) -> pd.DataFrame:
+    """``n`` mixtures from RegMix's Dirichlet generator around ``prior`` (rows sum to 1).
+
+    Draws are made in batches of ``n`` until ``n`` pass the usage bound; more than
+    ``max_batches`` batches is an error (the bound is too tight for the strengths).
+    """
+    w = validate_weights(prior, source="RegMix prior")
+    if n < 1:
+        raise MixtureInputError(f"RegMix: need at least one mixture, got n={n}")
+    base = w.to_numpy() ** settings.temperature
+    base /= base.sum()
+    positive = base > 0
+    strengths = np.geomspace(settings.min_strength, settings.max_strength, settings.n_strengths)
+    upper = None if settings.max_usage is None else np.minimum(settings.max_usage * w.to_numpy(), 1)
+    rng = np.random.default_rng(seed)
+    kept: list[np.ndarray] = []
+    n_kept = 0
+    for _ in range(max_batches):
+        choice = rng.integers(len(strengths), size=n)
+        draws = np.zeros((n, len(base)))
+        for k in np.unique(choice):
+            rows = np.flatnonzero(choice == k)
+            draws[np.ix_(rows, np.flatnonzero(positive))] = rng.dirichlet(
+                base[positive] * strengths[k], size=len(rows)
+            )
+        valid = np.isfinite(draws).all(axis=1) & (draws.sum(axis=1) > 0)
+        if upper is not None:
+            valid &= (draws <= upper).all(axis=1)
+        draws = draws[valid]
+        draws[draws < settings.minimum] = 0.0
+        draws = draws[draws.sum(axis=1) > 0]
+        draws /= draws.sum(axis=1, keepdims=True)
+        kept.append(draws)
+        n_kept += len(draws)
+        if n_kept >= n:
+            return pd.DataFrame(np.vstack(kept)[:n], columns=list(w.index))
+    raise MixtureInputError(
+        f"RegMix: only {n_kept} of {n * max_batches} Dirichlet draws respect the usage bound "
+        f"max_usage={settings.max_usage}; raise it or the strengths"
+    )
+
+
+@dataclass
+class ProxyRun:
+    """One proxy model's mixture, task losses and compute."""
+
+    weights: dict[str, float]
+    task_losses: dict[str, float]
+    average_loss: float
+    train_flops: int
+    eval_flops: int
+
+    def row(self) -> dict[str, float]:
+        """A flat record: one column per domain, per task (``loss:{task}``) and the totals."""
+        return {
+            **self.weights,
+            **{f"loss:{task}": value for task, value in self.task_losses.items()},
+            "average_loss": self.average_loss,
+            "train_flops": self.train_flops,
+            "eval_flops": self.eval_flops,
+        }
+
+
+def task_forward_tokens(task_files: Mapping[str, str | Path]) -> int:
+    """Tokens a forward pass over every task row reads (the eval-FLOP count's token count)."""
+    total = 0
+    for path in task_files.values():
+        ids = load_task(path)["input_ids"]
+        total += ids.shape[0] * (ids.shape[1] - 1)
+    return total
+
+
+def train_proxy(
+    streams: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    task_files: Mapping[str, str | Path],
+    model_config: ModelConfig,
+    *,
+    tokens: int,
+    batch_size: int,
+    seq_len: int,
+    lr: float,
+    seed: int,
+    schedule: str = "cosine",
+    warmup_fraction: float = 0.05,
+    weight_decay: float = 0.1,
+    eval_batch_size: int = 32,
+    device: str | torch.device = "cpu",
+) -> ProxyRun:
+    """Train a fresh ``model_config`` model on ``weights`` and measure its task losses."""
+    total_steps = max(1, tokens // (batch_size * seq_len))
+    torch.manual_seed(seed)
+    model = TinyLlama(model_config)
+    plan = plan_mixture(
+        {name: len(s) for name, s in streams.items()},
+        {d: float(v) for d, v in weights.items()},
+        total_steps * batch_size * seq_len,
+        seq_len,
+        seed,
+    )
+    result = train(
+        model,
+        plan.iter_batches(streams, batch_size),
+        total_steps=total_steps,
+        lr=lr,
+        schedule=schedule,
+        warmup_fraction=warmup_fraction,
+        weight_decay=weight_decay,
+        seed=seed,
+        device=device,
+        log_every=max(1, total_steps),
+        logger=log,
+    )
+    losses = {
+        task: m["loss"]
+        for task, m in evaluate_tasks(model, task_files, eval_batch_size, accuracy=False).items()
+    }
+    per_token = model_flops_per_token(model_config, seq_len)
+    return ProxyRun(
+        weights={d: float(v) for d, v in weights.items()},
+        task_losses=losses,
+        average_loss=average_loss({t: {"loss": v} for t, v in losses.items()}),
+        train_flops=per_token * result.tokens_seen,
+        eval_flops=per_token // 3 * task_forward_tokens(task_files),
+    )
+
+
+@dataclass
+class RegMixResult:
+    """The RegMix mixture, the proxy runs behind it and the surrogate's quality."""
+
+    weights: pd.Series
+    runs: pd.DataFrame
+    quality: SurrogateQuality
+    predicted_loss: float
+    flops: int
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def solver_report(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (the ``solver`` section of a mixture document)."""
+        return {
+            "name": "RegMix (proxy runs + LightGBM regression + Dirichlet simulation)",
+            "n_proxies": int(len(self.runs)),
+            # Cross-validation folds of a few proxies can predict a constant (NaN correlation);
+            # JSON has no NaN, so such values are written as null.
+            "surrogate_quality": _finite_or_none(self.quality.to_dict()),
+            "predicted_average_loss": self.predicted_loss,
+            "proxy_average_loss": {
+                "min": float(self.runs["average_loss"].min()),
+                "max": float(self.runs["average_loss"].max()),
+            },
+            "settings": self.settings,
+        }
+
+    def compute(self) -> dict[str, Any]:
+        """The ``compute`` section of a mixture document: FLOPs spent to find the mixture."""
+        return {
+            "flops": self.flops,
+            "train_flops": int(self.runs["train_flops"].sum()),
+            "eval_flops": int(self.runs["eval_flops"].sum()),
+        }
+
+    def document(
+        self, *, stage_tokens: int | None = None, provenance: Mapping | None = None
+    ) -> dict[str, Any]:
+        """The canonical mixture document (method ``regmix``) with a ``compute`` section."""
+        document = mixture_document(
+            self.weights,
+            method="regmix",
+            stage_tokens=stage_tokens,
+            provenance=provenance,
+            solver=self.solver_report(),
+        )
+        return {**document, "compute": self.compute()}
+
+
+def _finite_or_none(value: Any) -> Any:
+    """``value`` with every non-finite float (recursively) replaced by ``None``."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def fit_regmix(
+    runs: pd.DataFrame,
+    prior: pd.Series,
+    *,
+    settings: DirichletSettings = DirichletSettings(),
+    n_simulations: int = 100_000,
+    top_k: int = 100,
+    seed: int = 0,
+    num_threads: int = 1,
+    surrogate_params: Mapping[str, Any] | None = None,
+) -> tuple[pd.Series, SurrogateQuality, float]:
+    """Fit the regressor on proxy runs and return ``(mixture, quality, predicted loss)``.
+
+    ``runs`` has one column per domain of ``prior`` and ``average_loss`` (lower is better).
+    The surrogate maximises ``−average_loss``; its cross-validation uses
+    ``min(5, len(runs) // 4)`` folds, so at least 8 runs are needed.
+    ``surrogate_params`` override LightGBM's parameters (default :data:`SMALL_SAMPLE_PARAMS`).
+    """
+    domains = list(validate_weights(prior, source="RegMix prior").index)
+    missing = [c for c in [*domains, "average_loss"] if c not in runs.columns]
+    if missing:
+        raise MixtureInputError(f"RegMix runs table lacks column(s) {missing}")
+    if len(runs) < 8:
+        raise MixtureInputError(f"RegMix needs at least 8 proxy runs, got {len(runs)}")
+    if not 1 <= top_k <= n_simulations:
+        raise MixtureInputError(
+            f"RegMix: need 1 <= top_k <= n_simulations, got {top_k}, {n_simulations}"
+        )
+    fit = fit_surrogate(
+        runs[domains].astype(float),
+        -runs["average_loss"].to_numpy(dtype=float),
+        seed=seed,
+        n_folds=min(5, len(runs) // 4),
+        num_threads=num_threads,
+        params=dict(SMALL_SAMPLE_PARAMS if surrogate_params is None else surrogate_params),
+    )
+    simulated = sample_regmix_mixtures(
+        prior, n_simulations, settings, seed=derived_seed(seed, "regmix-simulation")
+    )
+    predicted = fit.model.predict(simulated)
+    top = np.argsort(-predicted, kind="stable")[:top_k]
+    weights = simulated.iloc[top].mean(axis=0)
+    weights = validate_weights(weights / weights.sum(), domains, source="RegMix mixture")
+    predicted_loss = -float(fit.model.predict(weights.to_numpy()[None])[0])
+    return weights, fit.quality, predicted_loss
+
+
+def regmix_mixture(
+    domain_dirs: Mapping[str, str | Path],
+    task_files: Mapping[str, str | Path],
+    prior: pd.Series,
+    proxy_model: Mapping[str, Any],
+    *,
+    vocab_size: int,
+    n_proxies: int = 16,
+    tokens: int = 100_000,
+    batch_size: int = 16,
+    seq_len: int = 128,
+    lr: float = 3e-3,
+    settings: DirichletSettings = DirichletSettings(),
+    n_simulations: int = 100_000,
+    top_k: int = 100,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    num_threads: int = 1,
+    surrogate_params: Mapping[str, Any] | None = None,
+) -> RegMixResult:
+    """The whole RegMix procedure (see the module docstring) in one call.
+
+    ``proxy_model`` holds the proxies' :class:`~tikmix.models.llama.ModelConfig` options
+    besides ``vocab_size`` (the tokenizer's) and ``max_seq_len`` (``seq_len``); proxy ``k`` is
+    seeded with ``derived_seed(seed, f"regmix-proxy-{k}")``.
+    """
+    model_config = ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, **proxy_model)
+    prior = validate_weights(prior, list(domain_dirs), source="RegMix prior")
+    streams = load_streams(domain_dirs, "train")
+    mixtures = sample_regmix_mixtures(
+        prior, n_proxies, settings, seed=derived_seed(seed, "regmix-proxies")
+    )
+    runs = []
+    for k, (_, row) in enumerate(mixtures.iterrows()):
+        run = train_proxy(
+            streams,
+            row.to_dict(),
+            task_files,
+            model_config,
+            tokens=tokens,
+            batch_size=batch_size,
+            seq_len=seq_len,
+            lr=lr,
+            seed=derived_seed(seed, f"regmix-proxy-{k}"),
+            device=device,
+        )
+        log.info("RegMix proxy %d/%d: average task loss %.4f", k + 1, n_proxies, run.average_loss)
+        runs.append(run.row())
+    table = pd.DataFrame(runs)
+    weights, quality, predicted = fit_regmix(
+        table,
+        prior,
+        settings=settings,
+        n_simulations=n_simulations,
+        top_k=top_k,
+        seed=seed,
+        num_threads=num_threads,
+        surrogate_params=surrogate_params,
+    )
+    return RegMixResult(
+        weights=weights,
+        runs=table,
+        quality=quality,
+        predicted_loss=predicted,
+        flops=int(table["train_flops"].sum() + table["eval_flops"].sum()),
+        settings={
+            "n_proxies": n_proxies,
+            "tokens": tokens,
+            "batch_size": batch_size,
+            "seq_len": seq_len,
+            "lr": lr,
+            "proxy_model": model_config.to_dict(),
+            "dirichlet": dataclasses.asdict(settings),
+            "n_simulations": n_simulations,
+            "top_k": top_k,
+            "seed": seed,
+        },
+    )

@@ -1,0 +1,315 @@
+"""Stage 2: continue training a checkpoint on a mixture and evaluate it on the validation tasks.
+
+This is the experiment behind the paper's Table 1: from the last stage-1 checkpoint, every mixture
+(natural, uniform, TiKMiX-D, TiKMiX-M, RegMix, DoReMi, ...) gets the same token budget, the same
+schedule and the same seeds, and the resulting models are compared on the tasks.
+
+**Optimizer-state policy** (identical for every method, recorded in each result):
+
+* ``resume`` (default): the AdamW moments are restored from the checkpoint's ``optimizer.pt``
+  when it has one, and start fresh otherwise (a Hugging Face checkpoint usually has none); the
+  record says which happened;
+* ``fresh``: the moments always start at zero.
+
+Either way the learning rate follows a *new* schedule over the stage-2 tokens: linear warm-up over
+``warmup_fraction`` of the updates to ``lr``, then cosine (or warmup-stable-decay) down to
+``0.1 · lr``; weight decay and betas are this call's.
+
+**Seeds.** The data order and the torch seed of run ``seed`` come from
+``derived_seed(seed, "stage2")``, so stage-2 batches differ from stage 1's (which used ``seed``
+itself) while staying reproducible: the same (mixture, seed) gives bit-identical metrics on CPU.
+
+**Compute.** ``compute.flops`` counts training FLOPs, ``flops_per_token · tokens`` with the PaLM
+convention of :func:`~tikmix.models.llama.model_flops_per_token` for the built-in model and
+``6 · N`` for other models.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from tikmix.data.atomic import write_json_atomic
+from tikmix.data.sampler import load_streams, plan_mixture
+from tikmix.models.checkpoint import load_checkpoint, load_optimizer_state
+from tikmix.models.device import resolve_device
+from tikmix.models.evaluate import mean_loss, multiple_choice_accuracy
+from tikmix.models.llama import TinyLlama, model_flops_per_token, num_parameters
+from tikmix.models.stage1 import read_weights
+from tikmix.models.train import Schedule, train
+
+log = logging.getLogger(__name__)
+
+OPTIMIZER_POLICIES = ("resume", "fresh")
+#: Keys of the ``stage2`` settings mapping :func:`run_stage2` reads.
+STAGE2_KEYS = (
+    "tokens",
+    "batch_size",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "warmup_fraction",
+    "optimizer_policy",
+    "eval_batch_size",
+)
+_TASK_KEYS = ("input_ids", "loss_mask")
+_CHOICE_KEYS = ("choice_ids", "choice_mask", "choice_item", "answer")
+
+
+def derived_seed(seed: int, purpose: str) -> int:
+    """A 32-bit seed derived from ``(seed, purpose)``: independent streams per purpose."""
+    key = np.random.SeedSequence([int(seed), zlib.crc32(purpose.encode())])
+    return int(key.generate_state(1)[0])
+
+
+def training_flops_per_token(model: nn.Module, seq_len: int) -> int:
+    """Training FLOPs per token: PaLM's count for the built-in model, ``6 · N`` otherwise."""
+    if isinstance(model, TinyLlama):
+        return model_flops_per_token(model.config, seq_len)
+    return 6 * num_parameters(model)
+
+
+@dataclass
+class Stage2Run:
+    """A model trained by :func:`continue_training` and what it was trained with."""
+
+    model: nn.Module
+    steps: int
+    tokens: int
+    flops: int
+    optimizer_policy: dict[str, Any]
+    train_losses: list[float]
+
+
+def continue_training(
+    checkpoint_dir: str | Path,
+    domain_dirs: Mapping[str, str | Path],
+    weights: Mapping[str, float],
+    *,
+    tokens: int,
+    batch_size: int,
+    lr: float,
+    schedule: Schedule = "cosine",
+    warmup_fraction: float = 0.05,
+    weight_decay: float = 0.1,
+    seq_len: int,
+    seed: int,
+    device: str | torch.device = "cpu",
+    optimizer_policy: str = "resume",
+    bf16: bool = False,
+    model: nn.Module | None = None,
+) -> Stage2Run:
+    """Continue training the checkpoint on ``weights`` for ``tokens`` tokens (see module doc).
+
+    Args:
+        checkpoint_dir: a built-in or Hugging Face checkpoint directory.
+        domain_dirs: domain → directory holding ``train.npy``.
+        weights: the stage-2 mixture (domain → weight, summing to 1).
+        tokens: token budget; ``tokens // (batch_size · seq_len)`` updates (at least one).
+        batch_size, lr, schedule, warmup_fraction, weight_decay: the optimisation settings.
+        seq_len: tokens per training sequence.
+        seed: the run's seed; data order and torch seed use ``derived_seed(seed, "stage2")``.
+        device: ``auto``, ``cpu``, ``cuda`` or a torch device.
+        optimizer_policy: ``resume`` or ``fresh`` (see the module docstring).
+        bf16: bfloat16 autocast for the forward pass (GPUs).
+        model: the checkpoint already loaded (float32) to save reading it again; it is
+            trained in place.
+    """
+    if optimizer_policy not in OPTIMIZER_POLICIES:
+        raise ValueError(
+            f"optimizer_policy must be one of {OPTIMIZER_POLICIES}, got {optimizer_policy!r}"
+        )
+    if tokens < 1 or batch_size < 1 or seq_len < 1:
+        raise ValueError(
+            f"tokens, batch_size and seq_len must be positive, got {tokens}, {batch_size}, "
+            f"{seq_len}"
+        )
+    torch_device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    if model is None:
+        model, _ = load_checkpoint(checkpoint_dir, device=torch_device, dtype=torch.float32)
+    state = load_optimizer_state(checkpoint_dir) if optimizer_policy == "resume" else None
+    policy = {
+        "policy": optimizer_policy,
+        "resumed_moments": state is not None,
+        "schedule": schedule,
+        "lr": lr,
+        "warmup_fraction": warmup_fraction,
+        "weight_decay": weight_decay,
+        "min_lr_ratio": 0.1,
+    }
+    streams = load_streams(domain_dirs, "train")
+    total_steps = max(1, tokens // (batch_size * seq_len))
+    run_seed = derived_seed(seed, "stage2")
+    plan = plan_mixture(
+        {name: len(s) for name, s in streams.items()},
+        dict(weights),
+        total_steps * batch_size * seq_len,
+        seq_len,
+        run_seed,
+    )
+    log.info(
+        "stage 2: %d parameters, %d steps of %d x %d tokens on %s; optimizer moments %s",
+        num_parameters(model),
+        total_steps,
+        batch_size,
+        seq_len,
+        torch_device,
+        "resumed from the checkpoint" if state is not None else "fresh",
+    )
+    result = train(
+        model,
+        plan.iter_batches(streams, batch_size),
+        total_steps=total_steps,
+        lr=lr,
+        weight_decay=weight_decay,
+        schedule=schedule,
+        warmup_fraction=warmup_fraction,
+        min_lr_ratio=policy["min_lr_ratio"],
+        seed=run_seed,
+        device=torch_device,
+        optimizer_state=state,
+        bf16=bf16,
+        logger=log,
+    )
+    return Stage2Run(
+        model=model,
+        steps=result.steps,
+        tokens=result.tokens_seen,
+        flops=training_flops_per_token(model, seq_len) * result.tokens_seen,
+        optimizer_policy=policy,
+        train_losses=result.losses,
+    )
+
+
+def load_task(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of a tokenized task file, checked for the keys evaluation needs."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"task file not found: {path}")
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    missing = [key for key in _TASK_KEYS if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: task file lacks array(s) {missing}")
+    if "choice_ids" in arrays:
+        missing = [key for key in _CHOICE_KEYS if key not in arrays]
+        if missing:
+            raise ValueError(f"{path}: multiple-choice task file lacks array(s) {missing}")
+    return arrays
+
+
+def evaluate_tasks(
+    model: nn.Module,
+    task_files: Mapping[str, str | Path],
+    batch_size: int = 32,
+    *,
+    accuracy: bool = True,
+) -> dict[str, dict[str, float]]:
+    """Per task: ``loss`` (mean loss per scored token) and, for multiple-choice tasks,
+    ``accuracy`` / ``accuracy_norm`` (lm-evaluation-harness style, see
+    :func:`~tikmix.models.evaluate.multiple_choice_accuracy`) unless ``accuracy=False``.
+    """
+    results = {}
+    for task, path in task_files.items():
+        arrays = load_task(path)
+        metrics = {"loss": mean_loss(model, arrays["input_ids"], arrays["loss_mask"], batch_size)}
+        if accuracy and "choice_ids" in arrays:
+            scores = multiple_choice_accuracy(
+                model,
+                arrays["choice_ids"],
+                arrays["choice_mask"],
+                arrays["choice_item"],
+                arrays["answer"],
+                batch_size,
+            )
+            metrics["accuracy"] = scores["accuracy"]
+            metrics["accuracy_norm"] = scores["accuracy_norm"]
+        results[task] = metrics
+    return results
+
+
+def average_loss(task_metrics: Mapping[str, Mapping[str, float]]) -> float:
+    """Unweighted mean of the tasks' losses (each task counts once, as in Table 1)."""
+    if not task_metrics:
+        raise ValueError("no task metrics to average")
+    return math.fsum(m["loss"] for m in task_metrics.values()) / len(task_metrics)
+
+
+def run_stage2(
+    *,
+    method: str,
+    mixture_path: str | Path,
+    checkpoint_dir: str | Path,
+    domain_dirs: Mapping[str, str | Path],
+    task_files: Mapping[str, str | Path],
+    stage2: Mapping[str, Any],
+    seq_len: int,
+    seed: int,
+    out_path: str | Path,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """Evaluate the checkpoint, continue it on the mixture, evaluate again; write the record.
+
+    ``stage2`` holds the keys of :data:`STAGE2_KEYS`. The record (also written to
+    ``out_path``) is ``{method, seed, checkpoint, weights, tokens, optimizer_policy, tasks,
+    average_loss, before: {tasks, average_loss}, compute: {tokens, flops}}``; ``before`` holds
+    the checkpoint's own metrics, the reference for measured improvements.
+    """
+    missing = [key for key in STAGE2_KEYS if key not in stage2]
+    if missing:
+        raise ValueError(f"stage2 settings lack key(s) {missing}")
+    weights = read_weights(mixture_path)
+    unknown = sorted(set(weights) - set(domain_dirs))
+    if unknown:
+        raise ValueError(f"{mixture_path}: weights for unknown domain(s) {unknown}")
+    torch_device = resolve_device(device)
+    model, _ = load_checkpoint(checkpoint_dir, device=torch_device, dtype=torch.float32)
+    eval_batch = stage2["eval_batch_size"]
+    before = evaluate_tasks(model, task_files, eval_batch)
+    run = continue_training(
+        checkpoint_dir,
+        domain_dirs,
+        weights,
+        tokens=stage2["tokens"],
+        batch_size=stage2["batch_size"],
+        lr=stage2["lr"],
+        schedule=stage2["schedule"],
+        warmup_fraction=stage2["warmup_fraction"],
+        weight_decay=stage2["weight_decay"],
+        seq_len=seq_len,
+        seed=seed,
+        device=torch_device,
+        optimizer_policy=stage2["optimizer_policy"],
+        model=model,
+    )
+    after = evaluate_tasks(run.model, task_files, eval_batch)
+    record = {
+        "method": method,
+        "seed": int(seed),
+        "checkpoint": str(checkpoint_dir),
+        "weights": weights,
+        "tokens": run.tokens,
+        "optimizer_policy": run.optimizer_policy,
+        "tasks": after,
+        "average_loss": average_loss(after),
+        "before": {"tasks": before, "average_loss": average_loss(before)},
+        "compute": {"tokens": run.tokens, "flops": run.flops},
+    }
+    log.info(
+        "%s seed %d: average task loss %.4f (checkpoint %.4f)",
+        method,
+        seed,
+        record["average_loss"],
+        record["before"]["average_loss"],
+    )
+    write_json_atomic(out_path, record)
+    return record

@@ -1,0 +1,130 @@
+# Assumption checks (paper appendix D and sec. 1): additivity of group influence around TiKMiX-D's
+# mixture, and the stability of the domains' benefit rankings over training.
+
+# --- to move into common.smk ---
+# Appendix D's defaults; `checks: additivity:` in the config overrides them (schema keys to add:
+# mixtures, low, high, tokens, outlier_threshold).
+ADDITIVITY = {
+    "mixtures": 256,
+    "low": 0.5,
+    "high": 2.0,
+    "tokens": 65536,
+    "outlier_threshold": 3.0,
+    **config.get("checks", {}).get("additivity", {}),
+}
+FIGURES = "results/report/figures"
+
+
+def additivity_stems(ckpt):
+    return [f"{FIGURES}/additivity_{ckpt}_{task}" for task in TASKS]
+
+
+def heatmap_stems():
+    return [f"{FIGURES}/influence_{ckpt}" for ckpt in CHECKPOINTS]
+
+
+TRAJECTORIES_STEM = f"{FIGURES}/benefit_trajectories"
+# --- end of block ---
+
+
+rule additivity:
+    input:
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
+        streams=domain_files("train"),
+        influence="results/influence/{ckpt}/influence.csv",
+        preconditioned="results/influence/{ckpt}/preconditioned_tasks.zarr",
+        reference="results/mixtures/{ckpt}/tikmix_d.json",
+        code=code("additivity.py"),
+    output:
+        points="results/checks/{ckpt}/additivity.csv",
+        summary=report(
+            "results/checks/{ckpt}/additivity_summary.csv",
+            caption="../report/additivity.rst",
+            category="Checks",
+            subcategory="Additivity",
+        ),
+        mixtures="results/checks/{ckpt}/additivity_mixtures.csv",
+        record="results/checks/{ckpt}/additivity.json",
+        figures=[
+            report(
+                path,
+                caption="../report/additivity_figure.rst",
+                category="Checks",
+                subcategory="Additivity",
+            )
+            for path in [f"{stem}.png" for stem in additivity_stems("{ckpt}")]
+        ],
+        pdfs=[f"{stem}.pdf" for stem in additivity_stems("{ckpt}")],
+    params:
+        domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
+        tasks=TASKS,
+        figure_stems=lambda wildcards: additivity_stems(wildcards.ckpt),
+        tracked_modules=INFLUENCE["tracked_modules"],
+        mixtures=ADDITIVITY["mixtures"],
+        low=ADDITIVITY["low"],
+        high=ADDITIVITY["high"],
+        tokens=ADDITIVITY["tokens"],
+        outlier_threshold=ADDITIVITY["outlier_threshold"],
+        seq_len=config["data"]["seq_len"],
+        batch_size=INFLUENCE["batch_size"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/additivity/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/additivity/{ckpt}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    script:
+        script_path("additivity.py")
+
+
+rule ranking:
+    input:
+        influence=expand("results/influence/{ckpt}/influence.csv", ckpt=CHECKPOINTS),
+        checkpoints=[checkpoint_dir(ckpt) for ckpt in CHECKPOINTS],
+        code=code("ranking.py"),
+    output:
+        stability=report(
+            "results/checks/ranking.csv",
+            caption="../report/ranking.rst",
+            category="Checks",
+            subcategory="Ranking invariance",
+        ),
+        trajectories="results/checks/benefit_trajectories.csv",
+        figures=[
+            report(
+                f"{TRAJECTORIES_STEM}.png",
+                caption="../report/benefit_trajectories.rst",
+                category="Checks",
+                subcategory="Ranking invariance",
+            ),
+            f"{TRAJECTORIES_STEM}.pdf",
+        ],
+        heatmaps=[
+            report(
+                f"{stem}.png",
+                caption="../report/influence_heatmap.rst",
+                category="Influence",
+                subcategory="Heatmaps",
+            )
+            for stem in heatmap_stems()
+        ],
+        heatmap_pdfs=[f"{stem}.pdf" for stem in heatmap_stems()],
+    params:
+        checkpoints=CHECKPOINTS,
+        checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
+        trajectories_stem=TRAJECTORIES_STEM,
+        heatmap_stems=heatmap_stems(),
+    log:
+        "logs/ranking/ranking.log",
+    benchmark:
+        "benchmarks/rules/ranking/ranking.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        script_path("ranking.py")

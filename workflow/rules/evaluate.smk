@@ -1,0 +1,164 @@
+# Stage-2 evaluation (paper table 1, figure 4): continue the evaluation checkpoint on every
+# method's mixture for the same tokens and seeds, measure the tasks, and tabulate. Also the
+# proxy-model baselines RegMix and DoReMi, which write mixtures like the other methods.
+
+# --- to move into common.smk ---
+STAGE2 = config["stage2"]
+BASELINES = config["baselines"]
+# The checkpoint stage 2 continues from (and whose mixtures are compared): the last by default.
+EVAL_CKPT = STAGE2["checkpoint"] or CHECKPOINTS[-1]
+STAGE2_METHODS = list(STAGE2["methods"])
+STAGE2_SEEDS = list(STAGE2["seeds"])
+DOMAIN_DIRS = {domain: domain_dir(domain) for domain in DOMAINS}
+TASK_FILES = {task: f"results/data/tasks/{task}.npz" for task in TASKS}
+# Settings of tikmix.models.stage2.run_stage2 (STAGE2_KEYS), without the evaluation plan.
+STAGE2_SETTINGS = {
+    key: STAGE2[key]
+    for key in (
+        "tokens",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "schedule",
+        "warmup_fraction",
+        "optimizer_policy",
+        "eval_batch_size",
+    )
+}
+
+
+def stage2_mixture(wildcards):
+    return f"results/mixtures/{EVAL_CKPT}/{wildcards.method}.json"
+
+
+def evaluation_targets():
+    return [
+        "results/evaluation/table.csv",
+        "results/evaluation/summary.csv",
+        "results/evaluation/figure4.csv",
+        "results/evaluation/figure4.json",
+    ]
+
+
+# --- end of block ---
+
+
+rule evaluate_stage2:
+    input:
+        mixture=stage2_mixture,
+        checkpoint=checkpoint_dir(EVAL_CKPT),
+        streams=domain_files("train"),
+        tasks=list(TASK_FILES.values()),
+        code=code("evaluate_stage2.py"),
+    output:
+        "results/evaluation/{method}/seed{seed}.json",
+    params:
+        domain_dirs=DOMAIN_DIRS,
+        task_files=TASK_FILES,
+        stage2=STAGE2_SETTINGS,
+        seq_len=config["data"]["seq_len"],
+        device=config["device"],
+    log:
+        "logs/evaluate_stage2/{method}/seed{seed}.log",
+    benchmark:
+        "benchmarks/rules/evaluate_stage2/{method}/seed{seed}.tsv"
+    wildcard_constraints:
+        method="[A-Za-z0-9_.-]+",
+        seed=r"\d+",
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    script:
+        script_path("evaluate_stage2.py")
+
+
+rule mixture_regmix:
+    input:
+        prior="results/mixtures/{ckpt}/natural.json",
+        tokenizer="results/tokenizer/tokenizer.json",
+        streams=domain_files("train"),
+        tasks=list(TASK_FILES.values()),
+        code=code("mixture_regmix.py"),
+    output:
+        mixture="results/mixtures/{ckpt}/regmix.json",
+        runs="results/mixtures/{ckpt}/regmix_runs.csv",
+    params:
+        regmix=BASELINES["regmix"],
+        domain_dirs=DOMAIN_DIRS,
+        task_files=TASK_FILES,
+        seq_len=config["data"]["seq_len"],
+        stage_tokens=STAGE2["tokens"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/mixture_regmix/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/mixture_regmix/{ckpt}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    script:
+        script_path("mixture_regmix.py")
+
+
+rule mixture_doremi:
+    input:
+        prior="results/mixtures/prior.json",
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
+        tokenizer="results/tokenizer/tokenizer.json",
+        streams=domain_files("train"),
+        code=code("mixture_doremi.py"),
+    output:
+        mixture="results/mixtures/{ckpt}/doremi.json",
+        trace="results/mixtures/{ckpt}/doremi_trace.csv",
+    params:
+        doremi=BASELINES["doremi"],
+        domain_dirs=DOMAIN_DIRS,
+        seq_len=config["data"]["seq_len"],
+        stage_tokens=STAGE2["tokens"],
+        seed=config["seed"],
+        device=config["device"],
+    log:
+        "logs/mixture_doremi/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/mixture_doremi/{ckpt}.tsv"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    script:
+        script_path("mixture_doremi.py")
+
+
+rule evaluation_table:
+    input:
+        records=expand(
+            "results/evaluation/{method}/seed{seed}.json",
+            method=STAGE2_METHODS,
+            seed=STAGE2_SEEDS,
+        ),
+        mixtures=expand(
+            "results/mixtures/{ckpt}/{method}.json", ckpt=EVAL_CKPT, method=STAGE2_METHODS
+        ),
+        influence=f"results/influence/{EVAL_CKPT}/influence.csv",
+        code=code("evaluation_table.py"),
+    output:
+        table="results/evaluation/table.csv",
+        summary="results/evaluation/summary.csv",
+        figure4="results/evaluation/figure4.csv",
+        figure4_stats="results/evaluation/figure4.json",
+    params:
+        methods=STAGE2_METHODS,
+        reference=STAGE2["improvement_reference"],
+    log:
+        "logs/evaluation_table/evaluation_table.log",
+    benchmark:
+        "benchmarks/rules/evaluation_table/evaluation_table.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        script_path("evaluation_table.py")

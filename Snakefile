@@ -16,6 +16,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/influence.smk"
+include: "workflow/rules/mixtures.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/checks.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

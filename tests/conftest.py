@@ -31,6 +31,25 @@ def tiny_config(corpus, **overrides) -> dict:
             "lr": 0.01,
             "checkpoint_fractions": [0.5, 1.0],
         },
+        "influence": {
+            "domain_tokens": 8192,
+            "shards_per_domain": 1,
+            "ekfac": {"tokens": 16384, "shards": 1},
+        },
+        "mixing": {
+            "tikmix_m": {
+                "candidates": 24,
+                "search": {"iters": 5, "samples": 256, "top_k": 16},
+            },
+            "measurement": {"tokens": 2048},
+            "exports": ["yaml", "csv"],
+        },
+        "checks": {"additivity": {"mixtures": 24, "tokens": 2048}},
+        "stage2": {"tokens": 16384, "seeds": [0], "batch_size": 16},
+        "baselines": {
+            "regmix": {"n_proxies": 8, "tokens": 8192, "n_simulations": 2000, "top_k": 20},
+            "doremi": {"proxy_tokens": 8192},
+        },
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):

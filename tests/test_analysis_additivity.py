@@ -96,8 +96,9 @@ def test_studentized_residuals_equal_leave_one_out_prediction_errors():
 
 
 def test_predicted_benefit_is_the_weighted_sum_of_domain_benefits():
-    B = pd.DataFrame([[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]], index=["t1", "t2"],
-                     columns=["a", "b", "c"])
+    B = pd.DataFrame(
+        [[1.0, -2.0, 0.5], [0.0, 3.0, 1.0]], index=["t1", "t2"], columns=["a", "b", "c"]
+    )
     mixtures = pd.DataFrame([[0.2, 0.3, 0.5], [1.0, 0.0, 0.0]], columns=["c", "a", "b"])
     predicted = predicted_benefits(B, mixtures)
     assert predicted.loc[0, "t1"] == pytest.approx(0.3 * 1.0 + 0.5 * -2.0 + 0.2 * 0.5)
@@ -145,8 +146,12 @@ def planted(tmp_path_factory):
     dirs = {}
     for name, path in corpus.domain_files.items():
         dirs[name] = root / "domains" / name
-        tokenize_domain(DomainSource(name, (str(path),)), root / "tokenizer.json", dirs[name],
-                        heldout_fraction=0.1)
+        tokenize_domain(
+            DomainSource(name, (str(path),)),
+            root / "tokenizer.json",
+            dirs[name],
+            heldout_fraction=0.1,
+        )
     tasks = {}
     for name, path in corpus.task_files.items():
         tokenize_task(path, tokenizer, root / f"{name}.npz", SEQ_LEN)
@@ -155,35 +160,49 @@ def planted(tmp_path_factory):
     prior = {d: 1 / len(dirs) for d in dirs}
 
     torch.manual_seed(0)
-    config = ModelConfig(vocab_size=vocab_size(tokenizer), max_seq_len=SEQ_LEN, d_model=32,
-                         n_layers=2, n_heads=2)
+    config = ModelConfig(
+        vocab_size=vocab_size(tokenizer), max_seq_len=SEQ_LEN, d_model=32, n_layers=2, n_heads=2
+    )
     model = TinyLlama(config)
     steps = 120_000 // (16 * SEQ_LEN)
-    plan = plan_mixture({d: len(s) for d, s in streams.items()}, prior, steps * 16 * SEQ_LEN,
-                        SEQ_LEN, seed=0)
+    plan = plan_mixture(
+        {d: len(s) for d, s in streams.items()}, prior, steps * 16 * SEQ_LEN, SEQ_LEN, seed=0
+    )
     train(model, plan.iter_batches(streams, 16), total_steps=steps, lr=0.01, seed=0)
 
     def batches(ids):
         return [torch.from_numpy(ids[i : i + 16]) for i in range(0, len(ids), 16)]
 
     modules = select_modules(model)
-    factors = fit_ekfac(model, batches(sample_mixture(streams, prior, 16384, SEQ_LEN, 1).ids),
-                        modules=modules)
+    factors = fit_ekfac(
+        model, batches(sample_mixture(streams, prior, 16384, SEQ_LEN, 1).ids), modules=modules
+    )
     task_grads = {
         t: task_gradient(model, d["input_ids"], d["loss_mask"], modules) for t, d in tasks.items()
     }
     preconditioned = precondition(factors, task_grads)
     domain_grads = {
-        d: domain_gradient(model, batches(sample_mixture(streams, {d: 1.0}, 16384, SEQ_LEN, 2).ids),
-                           modules)
+        d: domain_gradient(
+            model, batches(sample_mixture(streams, {d: 1.0}, 16384, SEQ_LEN, 2).ids), modules
+        )
         for d in dirs
     }
     B, _ = influence_matrix(preconditioned, domain_grads)
     w_d = solve_tikmix_d(B, pd.Series(prior)).weights
     torch.set_num_threads(threads)
-    return dict(model=model, modules=modules, streams=streams, B=B, w_d=w_d,
-                preconditioned=preconditioned, truth=corpus.ground_truth, config=config,
-                factors=factors, task_grads=task_grads, dirs=dirs)
+    return dict(
+        model=model,
+        modules=modules,
+        streams=streams,
+        B=B,
+        w_d=w_d,
+        preconditioned=preconditioned,
+        truth=corpus.ground_truth,
+        config=config,
+        factors=factors,
+        task_grads=task_grads,
+        dirs=dirs,
+    )
 
 
 def test_additivity_holds_on_the_planted_corpus(planted):
@@ -192,8 +211,17 @@ def test_additivity_holds_on_the_planted_corpus(planted):
     for task, sources in truth.items():  # the structure the benefits must carry
         assert B.loc[task].idxmax() in sources
     result = additivity_check(
-        model, planted["modules"], planted["streams"], B, planted["w_d"],
-        planted["preconditioned"], n_mixtures=64, tokens=8192, seq_len=SEQ_LEN, batch_size=32, seed=7,
+        model,
+        planted["modules"],
+        planted["streams"],
+        B,
+        planted["w_d"],
+        planted["preconditioned"],
+        n_mixtures=64,
+        tokens=8192,
+        seq_len=SEQ_LEN,
+        batch_size=32,
+        seed=7,
     )
     summary = result.summary.set_index("task")
     assert list(summary.index) == list(B.index)
@@ -206,37 +234,65 @@ def test_additivity_holds_on_the_planted_corpus(planted):
     np.testing.assert_allclose(result.mixtures.sum(axis=1), 1.0)
     np.testing.assert_allclose(
         result.points.pivot(index="mixture", columns="task", values="predicted")[list(B.index)],
-        predicted_benefits(B, result.mixtures), rtol=1e-12,
+        predicted_benefits(B, result.mixtures),
+        rtol=1e-12,
     )
     assert result.compute["tokens"] == 64 * (8192 // SEQ_LEN) * SEQ_LEN
     assert result.compute["flops"] == result.compute["tokens"] * training_flops_per_token(
-        model, SEQ_LEN)
+        model, SEQ_LEN
+    )
 
 
 def test_run_from_workflow_files(planted, tmp_path):
-    save_checkpoint(tmp_path / "ckpt", planted["model"], planted["config"], step=1, tokens_seen=1,
-                    mixture={}, tokenizer="tokenizer.json", seed=0)
+    save_checkpoint(
+        tmp_path / "ckpt",
+        planted["model"],
+        planted["config"],
+        step=1,
+        tokens_seen=1,
+        mixture={},
+        tokenizer="tokenizer.json",
+        seed=0,
+    )
     save_factors(tmp_path / "ekfac.zarr", planted["factors"], {"checkpoint": "ckpt"})
-    task_stores = {t: save_gradients(tmp_path / f"task-{t}.zarr", g)
-                   for t, g in planted["task_grads"].items()}
-    preconditioned_task_store(factors=tmp_path / "ekfac.zarr", task_stores=task_stores,
-                              damping=None, damping_factor=0.1, out=tmp_path / "pre.zarr")
+    task_stores = {
+        t: save_gradients(tmp_path / f"task-{t}.zarr", g) for t, g in planted["task_grads"].items()
+    }
+    preconditioned_task_store(
+        factors=tmp_path / "ekfac.zarr",
+        task_stores=task_stores,
+        damping=None,
+        damping_factor=0.1,
+        out=tmp_path / "pre.zarr",
+    )
     planted["B"].to_csv(tmp_path / "influence.csv")
     write_mixture(tmp_path / "tikmix_d.json", mixture_document(planted["w_d"], method="tikmix_d"))
     options = dict(n_mixtures=6, tokens=1024, seq_len=SEQ_LEN, batch_size=32, seed=1)
     result = run_additivity_check(
-        checkpoint=tmp_path / "ckpt", domain_dirs=planted["dirs"],
-        influence_csv=tmp_path / "influence.csv", reference_mixture=tmp_path / "tikmix_d.json",
-        preconditioned=tmp_path / "pre.zarr", tracked_modules=DEFAULT_MODULE_PATTERN,
-        device="cpu", **options,
+        checkpoint=tmp_path / "ckpt",
+        domain_dirs=planted["dirs"],
+        influence_csv=tmp_path / "influence.csv",
+        reference_mixture=tmp_path / "tikmix_d.json",
+        preconditioned=tmp_path / "pre.zarr",
+        tracked_modules=DEFAULT_MODULE_PATTERN,
+        device="cpu",
+        **options,
     )
-    expected = additivity_check(planted["model"], planted["modules"], planted["streams"],
-                                planted["B"], planted["w_d"], planted["preconditioned"], **options)
+    expected = additivity_check(
+        planted["model"],
+        planted["modules"],
+        planted["streams"],
+        planted["B"],
+        planted["w_d"],
+        planted["preconditioned"],
+        **options,
+    )
     np.testing.assert_allclose(result.points["direct"], expected.points["direct"], rtol=1e-6)
     out = {k: tmp_path / f"out.{k}" for k in ("points", "summary", "mixtures", "record")}
     write_additivity(result, **out, settings=options)
     record = json.loads(out["record"].read_text())
     assert record["compute"] == result.compute and record["settings"] == options
     assert pd.read_csv(out["summary"])["pearson_r"].tolist() == pytest.approx(
-        result.summary["pearson_r"].tolist())
+        result.summary["pearson_r"].tolist()
+    )
     assert pd.read_csv(out["mixtures"], index_col="mixture").shape == (6, len(planted["dirs"]))

@@ -17,13 +17,17 @@ from tikmix.influence.store import IncompleteStoreError, write_store
 
 
 def _store(path, tokens, flops):
-    return write_store(path, [("m/x", np.zeros(2))], {"kind": "gradient_sums",
-                                                     "compute": {"tokens": tokens, "flops": flops}})
+    return write_store(
+        path,
+        [("m/x", np.zeros(2))],
+        {"kind": "gradient_sums", "compute": {"tokens": tokens, "flops": flops}},
+    )
 
 
 def _json(path, tokens, flops, **extra):
-    path.write_text(json.dumps({"method": "x", "compute": {"tokens": tokens, "flops": flops},
-                                **extra}))
+    path.write_text(
+        json.dumps({"method": "x", "compute": {"tokens": tokens, "flops": flops}, **extra})
+    )
     return path
 
 
@@ -50,7 +54,8 @@ def test_tables_sum_components_and_divide_by_regmix(tmp_path):
     flops = summary.set_index("method")["flops"]
     d_flops = 3 * 6e6 + 3e6 + 9e3 + 40
     assert flops.to_dict() == pytest.approx(
-        {"natural": 0.0, "tikmix_d": d_flops, "tikmix_m": d_flops + 2.4e7, "regmix": 1e8})
+        {"natural": 0.0, "tikmix_d": d_flops, "tikmix_m": d_flops + 2.4e7, "regmix": 1e8}
+    )
     assert summary.set_index("method").loc["tikmix_d", "tokens"] == 3000 + 500
     ratio = summary.set_index("method")["ratio_to_regmix"]
     assert ratio["tikmix_m"] == pytest.approx((d_flops + 2.4e7) / 1e8)

@@ -26,8 +26,9 @@ def _matrices(n_checkpoints=3, seed=0):
     rng = np.random.default_rng(seed)
     base = rng.normal(size=(2, len(DOMAINS)))
     return {
-        f"ck{k}": pd.DataFrame(base + 0.5 * k * rng.normal(size=base.shape),
-                               index=["arc", "mmlu"], columns=DOMAINS)
+        f"ck{k}": pd.DataFrame(
+            base + 0.5 * k * rng.normal(size=base.shape), index=["arc", "mmlu"], columns=DOMAINS
+        )
         for k in range(n_checkpoints)
     }
 
@@ -45,10 +46,16 @@ def _kendall_tau_b(x, y):
 def test_rank_correlations_match_independent_formulas():
     matrices = _matrices()
     table = ranking_stability(matrices)
-    pairs = [("consecutive", "ck0", "ck1"), ("consecutive", "ck1", "ck2"),
-             ("final", "ck0", "ck2"), ("final", "ck1", "ck2")]
-    assert list(zip(table["comparison"], table["checkpoint_a"], table["checkpoint_b"],
-                    strict=True)) == pairs * 2
+    pairs = [
+        ("consecutive", "ck0", "ck1"),
+        ("consecutive", "ck1", "ck2"),
+        ("final", "ck0", "ck2"),
+        ("final", "ck1", "ck2"),
+    ]
+    assert (
+        list(zip(table["comparison"], table["checkpoint_a"], table["checkpoint_b"], strict=True))
+        == pairs * 2
+    )
     for row in table.itertuples(index=False):
         x = matrices[row.checkpoint_a].loc[row.task].to_numpy()
         y = matrices[row.checkpoint_b].loc[row.task].to_numpy()
@@ -63,7 +70,8 @@ def test_rank_correlations_match_independent_formulas():
 def test_identical_and_reversed_rankings_give_plus_and_minus_one():
     m = _matrices(1)["ck0"]
     table = ranking_stability({"a": m, "b": 2 * m + 1, "c": -m}).set_index(
-        ["comparison", "checkpoint_a", "checkpoint_b", "task"])
+        ["comparison", "checkpoint_a", "checkpoint_b", "task"]
+    )
     assert table.loc[("consecutive", "a", "b", "arc"), "spearman_rho"] == pytest.approx(1.0)
     assert table.loc[("consecutive", "a", "b", "arc"), "kendall_tau"] == pytest.approx(1.0)
     assert table.loc[("final", "a", "c", "mmlu"), "kendall_tau"] == pytest.approx(-1.0)
@@ -91,8 +99,10 @@ def _checkpoint(tmp_path, name, tokens_seen):
     directory.mkdir()
     if tokens_seen is not None:
         (directory / "tikmix.json").write_text(
-            json.dumps({"format": "builtin", "step": tokens_seen // 100,
-                        "tokens_seen": tokens_seen}))
+            json.dumps(
+                {"format": "builtin", "step": tokens_seen // 100, "tokens_seen": tokens_seen}
+            )
+        )
     return directory
 
 

@@ -25,8 +25,9 @@ rng = np.random.default_rng(0)
 
 
 def _matrix(scale=1.0):
-    return pd.DataFrame(scale * rng.normal(size=(len(TASKS), len(DOMAINS))), index=TASKS,
-                        columns=DOMAINS)
+    return pd.DataFrame(
+        scale * rng.normal(size=(len(TASKS), len(DOMAINS))), index=TASKS, columns=DOMAINS
+    )
 
 
 def _check(paths):
@@ -44,8 +45,9 @@ def test_line_styles_are_distinct_for_many_domains():
 
 def test_influence_figures(tmp_path):
     _check(influence_heatmap(_matrix(1e-3), tmp_path / "heatmap", title="Benefit at ck"))
-    positions = pd.DataFrame({"checkpoint": ["a", "b", "c"], "order": [0, 1, 2],
-                              "position": [0, 1, 2]})
+    positions = pd.DataFrame(
+        {"checkpoint": ["a", "b", "c"], "order": [0, 1, 2], "position": [0, 1, 2]}
+    )
     positions.attrs["axis_label"] = ORDER_AXIS
     table = benefit_trajectories({c: _matrix() for c in "abc"}, positions)
     _check(benefit_trajectories_figure(table, tmp_path / "trajectories", title="Benefit"))
@@ -63,11 +65,13 @@ def test_additivity_scatter_marks_outliers(tmp_path):
 @pytest.mark.parametrize("n_methods", [1, 4])
 def test_mixture_and_compute_figures(tmp_path, n_methods):
     methods = ["natural", "uniform", "tikmix_d", "tikmix_m"][:n_methods]
-    weights = pd.DataFrame(rng.dirichlet(np.ones(len(DOMAINS)), size=n_methods), index=methods,
-                           columns=DOMAINS)
+    weights = pd.DataFrame(
+        rng.dirichlet(np.ones(len(DOMAINS)), size=n_methods), index=methods, columns=DOMAINS
+    )
     _check(mixture_bars(weights, tmp_path / "weights", title="Mixtures"))
     predicted = weights @ _matrix().T
     _check(predicted_benefit_bars(predicted, tmp_path / "predicted", title="Predicted"))
-    summary = pd.DataFrame({"method": methods, "tokens": 0.0,
-                            "flops": [0.0, 3e9, 7e15, 3e16][:n_methods]})
+    summary = pd.DataFrame(
+        {"method": methods, "tokens": 0.0, "flops": [0.0, 3e9, 7e15, 3e16][:n_methods]}
+    )
     _check(compute_bars(summary, tmp_path / "compute", title="Compute"))

@@ -30,44 +30,68 @@ def results(tmp_path):
         matrix.to_csv(influence[ckpt])
         dirs[ckpt] = root / "checkpoints" / ckpt
         dirs[ckpt].mkdir(parents=True)
-        (dirs[ckpt] / "tikmix.json").write_text(json.dumps({"step": 10 * (k + 1),
-                                                            "tokens_seen": 40960 * (k + 1)}))
-        (dirs[ckpt] / "config.json").write_text(json.dumps({"d_model": 64, "n_layers": 2,
-                                                            "n_heads": 4, "vocab_size": 2048}))
+        (dirs[ckpt] / "tikmix.json").write_text(
+            json.dumps({"step": 10 * (k + 1), "tokens_seen": 40960 * (k + 1)})
+        )
+        (dirs[ckpt] / "config.json").write_text(
+            json.dumps({"d_model": 64, "n_layers": 2, "n_heads": 4, "vocab_size": 2048})
+        )
     mixtures = {}
-    for method, w in [("natural", [0.5, 0.3, 0.2]), ("tikmix_d", [0.2, 0.2, 0.6]),
-                      ("tikmix_m", [0.25, 0.15, 0.6])]:
+    for method, w in [
+        ("natural", [0.5, 0.3, 0.2]),
+        ("tikmix_d", [0.2, 0.2, 0.6]),
+        ("tikmix_m", [0.25, 0.15, 0.6]),
+    ]:
         mixtures[method] = root / "mixtures" / "stage1-100" / f"{method}.json"
-        write_mixture(mixtures[method], mixture_document(pd.Series(w, index=DOMAINS),
-                                                         method=method))
+        write_mixture(
+            mixtures[method], mixture_document(pd.Series(w, index=DOMAINS), method=method)
+        )
     x = rng.normal(size=20)
-    summary, _ = additivity_statistics(pd.DataFrame({t: x for t in TASKS}),
-                                       pd.DataFrame({t: x + 0.1 * rng.normal(size=20)
-                                                     for t in TASKS}))
+    summary, _ = additivity_statistics(
+        pd.DataFrame({t: x for t in TASKS}),
+        pd.DataFrame({t: x + 0.1 * rng.normal(size=20) for t in TASKS}),
+    )
     additivity = root / "checks" / "stage1-100" / "additivity_summary.csv"
     additivity.parent.mkdir(parents=True)
     summary.to_csv(additivity, index=False)
     ranking = root / "checks" / "ranking.csv"
     ranking_stability({c: pd.read_csv(p, index_col=0) for c, p in influence.items()}).to_csv(
-        ranking, index=False)
+        ranking, index=False
+    )
     compute = root / "checks" / "compute.csv"
-    pd.DataFrame({"method": ["natural", "tikmix_d"], "tokens": [0, 5e5],
-                  "flops": [0.0, 1.234567e12]}).to_csv(compute, index=False)
+    pd.DataFrame(
+        {"method": ["natural", "tikmix_d"], "tokens": [0, 5e5], "flops": [0.0, 1.234567e12]}
+    ).to_csv(compute, index=False)
     components = root / "checks" / "compute_components.csv"
-    pd.DataFrame({"method": ["tikmix_d"], "component": ["domain gradients"], "n_records": [3],
-                  "tokens": [5e5], "flops": [1.234567e12]}).to_csv(components, index=False)
+    pd.DataFrame(
+        {
+            "method": ["tikmix_d"],
+            "component": ["domain gradients"],
+            "n_records": [3],
+            "tokens": [5e5],
+            "flops": [1.234567e12],
+        }
+    ).to_csv(components, index=False)
     metrics = root / "stage1" / "metrics.json"
     metrics.parent.mkdir(parents=True)
-    metrics.write_text(json.dumps({"n_parameters": 412345, "tokens": 81920,
-                                   "tokens_per_second": 12345.6}))
+    metrics.write_text(
+        json.dumps({"n_parameters": 412345, "tokens": 81920, "tokens_per_second": 12345.6})
+    )
     figure = root / "report" / "figures" / "influence_stage1-100.png"
     figure.parent.mkdir(parents=True)
     figure.write_bytes(b"png")
     return ReportInputs(
-        influence=influence, checkpoint_dirs=dirs, mixture_checkpoint="stage1-100",
-        mixtures=mixtures, additivity={"stage1-100": additivity}, ranking=ranking,
-        compute=compute, compute_components=components, figures={"influence": [figure]},
-        stage1_metrics=metrics, evaluation=root / "evaluation" / "table.csv",
+        influence=influence,
+        checkpoint_dirs=dirs,
+        mixture_checkpoint="stage1-100",
+        mixtures=mixtures,
+        additivity={"stage1-100": additivity},
+        ranking=ranking,
+        compute=compute,
+        compute_components=components,
+        figures={"influence": [figure]},
+        stage1_metrics=metrics,
+        evaluation=root / "evaluation" / "table.csv",
     )
 
 
@@ -85,9 +109,15 @@ def _table_row(text, first_cell):
 def test_report_has_every_section_and_numbers_from_the_files(results, tmp_path):
     path = write_report(tmp_path / "results" / "report" / "report.md", results)
     text = path.read_text()
-    for heading in ["# TiKMiX results", "## Setup", "## Group influence", "## Mixtures",
-                    "## Additivity of group influence", "## Ranking invariance over training",
-                    "## Compute"]:
+    for heading in [
+        "# TiKMiX results",
+        "## Setup",
+        "## Group influence",
+        "## Mixtures",
+        "## Additivity of group influence",
+        "## Ranking invariance over training",
+        "## Compute",
+    ]:
         assert heading in text
     assert "## Stage-2 evaluation" not in text  # no table.csv yet: no section, no placeholder
     assert "B = −I" in text and "larger is better" in text
@@ -100,8 +130,7 @@ def test_report_has_every_section_and_numbers_from_the_files(results, tmp_path):
     assert row[header.index("pearson_r")] == format_number(summary.loc["trivia", "pearson_r"])
     B = pd.read_csv(results.influence["stage1-100"], index_col=0)
     mmlu = _table_row(_section(text, "Group influence"), "mmlu")
-    assert float(mmlu[1 + DOMAINS.index("lore")]) == pytest.approx(B.loc["mmlu", "lore"],
-                                                                     rel=5e-4)
+    assert float(mmlu[1 + DOMAINS.index("lore")]) == pytest.approx(B.loc["mmlu", "lore"], rel=5e-4)
     assert _table_row(text, "parameters")[1] == "412345"
     assert "0.845" in text and "0.931" in text  # the paper's values, labelled as the paper's
     assert "](figures/influence_stage1-100.png)" in text
@@ -120,7 +149,8 @@ def test_report_has_every_section_and_numbers_from_the_files(results, tmp_path):
 def test_evaluation_table_is_rendered_when_present(results, tmp_path):
     results.evaluation.parent.mkdir(parents=True)
     pd.DataFrame({"method": ["natural", "tikmix_d"], "mmlu_loss": [3.21, 3.1]}).to_csv(
-        results.evaluation, index=False)
+        results.evaluation, index=False
+    )
     text = write_report(tmp_path / "report.md", results).read_text()
     assert _table_row(_section(text, "Stage-2 evaluation"), "tikmix_d")[1] == "3.1"
 
@@ -134,4 +164,8 @@ def test_missing_result_file_is_named(results, tmp_path):
 def test_markdown_table_formats_numbers():
     table = pd.DataFrame({"a": [1, 2], "b": [0.123456, float("nan")], "c": ["x|y", True]})
     assert markdown_table(table, index=False).splitlines() == [
-        "| a | b | c |", "|---|---|---|", "| 1 | 0.1235 | x\\|y |", "| 2 | – | yes |"]
+        "| a | b | c |",
+        "|---|---|---|",
+        "| 1 | 0.1235 | x\\|y |",
+        "| 2 | – | yes |",
+    ]

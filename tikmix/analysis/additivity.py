@@ -27,8 +27,8 @@ from scipy import stats
 from torch import nn
 
 from tikmix.data.atomic import atomic_output, write_json_atomic
-from tikmix.data.sampler import load_streams, plan_mixture
-from tikmix.influence.measure import measure_mixture_benefits
+from tikmix.data.sampler import load_streams
+from tikmix.influence.measure import measure_mixture_table
 from tikmix.influence.pipeline import load_preconditioned
 from tikmix.influence.tracking import select_modules
 from tikmix.mixing.candidates import perturbed_mixtures
@@ -43,7 +43,6 @@ log = logging.getLogger(__name__)
 #: Pearson r between direct and predicted benefit that the paper reports (appendix D, fig. 13).
 PAPER_PEARSON_R = {"ARC": 0.845, "HellaSwag": 0.848, "TriviaQA": 0.931}
 #: Spawn key that separates the measurement samples' seeds from every other use of ``seed``.
-_SEED_KEY = 0xADD1
 SUMMARY_COLUMNS = [
     "task",
     "n_mixtures",
@@ -203,48 +202,6 @@ def additivity_statistics(
     )
 
 
-def measurement_seed(seed: int, mixture: int) -> int:
-    """Seed of mixture ``mixture``'s fresh sample: independent of the seeds other stages use."""
-    state = np.random.SeedSequence(seed, spawn_key=(_SEED_KEY, mixture)).generate_state(1)
-    return int(state[0])
-
-
-def measure_direct_benefits(
-    model: nn.Module,
-    modules: dict[str, nn.Linear],
-    streams: Mapping[str, np.ndarray],
-    mixtures: pd.DataFrame,
-    preconditioned_task_grads: Mapping[str, Mapping[str, torch.Tensor]],
-    *,
-    tokens: int,
-    seq_len: int,
-    batch_size: int,
-    seed: int,
-) -> tuple[pd.DataFrame, int]:
-    """Direct benefit of every mixture: a freshly sampled dataset, one gradient pass each.
-
-    Mixture ``i`` draws ``tokens // seq_len`` sequences with :func:`measurement_seed` ``(seed,
-    i)`` through the shared sampler (the same packing as training), so no two mixtures — and no
-    mixture and the domain gradients — share a sample. Returns the benefits (rows the mixtures,
-    columns the tasks in ``preconditioned_task_grads`` order) and the number of tokens measured.
-    """
-    lengths = {name: len(stream) for name, stream in streams.items()}
-    plans = [
-        plan_mixture(lengths, weights.to_dict(), tokens, seq_len, measurement_seed(seed, i))
-        for i, (_, weights) in enumerate(mixtures.iterrows())
-    ]
-
-    def batches(plan):
-        for ids in plan.iter_batches(streams, batch_size):
-            yield torch.from_numpy(ids)
-
-    values = measure_mixture_benefits(
-        model, modules, (batches(plan) for plan in plans), preconditioned_task_grads
-    )
-    n_tokens = sum(len(plan) for plan in plans) * seq_len
-    return pd.DataFrame(values, index=mixtures.index, columns=list(preconditioned_task_grads)), n_tokens
-
-
 def additivity_check(
     model: nn.Module,
     modules: dict[str, nn.Linear],
@@ -287,7 +244,7 @@ def additivity_check(
     mixtures.index.name = "mixture"
     predicted = predicted_benefits(B, mixtures)
     log.info("additivity: measuring %d mixtures of %d tokens each", n_mixtures, tokens)
-    direct, n_tokens = measure_direct_benefits(
+    direct, n_tokens = measure_mixture_table(
         model,
         modules,
         {d: streams[d] for d in B.columns},
@@ -297,10 +254,9 @@ def additivity_check(
         seq_len=seq_len,
         batch_size=batch_size,
         seed=seed,
+        design="additivity",
     )
-    summary, points = additivity_statistics(
-        predicted, direct, outlier_threshold=outlier_threshold
-    )
+    summary, points = additivity_statistics(predicted, direct, outlier_threshold=outlier_threshold)
     compute = {"tokens": n_tokens, "flops": n_tokens * training_flops_per_token(model, seq_len)}
     return AdditivityResult(mixtures=mixtures, points=points, summary=summary, compute=compute)
 

@@ -52,7 +52,9 @@ def _parse_record(value: object, where: str) -> ComputeRecord:
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise ComputeRecordError(f"{where}: compute.{key} is missing or not a number")
         if not math.isfinite(number) or number < 0:
-            raise ComputeRecordError(f"{where}: compute.{key} must be finite and >= 0, not {number}")
+            raise ComputeRecordError(
+                f"{where}: compute.{key} must be finite and >= 0, not {number}"
+            )
         numbers[key] = float(number)
     return ComputeRecord(**numbers)
 
@@ -113,8 +115,12 @@ def compute_tables(
         for component, paths in components.items():
             record = total_compute(paths)
             parts.append(
-                {"method": method, "component": component, "n_records": len(paths),
-                 **record.to_dict()}
+                {
+                    "method": method,
+                    "component": component,
+                    "n_records": len(paths),
+                    **record.to_dict(),
+                }
             )
             total = total + record
         rows.append({"method": method, **total.to_dict()})

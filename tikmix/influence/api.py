@@ -12,7 +12,11 @@ pass and a dot product, so B is linear in the domain gradient: for disjoint sets
 
 Every function takes a model, the tracked modules (a dict from ``select_modules``, a regex, or
 ``None`` for the default Llama projections) and batches of token ids ``[B, L + 1]`` or
-``(ids, loss_mask)`` pairs (``docs/architecture.md``).
+``(ids, loss_mask)`` pairs (``docs/architecture.md``). ``precision`` (``fp32|bf16|auto``) sets the
+forward passes' autocast; ``projection`` (``None``, a ``ProjectionSpec``, its config mapping
+``{rank_out, rank_in, seed}`` or explicit per-module projections) computes everything in the
+randomly projected gradient space (``tikmix.influence.projection``): pass the same one to the
+curvature fit, the task gradients and the domain gradients.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import pearsonr, spearmanr
 from torch import nn
 
 from tikmix.influence.ekfac import (
@@ -33,11 +38,17 @@ from tikmix.influence.ekfac import (
     lambda_sums,
 )
 from tikmix.influence.gradients import GradientStats, module_dot_products, summed_gradients
-from tikmix.influence.tracking import Batch, resolve_modules
+from tikmix.influence.projection import (
+    ModuleProjection,
+    ProjectionSpec,
+    resolve_projections,
+)
+from tikmix.influence.tracking import Batch, Precision, resolve_modules
 
 BENEFIT_NOTE = "benefit B[v,d] = grad f_v^T (G + lambda I)^-1 mean_grad_d; larger is better (= -I)"
 
 ModuleSpec = dict[str, nn.Linear] | str | None
+ProjectionArg = ProjectionSpec | Mapping[str, int] | Mapping[str, ModuleProjection] | None
 
 
 def _reiterable(batches: Iterable[Batch]) -> Iterable[Batch]:
@@ -58,6 +69,8 @@ def fit_ekfac(
     seed: int = 0,
     damping: float | Literal["auto"] = "auto",
     dtype: torch.dtype = torch.float64,
+    precision: Precision = "fp32",
+    projection: ProjectionArg = None,
 ) -> EkfacFactors:
     """Fit EK-FAC factors on ``batches`` (re-iterable: covariance pass, then Λ pass).
 
@@ -66,9 +79,16 @@ def fit_ekfac(
     """
     modules = resolve_modules(model, modules)
     batches = _reiterable(batches)
-    covariances = covariance_sums(model, modules, batches, fisher=fisher, seed=seed, dtype=dtype)
+    options = {
+        "fisher": fisher,
+        "seed": seed,
+        "dtype": dtype,
+        "precision": precision,
+        "projections": resolve_projections(modules, projection),
+    }
+    covariances = covariance_sums(model, modules, batches, **options)
     bases = eigendecompose(covariances)
-    lambdas = lambda_sums(model, modules, bases, batches, fisher=fisher, seed=seed, dtype=dtype)
+    lambdas = lambda_sums(model, modules, bases, batches, **options)
     return EkfacFactors.from_lambda(bases, lambdas, damping)
 
 
@@ -81,10 +101,21 @@ def fit_kfac(
     seed: int = 0,
     damping: float | Literal["auto"] = "auto",
     dtype: torch.dtype = torch.float64,
+    precision: Precision = "fp32",
+    projection: ProjectionArg = None,
 ) -> EkfacFactors:
     """Plain K-FAC factors (no eigenvalue correction): a baseline for EK-FAC, one pass."""
     modules = resolve_modules(model, modules)
-    covariances = covariance_sums(model, modules, batches, fisher=fisher, seed=seed, dtype=dtype)
+    covariances = covariance_sums(
+        model,
+        modules,
+        batches,
+        fisher=fisher,
+        seed=seed,
+        dtype=dtype,
+        precision=precision,
+        projections=resolve_projections(modules, projection),
+    )
     return EkfacFactors.kfac(eigendecompose(covariances), covariances, damping)
 
 
@@ -94,9 +125,19 @@ def domain_gradient(
     modules: ModuleSpec = None,
     *,
     dtype: torch.dtype = torch.float64,
+    precision: Precision = "fp32",
+    projection: ProjectionArg = None,
 ) -> GradientStats:
     """Summed token-loss gradient of a domain (or shard) and its token/sequence counts."""
-    return summed_gradients(model, resolve_modules(model, modules), batches, dtype=dtype)
+    modules = resolve_modules(model, modules)
+    return summed_gradients(
+        model,
+        modules,
+        batches,
+        dtype=dtype,
+        precision=precision,
+        projections=resolve_projections(modules, projection),
+    )
 
 
 def iterate_batches(
@@ -133,13 +174,17 @@ def task_gradient(
     *,
     batch_size: int = 32,
     dtype: torch.dtype = torch.float64,
+    precision: Precision = "fp32",
+    projection: ProjectionArg = None,
 ) -> GradientStats:
     """Summed loss gradient over a task's scored tokens (``loss_mask``; all tokens if ``None``).
 
     ``.mean()`` of the result is ``∇f_v`` for ``f_v`` the task's mean token loss.
     """
     batches = iterate_batches(ids, loss_mask, batch_size)
-    return summed_gradients(model, resolve_modules(model, modules), batches, dtype=dtype)
+    return domain_gradient(
+        model, batches, modules, dtype=dtype, precision=precision, projection=projection
+    )
 
 
 def _mean(grad: GradientStats | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -186,10 +231,75 @@ def group_influence(
     domain_batches: Mapping[str, Iterable[Batch]],
     factors: EkfacFactors,
     modules: ModuleSpec = None,
+    *,
+    precision: Precision = "fp32",
+    projection: ProjectionArg = None,
 ) -> pd.DataFrame:
-    """Tasks × domains benefit matrix in one call (task gradients, IHVPs, domain gradients)."""
+    """Tasks × domains benefit matrix in one call (task gradients, IHVPs, domain gradients).
+
+    ``factors`` must have been fitted with the same ``projection``.
+    """
     modules = resolve_modules(model, modules)
-    tasks = {t: summed_gradients(model, modules, b) for t, b in task_batches.items()}
-    domains = {d: summed_gradients(model, modules, b) for d, b in domain_batches.items()}
+    options = {"precision": precision, "projections": resolve_projections(modules, projection)}
+    tasks = {t: summed_gradients(model, modules, b, **options) for t, b in task_batches.items()}
+    domains = {d: summed_gradients(model, modules, b, **options) for d, b in domain_batches.items()}
     matrix, _ = influence_matrix(precondition(factors, tasks), domains)
     return matrix
+
+
+def projection_agreement(
+    model: nn.Module,
+    fit_batches: Iterable[Batch],
+    task_batches: Mapping[str, Iterable[Batch]],
+    domain_batches: Mapping[str, Iterable[Batch]],
+    ranks: Iterable[int],
+    *,
+    modules: ModuleSpec = None,
+    seed: int = 0,
+    fisher: FisherKind = "true",
+    precision: Precision = "fp32",
+) -> pd.DataFrame:
+    """How well projected influence ranks domains like unprojected influence, per rank and task.
+
+    Fits EK-FAC and computes the benefit matrix once without projection and once per rank ``r``
+    with ``projection = {rank_out: r, rank_in: r, seed}``, each from scratch on the same batches
+    (re-iterable collections); returns a table with columns ``rank, task, spearman`` (Spearman
+    rank correlation across domains of the projected vs the unprojected benefit row; needs at
+    least three domains) plus ``pearson``. A rank at or above a layer's dimension leaves that
+    side of the layer unprojected, so the curve reaches 1 once the rank covers every layer.
+    """
+    if len(domain_batches) < 3:
+        raise ValueError(f"rank agreement needs at least 3 domains, got {len(domain_batches)}")
+    modules = resolve_modules(model, modules)
+    fit_batches = _reiterable(fit_batches)
+    task_batches = {t: _reiterable(b) for t, b in task_batches.items()}
+    domain_batches = {d: _reiterable(b) for d, b in domain_batches.items()}
+
+    def matrix(projection: ProjectionSpec | None) -> pd.DataFrame:
+        factors = fit_ekfac(
+            model,
+            fit_batches,
+            modules=modules,
+            fisher=fisher,
+            seed=seed,
+            precision=precision,
+            projection=projection,
+        )
+        return group_influence(
+            model,
+            task_batches,
+            domain_batches,
+            factors,
+            modules,
+            precision=precision,
+            projection=projection,
+        )
+
+    reference = matrix(None)
+    rows = []
+    for rank in ranks:
+        projected = matrix(ProjectionSpec(rank_out=rank, rank_in=rank, seed=seed))
+        for task in reference.index:
+            x, y = reference.loc[task].to_numpy(), projected.loc[task].to_numpy()
+            rows.append((rank, task, float(spearmanr(x, y)[0]), float(pearsonr(x, y)[0])))
+    return pd.DataFrame(rows, columns=["rank", "task", "spearman", "pearson"])

@@ -22,12 +22,20 @@ Fisher labels: ``fisher="true"`` (default) samples each position's label from th
 predictive distribution; the generator of a sequence is seeded by ``(seed, its token ids)``, so the
 labels do not depend on batch size, sharding or order, and the covariance and Λ passes see the same
 labels. ``fisher="empirical"`` uses the data's next tokens.
+
+Precision and scale: ``precision="bf16"`` runs the forward passes under bfloat16 autocast while
+covariances and Λ accumulate in ``dtype`` (float64 by default) and eigendecompositions run in
+float64. With ``projections`` (``tikmix.influence.projection``) every statistic is fitted in the
+projected space: the hooks project ``a`` and ``g`` first, so ``A' = P_in A P_inᵀ``,
+``S' = P_out S P_outᵀ`` and Λ' are those of the projected gradients ``P_out G_n P_inᵀ``, and the
+factors precondition projected task gradients. Only ``[r, r]`` covariances are ever allocated,
+which is what makes tracking a large-vocabulary LM head possible (``docs/scaling.md``).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -36,14 +44,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tikmix.influence.projection import ModuleProjection
 from tikmix.influence.tracking import (
     Batch,
     LayerRecorder,
+    Precision,
+    autocast,
     evaluation_mode,
     gradient_shape,
     position_mask,
-    tracked_parameters_require_grad,
+    projections_on,
     unpack_batch,
+    working_dtype,
 )
 from tikmix.models.loss import causal_lm_logits
 
@@ -118,17 +130,30 @@ def fisher_loss(
 def _backward_recorded(
     model: nn.Module,
     recorder: LayerRecorder,
-    params: list[nn.Parameter],
     ids: torch.Tensor,
     loss_mask: torch.Tensor | None,
     fisher: FisherKind,
     seed: int,
+    precision: Precision,
 ) -> torch.Tensor:
     """One forward/backward pass of the Fisher loss with the recorder's hooks installed."""
     with recorder.recording(ids.shape[0], ids.shape[1] - 1):
-        loss, mask = fisher_loss(model, ids, loss_mask, fisher, seed)
-        torch.autograd.grad(loss, params)
+        with autocast(ids.device, precision):
+            loss, mask = fisher_loss(model, ids, loss_mask, fisher, seed)
+        recorder.backward(loss)
     return mask
+
+
+def _recorder(
+    model: nn.Module,
+    modules: dict[str, nn.Linear],
+    projections: Mapping[str, ModuleProjection] | None,
+) -> tuple[LayerRecorder, dict[str, tuple[int, int]]]:
+    """A recorder (projecting if asked) and the gradient shape it yields per module."""
+    device = next(model.parameters()).device
+    projections = projections_on(projections, device, working_dtype(model)) or {}
+    shapes = {name: gradient_shape(m, projections.get(name)) for name, m in modules.items()}
+    return LayerRecorder(modules, projections), shapes
 
 
 @dataclass
@@ -203,21 +228,25 @@ def covariance_sums(
     fisher: FisherKind = "true",
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
+    precision: Precision = "fp32",
+    projections: Mapping[str, ModuleProjection] | None = None,
 ) -> CovarianceSums:
-    """Accumulate ``Σ a aᵀ`` and ``Σ g gᵀ`` over the scored tokens of ``batches`` (in ``dtype``)."""
+    """Accumulate ``Σ a aᵀ`` and ``Σ g gᵀ`` over the scored tokens of ``batches`` (in ``dtype``).
+
+    With ``projections``, of the projected ``a' = P_in a`` and ``g' = P_out g``.
+    """
     device = next(model.parameters()).device
-    recorder = LayerRecorder(modules)
+    recorder, shapes = _recorder(model, modules, projections)
     activation, gradient = {}, {}
-    for name, module in modules.items():
-        out_dim, in_dim = gradient_shape(module)
+    for name, (out_dim, in_dim) in shapes.items():
         activation[name] = torch.zeros(in_dim, in_dim, dtype=dtype, device=device)
         gradient[name] = torch.zeros(out_dim, out_dim, dtype=dtype, device=device)
     n_tokens = dict.fromkeys(modules, 0)
     n_sequences = 0
-    with evaluation_mode(model), tracked_parameters_require_grad(modules) as params:
+    with evaluation_mode(model):
         for batch in batches:
             ids, loss_mask = unpack_batch(batch, device)
-            mask = _backward_recorded(model, recorder, params, ids, loss_mask, fisher, seed)
+            mask = _backward_recorded(model, recorder, ids, loss_mask, fisher, seed, precision)
             count = int(mask.sum())
             n_sequences += ids.shape[0]
             for name in modules:
@@ -256,18 +285,21 @@ def lambda_sums(
     fisher: FisherKind = "true",
     seed: int = 0,
     dtype: torch.dtype = torch.float64,
+    precision: Precision = "fp32",
+    projections: Mapping[str, ModuleProjection] | None = None,
 ) -> LambdaSums:
     """Accumulate ``Σ_n (Q_Sᵀ G_n Q_A)²`` per module over the sequences of ``batches``.
 
     ``G_n`` is never formed in the original basis: ``a`` and ``g`` are first rotated into the
     eigenbases, then ``Q_Sᵀ G_n Q_A = (g Q_S)ᵀ (a Q_A)`` is one batched matmul
-    ``[B, out, T] @ [B, T, in']`` for the whole batch.
+    ``[B, out, T] @ [B, T, in']`` for the whole batch. With ``projections`` (the same as the
+    eigenbases were fitted with), ``a`` and ``g`` are projected first.
     """
     missing = set(modules) - set(eigenbases)
     if missing:
         raise ValueError(f"no eigenbasis for tracked modules {sorted(missing)}")
     device = next(model.parameters()).device
-    recorder = LayerRecorder(modules)
+    recorder, shapes = _recorder(model, modules, projections)
     rotations = {
         name: (
             eigenbases[name].activation_eigenvectors.to(device=device, dtype=dtype),
@@ -275,15 +307,19 @@ def lambda_sums(
         )
         for name in modules
     }
-    sums = {
-        name: torch.zeros(gradient_shape(m), dtype=dtype, device=device)
-        for name, m in modules.items()
-    }
+    for name, (out_dim, in_dim) in shapes.items():
+        expected = (rotations[name][1].shape[0], rotations[name][0].shape[0])
+        if expected != (out_dim, in_dim):
+            raise ValueError(
+                f"eigenbasis of module {name!r} is for gradients of shape {expected}, the tracked "
+                f"module's are {(out_dim, in_dim)}: fitted with a different projection?"
+            )
+    sums = {name: torch.zeros(shape, dtype=dtype, device=device) for name, shape in shapes.items()}
     n_sequences = 0
-    with evaluation_mode(model), tracked_parameters_require_grad(modules) as params:
+    with evaluation_mode(model):
         for batch in batches:
             ids, loss_mask = unpack_batch(batch, device)
-            _backward_recorded(model, recorder, params, ids, loss_mask, fisher, seed)
+            _backward_recorded(model, recorder, ids, loss_mask, fisher, seed, precision)
             n_sequences += ids.shape[0]
             for name in modules:
                 q_a, q_s = rotations[name]

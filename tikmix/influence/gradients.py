@@ -5,22 +5,33 @@ the token and sequence counts, so that shards reduce exactly by adding sums and 
 per-token mean ``ḡ = Σ_tokens ∇ℓ_t / n_tokens`` is taken once, at reduction. Each batch costs one
 forward and one backward pass of the summed loss (``tikmix.models.loss.summed_loss``); no
 per-example gradient is ever formed, and only the tracked parameters' gradients are computed.
+
+With random projections (``tikmix.influence.projection``) the sum is accumulated in the projected
+space from the hooks' projected ``(a', g')`` as ``Σ_t g'_t a'_tᵀ``: neither the per-token nor the
+per-batch full gradient is formed, and no weight gradient is computed at all. ``precision="bf16"``
+runs the forward pass under bfloat16 autocast; the sums stay in ``dtype``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from tikmix.influence.projection import ModuleProjection
 from tikmix.influence.tracking import (
     Batch,
+    LayerRecorder,
+    Precision,
+    autocast,
     evaluation_mode,
     gradient_shape,
+    projections_on,
     tracked_parameters_require_grad,
     unpack_batch,
+    working_dtype,
 )
 from tikmix.models.loss import summed_loss
 
@@ -66,6 +77,12 @@ def module_dot_products(
     missing = set(left) ^ set(right)
     if missing:
         raise ValueError(f"gradients cover different modules; unmatched: {sorted(missing)}")
+    for name in left:
+        if left[name].shape != right[name].shape:
+            raise ValueError(
+                f"gradients of module {name!r} have shapes {tuple(left[name].shape)} and "
+                f"{tuple(right[name].shape)}: were they computed with the same projection?"
+            )
     return {
         name: float(torch.sum(left[name].double().cpu() * right[name].double().cpu()))
         for name in left
@@ -78,14 +95,21 @@ def summed_gradients(
     batches: Iterable[Batch],
     *,
     dtype: torch.dtype = torch.float64,
+    precision: Precision = "fp32",
+    projections: Mapping[str, ModuleProjection] | None = None,
 ) -> GradientStats:
     """Sum over all scored tokens of all batches of the token-loss gradient, per tracked module.
 
     ``batches`` yields token ids ``[B, L + 1]`` or ``(ids, loss_mask)`` pairs; only tokens with
     ``loss_mask == 1`` are scored (all of them without a mask). Sums are accumulated in ``dtype``.
-    The model's own ``.grad`` buffers are neither read nor modified.
+    With ``projections`` (``tikmix.influence.projection.resolve_projections``) the sums are the
+    projected gradients ``P_out G P_inᵀ``. The model's own ``.grad`` buffers are neither read nor
+    modified. ``model`` may be a ``torch.compile``-d wrapper of the model owning ``modules``
+    (unprojected path only: the projected path relies on forward hooks).
     """
     device = next(model.parameters()).device
+    if projections is not None:
+        return _projected_summed_gradients(model, modules, batches, dtype, precision, projections)
     sums = {
         name: torch.zeros(gradient_shape(m), dtype=dtype, device=device)
         for name, m in modules.items()
@@ -94,7 +118,8 @@ def summed_gradients(
     with evaluation_mode(model), tracked_parameters_require_grad(modules) as params:
         for batch in batches:
             ids, loss_mask = unpack_batch(batch, device)
-            loss, count = summed_loss(model, ids, loss_mask)
+            with autocast(device, precision):
+                loss, count = summed_loss(model, ids, loss_mask)
             n_sequences += ids.shape[0]
             if count == 0:
                 continue
@@ -103,5 +128,42 @@ def summed_gradients(
                 weight_grad = next(grads)
                 bias_grad = next(grads) if module.bias is not None else None
                 sums[name] += module_gradient(module, weight_grad, bias_grad).to(dtype)
+            n_tokens += count
+    return GradientStats(sums=sums, n_tokens=n_tokens, n_sequences=n_sequences)
+
+
+def _projected_summed_gradients(
+    model: nn.Module,
+    modules: dict[str, nn.Linear],
+    batches: Iterable[Batch],
+    dtype: torch.dtype,
+    precision: Precision,
+    projections: Mapping[str, ModuleProjection],
+) -> GradientStats:
+    """``Σ_t g'_t a'_tᵀ`` per module from the hooks' projected inputs and output gradients."""
+    device = next(model.parameters()).device
+    work = working_dtype(model)  # a side left unprojected may still be bf16 under autocast
+    projections = projections_on(projections, device, work)
+    recorder = LayerRecorder(modules, projections)
+    sums = {
+        name: torch.zeros(gradient_shape(m, projections[name]), dtype=dtype, device=device)
+        for name, m in modules.items()
+    }
+    n_tokens = n_sequences = 0
+    with evaluation_mode(model):
+        for batch in batches:
+            ids, loss_mask = unpack_batch(batch, device)
+            n_sequences += ids.shape[0]
+            with recorder.recording(ids.shape[0], ids.shape[1] - 1):
+                with autocast(device, precision):
+                    loss, count = summed_loss(model, ids, loss_mask)
+                if count == 0:
+                    continue
+                recorder.backward(loss)
+            for name in modules:
+                for a, g in recorder.pairs(name):
+                    g, a = g.reshape(-1, g.shape[-1]).to(work), a.reshape(-1, a.shape[-1]).to(work)
+                    batch_sum = g.T @ a
+                    sums[name] += batch_sum.to(dtype)
             n_tokens += count
     return GradientStats(sums=sums, n_tokens=n_tokens, n_sequences=n_sequences)

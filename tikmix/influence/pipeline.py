@@ -3,7 +3,8 @@
 Every sum is computed per shard and reduced by a cheap job (map-reduce), so that a cluster runs
 domains × shards in parallel. A shard is a slice of ONE sample drawn for the whole budget, which is
 why 1 shard and 4 shards give the same result. Every store records what it processed
-(``compute: {tokens, flops}``) and where it came from (checkpoint hash, token range, seed).
+(``compute: {tokens, flops}``), what it cost (``resources: {peak_rss_mb, peak_gpu_mb, seconds}``)
+and where it came from (checkpoint hash, token range, seed, ``projection``, ``precision``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,10 @@ from tikmix.influence.ekfac import (
     reduce,
 )
 from tikmix.influence.gradients import summed_gradients
+from tikmix.influence.measure import measure_mixture_table
+from tikmix.influence.projection import projection_attrs, resolve_projections
 from tikmix.influence.store import (
+    check_projection,
     load_covariances,
     load_eigenbases,
     load_factors,
@@ -50,6 +54,7 @@ from tikmix.models.checkpoint import checkpoint_hash, load_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.flops import eigh_flops, training_flops_per_token
 from tikmix.progress import with_progress
+from tikmix.resources import ResourceMonitor
 from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -64,6 +69,10 @@ def load_model(checkpoint: str | Path, device: str = "auto"):
     return model, checkpoint_hash(checkpoint)
 
 
+def _monitor(device: str) -> ResourceMonitor:
+    return ResourceMonitor(resolve_device(device))
+
+
 def shard_rows(n_rows: int, shards: int, shard: int) -> np.ndarray:
     """Rows of shard ``shard`` of ``shards`` contiguous, near-equal slices of ``n_rows``."""
     if not 0 <= shard < shards:
@@ -71,13 +80,29 @@ def shard_rows(n_rows: int, shards: int, shard: int) -> np.ndarray:
     return np.array_split(np.arange(n_rows), shards)[shard]
 
 
-def _batches(plan: MixturePlan, streams, rows: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+def _batches(
+    plan: MixturePlan, streams, rows: np.ndarray, batch_size: int
+) -> Iterator[torch.Tensor]:
     for start in range(0, len(rows), batch_size):
         yield torch.from_numpy(plan.gather(streams, rows[start : start + batch_size]))
 
 
 def _compute(tokens: int, flops: float) -> dict[str, float]:
     return {"tokens": int(tokens), "flops": float(flops)}
+
+
+def _total(*records: Mapping[str, float]) -> dict[str, float]:
+    """Sum of compute records: a stage's own cost plus everything upstream of it."""
+    return _compute(sum(r["tokens"] for r in records), sum(r["flops"] for r in records))
+
+
+def _store_total(path: str | Path) -> dict[str, float]:
+    """Total compute behind a store: its ``total_compute``, or its own plus its parts'."""
+    attrs = open_store(path).attrs
+    if "total_compute" in attrs:
+        return attrs["total_compute"]
+    parts = [part["compute"] for part in attrs.get("parts", []) if "compute" in part]
+    return _total(*([attrs["compute"]] if "compute" in attrs else []), *parts)
 
 
 def domain_gradient_part(
@@ -94,8 +119,11 @@ def domain_gradient_part(
     seed: int,
     device: str,
     out: str | Path,
+    projection: dict | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """Summed gradient of shard ``shard`` of the domain's token budget (rule domain_gradients)."""
+    monitor = _monitor(device)
     model, ckpt_hash = load_model(checkpoint, device)
     modules = select_modules(model, tracked_modules)
     streams = load_streams({domain: domain_dir})
@@ -105,10 +133,18 @@ def domain_gradient_part(
     batches = with_progress(
         _batches(plan, streams, rows, batch_size), len(rows) * seq_len, f"{domain} gradient", log
     )
-    stats = summed_gradients(model, modules, batches)
+    stats = summed_gradients(
+        model,
+        modules,
+        batches,
+        precision=precision,
+        projections=resolve_projections(modules, projection),
+    )
     provenance = {
         "checkpoint": ckpt_hash,
         "domain": domain,
+        "projection": projection_attrs(projection),
+        "precision": precision,
         "sequence_range": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
         "shard": shard,
         "shards": shards,
@@ -116,6 +152,7 @@ def domain_gradient_part(
         "compute": _compute(
             stats.n_tokens, stats.n_tokens * training_flops_per_token(model, seq_len)
         ),
+        "resources": monitor.usage(),
     }
     return save_gradients(out, stats, provenance)
 
@@ -134,20 +171,34 @@ def task_gradient_store(
     tracked_modules: str,
     device: str,
     out: str | Path,
+    projection: dict | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """Summed gradient of a task's loss over its scored tokens (rule task_gradients)."""
+    monitor = _monitor(device)
     model, ckpt_hash = load_model(checkpoint, device)
     modules = select_modules(model, tracked_modules)
     with np.load(task_file) as data:
         ids, loss_mask = data["input_ids"], data["loss_mask"]
-    stats = task_gradient(model, ids, loss_mask, modules, batch_size=batch_size)
+    stats = task_gradient(
+        model,
+        ids,
+        loss_mask,
+        modules,
+        batch_size=batch_size,
+        precision=precision,
+        projection=projection,
+    )
     seq_len = ids.shape[1] - 1
     provenance = {
         "checkpoint": ckpt_hash,
         "task": task,
+        "projection": projection_attrs(projection),
+        "precision": precision,
         "compute": _compute(
             ids.size, ids.shape[0] * seq_len * training_flops_per_token(model, seq_len)
         ),
+        "resources": monitor.usage(),
     }
     return save_gradients(out, stats, provenance)
 
@@ -185,8 +236,11 @@ def covariance_part(
     seed: int,
     device: str,
     out: str | Path,
+    projection: dict | None = None,
+    precision: str = "fp32",
 ) -> Path:
     """Sums of a aᵀ and g gᵀ over shard ``shard`` of the EK-FAC sample (rule ekfac_covariances)."""
+    monitor = _monitor(device)
     model, ckpt_hash = load_model(checkpoint, device)
     modules = select_modules(model, tracked_modules)
     streams, plan = _ekfac_sample(domain_dirs, weights, tokens, seq_len, seed)
@@ -195,21 +249,31 @@ def covariance_part(
         _batches(plan, streams, rows, batch_size), len(rows) * seq_len, "EK-FAC covariances", log
     )
     sums = covariance_sums(
-        model, modules, batches, fisher=FISHER_LABELS[fisher], seed=derive_seed(seed, "fisher")
+        model,
+        modules,
+        batches,
+        fisher=FISHER_LABELS[fisher],
+        seed=derive_seed(seed, "fisher"),
+        precision=precision,
+        projections=resolve_projections(modules, projection),
     )
     n_tokens = len(rows) * seq_len
     provenance = {
         "checkpoint": ckpt_hash,
         "fisher": fisher,
+        "projection": projection_attrs(projection),
+        "precision": precision,
         "sequence_range": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
         "shard": shard,
         "compute": _compute(n_tokens, n_tokens * training_flops_per_token(model, seq_len)),
+        "resources": monitor.usage(),
     }
     return save_covariances(out, sums, provenance)
 
 
 def eigen_store(parts: list[str | Path], out: str | Path) -> Path:
     """Reduce covariance parts and eigendecompose A and S in float64 (rule ekfac_eigen)."""
+    monitor = ResourceMonitor()
     stores = [open_store(p) for p in parts]
     covariances = reduce([load_covariances(p) for p in parts])
     bases = eigendecompose(covariances)
@@ -221,9 +285,12 @@ def eigen_store(parts: list[str | Path], out: str | Path) -> Path:
     provenance = {
         "checkpoint": first["checkpoint"],
         "fisher": first["fisher"],
+        "projection": first.get("projection"),
         "n_tokens": covariances.n_tokens,
         "n_sequences": covariances.n_sequences,
         "compute": _compute(0, flops),
+        "resources": monitor.usage(),
+        "total_compute": _total(_compute(0, flops), *(_store_total(p) for p in parts)),
     }
     return save_eigenbases(out, bases, provenance)
 
@@ -233,6 +300,15 @@ def lambda_part(*, eigen: str | Path, **kwargs: Any) -> Path:
 
     Takes the same arguments as :func:`covariance_part`, plus the eigenbasis store.
     """
+    monitor = _monitor(kwargs["device"])
+    projection = kwargs.get("projection")
+    precision = kwargs.get("precision", "fp32")
+    eigen_attrs = open_store(eigen).attrs
+    if eigen_attrs.get("projection") != projection_attrs(projection):
+        raise ValueError(
+            f"eigenbasis store {eigen} was fitted with projection "
+            f"{eigen_attrs.get('projection')!r}, this job asks for {projection_attrs(projection)!r}"
+        )
     model, ckpt_hash = load_model(kwargs["checkpoint"], kwargs["device"])
     modules = select_modules(model, kwargs["tracked_modules"])
     seq_len, seed = kwargs["seq_len"], kwargs["seed"]
@@ -253,13 +329,18 @@ def lambda_part(*, eigen: str | Path, **kwargs: Any) -> Path:
         batches,
         fisher=FISHER_LABELS[kwargs["fisher"]],
         seed=derive_seed(seed, "fisher"),
+        precision=precision,
+        projections=resolve_projections(modules, projection),
     )
     n_tokens = len(rows) * seq_len
     provenance = {
         "checkpoint": ckpt_hash,
         "fisher": kwargs["fisher"],
+        "projection": projection_attrs(projection),
+        "precision": precision,
         "shard": kwargs["shard"],
         "compute": _compute(n_tokens, n_tokens * training_flops_per_token(model, seq_len)),
+        "resources": monitor.usage(),
     }
     return save_lambdas(kwargs["out"], sums, provenance)
 
@@ -278,6 +359,7 @@ def factors_store(eigen: str | Path, parts: list[str | Path], out: str | Path) -
     provenance = {
         "checkpoint": attrs["checkpoint"],
         "fisher": attrs["fisher"],
+        "projection": attrs.get("projection"),
         "compute": _compute(0, 0),
     }
     return save_factors(out, factors, provenance)
@@ -301,6 +383,8 @@ def preconditioned_task_store(
     out: str | Path,
 ) -> Path:
     """(G + λI)⁻¹ ∇f_v for every task, one IHVP each (rule precondition_task_gradients)."""
+    projection = open_store(factors).attrs.get("projection")
+    check_projection(projection, task_stores, "task gradient")
     ekfac = damped(load_factors(factors), damping, damping_factor)
     task_grads = {task: load_gradients(path) for task, path in task_stores.items()}
     pre = precondition(ekfac, task_grads)
@@ -315,7 +399,13 @@ def preconditioned_task_store(
         "damping": ekfac.damping,
         "task_tokens": {t: g.n_tokens for t, g in task_grads.items()},
         "checkpoint": open_store(factors).attrs["checkpoint"],
+        "projection": projection,
         "compute": _compute(0, flops),
+        "total_compute": _total(
+            _compute(0, flops),
+            _store_total(factors),
+            *(_store_total(p) for p in task_stores.values()),
+        ),
     }
     arrays = (
         (f"{task}/{module}", grads[module].detach().cpu().numpy())
@@ -343,6 +433,9 @@ def influence_outputs(
 ) -> pd.DataFrame:
     """The tasks × domains benefit matrix, its sign convention and per-module terms."""
     start = time.perf_counter()
+    check_projection(
+        open_store(preconditioned).attrs.get("projection"), domain_stores, "domain gradient"
+    )
     pre = load_preconditioned(preconditioned)
     domains = {d: load_mean_gradients(p)[0] for d, p in domain_stores.items()}
     matrix, per_module = influence_matrix(pre, domains)
@@ -358,9 +451,64 @@ def influence_outputs(
         "seconds": time.perf_counter() - start,
         "compute": _compute(0, 2 * n_params * len(pre) * len(domains)),
     }
+    sidecar["total_compute"] = _total(
+        sidecar["compute"],
+        _store_total(preconditioned),
+        *(_store_total(p) for p in domain_stores.values()),
+    )
     for path in (matrix_csv, sidecar_json, per_module_parquet):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     matrix.to_csv(matrix_csv, float_format="%.10g")
     per_module.to_parquet(per_module_parquet, index=False)
     Path(sidecar_json).write_text(json.dumps(sidecar, indent=2) + "\n")
     return matrix
+
+
+def measure_mixtures_part(
+    *,
+    checkpoint: str | Path,
+    preconditioned: str | Path,
+    mixtures_csv: str | Path,
+    domain_dirs: Mapping[str, str | Path],
+    design: str,
+    tokens: int,
+    shards: int,
+    shard: int,
+    seq_len: int,
+    batch_size: int,
+    tracked_modules: str,
+    seed: int,
+    device: str,
+    out: str | Path,
+) -> pd.DataFrame:
+    """Direct benefit of each mixture of a shard of ``mixtures_csv`` (rule measure_mixtures).
+
+    Each mixture gets a freshly sampled dataset (seed role ``measure``, disjoint from the domain
+    gradients' samples), one gradient pass, and dot products with the preconditioned task
+    gradients: a vector of per-task benefits, written as ``benefit:<task>`` columns.
+    """
+    model, _ = load_model(checkpoint, device)
+    modules = select_modules(model, tracked_modules)
+    pre = load_preconditioned(preconditioned)
+    table = pd.read_csv(mixtures_csv, index_col="mixture")
+    streams = load_streams({d: domain_dirs[d] for d in table.columns})
+    rows = table.iloc[shard_rows(len(table), shards, shard)]
+    benefits, _ = measure_mixture_table(
+        model,
+        modules,
+        streams,
+        rows,
+        pre,
+        tokens=tokens,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        seed=seed,
+        design=design,
+    )
+    n_tokens = (tokens // seq_len) * seq_len
+    result = pd.concat([rows, benefits.add_prefix("benefit:")], axis=1)
+    result["tokens"] = n_tokens
+    result["flops"] = n_tokens * training_flops_per_token(model, seq_len)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    result.to_csv(out, float_format="%.12g")
+    return result

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ from tikmix.influence.gradients import GradientStats
 FORMAT_VERSION = 1
 CHUNK_BYTES = 64 * 2**20  # rows of a large module's array are split into chunks of at most this
 #: Attributes that must agree between the part-stores of one reduction.
-COMPATIBLE_KEYS = ("kind", "checkpoint", "domain", "task", "fisher", "arrays")
+COMPATIBLE_KEYS = ("kind", "checkpoint", "domain", "task", "fisher", "projection", "arrays")
 #: Attributes that are added up by a reduction (ints, or dicts of ints per module).
 COUNT_KEYS = ("n_tokens", "n_sequences")
 
@@ -316,6 +316,23 @@ def load_factors(path: str | os.PathLike) -> EkfacFactors:
         damping={m: float(store.attrs["damping"][m]) for m in modules},
         kind=store.attrs["factor_kind"],
     )
+
+
+def check_projection(
+    expected: dict[str, Any] | None, stores: Mapping[str, str | os.PathLike], what: str
+) -> None:
+    """Raise ``IncompatibleStoresError`` unless every store was computed with ``expected``.
+
+    Gradients and curvature must live in the same (projected or unprojected) space; the stores
+    record it as the ``projection`` attribute (``{rank_out, rank_in, seed}`` or absent/null).
+    """
+    for name, path in stores.items():
+        found = open_store(path).attrs.get("projection")
+        if found != expected:
+            raise IncompatibleStoresError(
+                f"{what} {name!r} ({path}) was computed with projection {found!r}, but the "
+                f"curvature with {expected!r}: recompute it with the same projection"
+            )
 
 
 # --- reductions --------------------------------------------------------------------------------

@@ -14,17 +14,44 @@ curvature expectations run over; padding is simply an unscored position.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from typing import Literal
 
 import torch
 from torch import nn
+
+from tikmix.influence.projection import ModuleProjection
 
 #: Attention and MLP projections of Llama-style models (built-in and Hugging Face alike).
 DEFAULT_MODULE_PATTERN = r"(^|\.)layers\.\d+\.(self_attn|mlp)\.\w+_proj$"
 
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
+
+#: ``fp32``: the model's own dtype; ``bf16``: forward passes under bfloat16 autocast (weights,
+#: sums and covariances stay in their own dtypes); ``auto``: bf16 on CUDA, fp32 elsewhere.
+Precision = Literal["fp32", "bf16", "auto"]
+PRECISIONS = ("fp32", "bf16", "auto")
+
+
+def autocast(
+    device: torch.device, precision: Precision = "fp32"
+) -> contextlib.AbstractContextManager:
+    """The context a forward pass runs in for ``precision`` on ``device``.
+
+    ``bf16`` autocasts matrix products to bfloat16 (on CPU as on CUDA); the backward pass
+    follows the forward's dtypes. Losses are computed in float32 (``tikmix.models.loss``) and
+    everything accumulated from the pass (gradient sums, covariances, Λ) in float32 or float64.
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def select_modules(model: nn.Module, pattern: str = DEFAULT_MODULE_PATTERN) -> dict[str, nn.Linear]:
@@ -59,9 +86,29 @@ def resolve_modules(
     return dict(modules)
 
 
-def gradient_shape(module: nn.Linear) -> tuple[int, int]:
-    """Shape of the module's gradient matrix: ``[out, in + 1]`` with a bias, else ``[out, in]``."""
-    return module.out_features, module.in_features + (module.bias is not None)
+def gradient_shape(
+    module: nn.Linear, projection: ModuleProjection | None = None
+) -> tuple[int, int]:
+    """Shape of the module's gradient matrix: ``[out, in + 1]`` with a bias, else ``[out, in]``.
+
+    With a projection, the shape of the projected gradient ``P_out G P_inᵀ``.
+    """
+    shape = module.out_features, module.in_features + (module.bias is not None)
+    return shape if projection is None else projection.shape(*shape)
+
+
+def working_dtype(model: nn.Module) -> torch.dtype:
+    """float32 for float32/bf16 models, float64 for float64 ones: the dtype hooks project in."""
+    return torch.promote_types(next(model.parameters()).dtype, torch.float32)
+
+
+def projections_on(
+    projections: Mapping[str, ModuleProjection] | None, device: torch.device, dtype: torch.dtype
+) -> dict[str, ModuleProjection] | None:
+    """The projections moved to ``device`` in ``dtype`` (``None`` stays ``None``)."""
+    if projections is None:
+        return None
+    return {name: p.to(device, dtype) for name, p in projections.items()}
 
 
 def unpack_batch(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -95,18 +142,31 @@ def with_bias_column(module: nn.Linear, activations: torch.Tensor) -> torch.Tens
 class LayerRecorder:
     """Forward/backward hooks that record ``(a, g)`` of every call of every tracked module.
 
-    ``a`` is the layer input and ``g`` the gradient of the backpropagated loss with respect to the
-    layer output, both reshaped to ``[B, L, features]`` (some Hugging Face layers see flattened
-    ``[B·L, features]`` inputs) and detached. A module called several times in one forward pass
-    (shared weights) records one pair per call. Use as ``with recorder.recording(B, L): ...``;
-    ``pairs(name)`` then returns what the last forward/backward pass saw.
+    ``a`` is the layer input with the bias column appended (if the layer has a bias) and ``g``
+    the gradient of the backpropagated loss with respect to the layer output, both reshaped to
+    ``[B, L, features]`` (some Hugging Face layers see flattened ``[B·L, features]`` inputs) and
+    detached. With ``projections``, each is projected as soon as it is seen (``a' = P_in a``,
+    ``g' = P_out g``, in the projection's dtype, outside autocast), so only the projected
+    features are ever held. A module called several times in one forward pass (shared weights)
+    records one pair per call.
+
+    Use as ``with recorder.recording(B, L): loss = ...; recorder.backward(loss)``; ``pairs(name)``
+    then returns what that pass saw. ``backward`` differentiates the loss with respect to a zero
+    scalar added to every tracked output, which sends gradients through every tracked layer
+    without computing any weight gradient: no model-sized gradient buffer is allocated.
     """
 
-    def __init__(self, modules: dict[str, nn.Linear]):
+    def __init__(
+        self,
+        modules: dict[str, nn.Linear],
+        projections: Mapping[str, ModuleProjection] | None = None,
+    ):
         self.modules = modules
+        self.projections = dict(projections) if projections is not None else {}
         self._inputs: dict[str, list[torch.Tensor]] = {}
         self._grads: dict[str, list[torch.Tensor | None]] = {}
         self._shape: tuple[int, int] = (0, 0)
+        self._anchor: torch.Tensor | None = None
 
     def _as_sequences(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         batch, length = self._shape
@@ -123,6 +183,8 @@ class LayerRecorder:
         self._shape = (batch_size, length)
         self._inputs = {name: [] for name in self.modules}
         self._grads = {name: [] for name in self.modules}
+        device = next(iter(self.modules.values())).weight.device
+        self._anchor = torch.zeros((), device=device, requires_grad=True)
         handles = [
             module.register_forward_hook(self._forward_hook(name))
             for name, module in self.modules.items()
@@ -130,26 +192,44 @@ class LayerRecorder:
         try:
             yield self
         finally:
+            self._anchor = None
             for handle in handles:
                 handle.remove()
 
+    def backward(self, loss: torch.Tensor) -> None:
+        """Backpropagate ``loss`` through the tracked layers; the hooks record their ``g``."""
+        if self._anchor is None:
+            raise RuntimeError("LayerRecorder.backward must be called inside recording()")
+        torch.autograd.grad(loss, self._anchor, allow_unused=True)
+
     def _forward_hook(self, name: str):
-        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
-            self._inputs[name].append(self._as_sequences(name, inputs[0]))
+        module = self.modules[name]
+        projection = self.projections.get(name)
+
+        def hook(module_: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
+            a = with_bias_column(module, self._as_sequences(name, inputs[0]))
+            if projection is not None:
+                with torch.autocast(a.device.type, enabled=False):
+                    a = projection.project_activations(a)
+            self._inputs[name].append(a)
             index = len(self._grads[name])
             self._grads[name].append(None)
-            if output.requires_grad:
+            output = output + self._anchor.to(output.dtype)
 
-                def save_grad(grad: torch.Tensor) -> None:
-                    self._grads[name][index] = self._as_sequences(name, grad)
+            def save_grad(grad: torch.Tensor) -> None:
+                g = self._as_sequences(name, grad)
+                if projection is not None:
+                    with torch.autocast(g.device.type, enabled=False):
+                        g = projection.project_output_grads(g)
+                self._grads[name][index] = g
 
-                output.register_hook(save_grad)
+            output.register_hook(save_grad)
+            return output
 
         return hook
 
     def pairs(self, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """``(a, g)`` per call of module ``name``; ``a`` includes the bias column if any."""
-        module = self.modules[name]
+        """``(a, g)`` per call of module ``name`` (projected if the recorder projects)."""
         out = []
         for a, g in zip(self._inputs[name], self._grads[name], strict=True):
             if g is None:
@@ -157,7 +237,7 @@ class LayerRecorder:
                     f"no output gradient reached tracked module {name!r}: does the loss depend "
                     "on it, and did the backward pass run inside the recording block?"
                 )
-            out.append((with_bias_column(module, a), g))
+            out.append((a, g))
         return out
 
 

@@ -91,7 +91,8 @@ class DoremiResult:
 
     def compute(self) -> dict[str, int]:
         """The ``compute`` section of a mixture document: FLOPs spent to find the mixture."""
-        return {"flops": sum(self.flops.values()), **self.flops}
+        tokens = self.settings["reference_tokens"] + self.settings["proxy_tokens"]
+        return {"tokens": int(tokens), "flops": sum(self.flops.values()), **self.flops}
 
     def document(
         self, *, stage_tokens: int | None = None, provenance: Mapping | None = None
@@ -104,7 +105,8 @@ class DoremiResult:
             provenance=provenance,
             solver=self.solver_report(),
         )
-        return {**document, "compute": self.compute()}
+        compute = self.compute()
+        return {**document, "compute": compute, "total_compute": compute}
 
 
 def run_doremi(

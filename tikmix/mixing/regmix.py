@@ -245,6 +245,7 @@ class RegMixResult:
     def compute(self) -> dict[str, Any]:
         """The ``compute`` section of a mixture document: FLOPs spent to find the mixture."""
         return {
+            "tokens": int(len(self.runs) * self.settings["tokens"]),
             "flops": self.flops,
             "train_flops": int(self.runs["train_flops"].sum()),
             "eval_flops": int(self.runs["eval_flops"].sum()),
@@ -261,7 +262,8 @@ class RegMixResult:
             provenance=provenance,
             solver=self.solver_report(),
         )
-        return {**document, "compute": self.compute()}
+        compute = self.compute()
+        return {**document, "compute": compute, "total_compute": compute}
 
 
 def _finite_or_none(value: Any) -> Any:

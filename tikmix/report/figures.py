@@ -31,8 +31,10 @@ from tikmix.mixing.exports import read_mixture  # noqa: E402
 DPI = 200
 BENEFIT_LABEL = "benefit = −influence (higher = helps)"
 #: 20 distinct qualitative colours; with 4 line styles and markers, 80 lines stay distinguishable.
-_COLOURS = [plt.get_cmap("tab20")(i) for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18,
-                                                  1, 3, 5, 7, 9, 11, 13, 15, 17, 19)]
+_COLOURS = [
+    plt.get_cmap("tab20")(i)
+    for i in (0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 1, 3, 5, 7, 9, 11, 13, 15, 17, 19)
+]
 _LINESTYLES = ["-", "--", "-.", ":"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 _METHOD_LABELS = {
@@ -52,9 +54,7 @@ def method_label(method: str) -> str:
 
 def line_styles(n: int) -> list[dict]:
     """``n`` distinct (colour, line style, marker) combinations for line plots."""
-    combos = itertools.cycle(
-        (c, ls) for ls in _LINESTYLES for c in _COLOURS
-    )
+    combos = itertools.cycle((c, ls) for ls in _LINESTYLES for c in _COLOURS)
     return [
         {"color": c, "linestyle": ls, "marker": _MARKERS[i % len(_MARKERS)]}
         for i, (c, ls) in zip(range(n), combos, strict=False)
@@ -87,7 +87,9 @@ def influence_heatmap(
     values = matrix.to_numpy(dtype=float)
     limit = float(np.nanmax(np.abs(values))) or 1.0
     n_tasks, n_domains = values.shape
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.75 * n_domains + 2.5), max(2.8, 0.6 * n_tasks + 1.8)))
+    fig, ax = plt.subplots(
+        figsize=(max(6.0, 0.75 * n_domains + 2.5), max(2.8, 0.6 * n_tasks + 1.8))
+    )
     image = ax.imshow(
         values, cmap="RdBu", norm=TwoSlopeNorm(vcenter=0.0, vmin=-limit, vmax=limit), aspect="auto"
     )
@@ -100,7 +102,12 @@ def influence_heatmap(
         for i, j in itertools.product(range(n_tasks), range(n_domains)):
             v = values[i, j]
             ax.text(
-                j, i, f"{v:.2g}", ha="center", va="center", fontsize=7,
+                j,
+                i,
+                f"{v:.2g}",
+                ha="center",
+                va="center",
+                fontsize=7,
                 color="white" if abs(v) > 0.6 * limit else "black",
             )
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
@@ -130,8 +137,14 @@ def benefit_trajectories_figure(
         part = trajectories[trajectories["task"] == task]
         for domain in domains:
             line = part[part["domain"] == domain].sort_values("order")
-            ax.plot(line["position"], line["benefit"], label=domain, markersize=4,
-                    linewidth=1.3, **styles[domain])
+            ax.plot(
+                line["position"],
+                line["benefit"],
+                label=domain,
+                markersize=4,
+                linewidth=1.3,
+                **styles[domain],
+            )
         ax.axhline(0.0, color="0.5", linewidth=0.8)
         ax.set_title(task)
         ax.set_ylabel(BENEFIT_LABEL, fontsize=8)
@@ -141,11 +154,18 @@ def benefit_trajectories_figure(
             ax.xaxis.set_major_formatter(_format_tokens)
         else:
             ax.set_xticks(sorted(part["position"].unique()))
-    for ax in axes.flat[len(tasks):]:
+    for ax in axes.flat[len(tasks) :]:
         ax.set_visible(False)
     handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, title="domain", loc="center left", bbox_to_anchor=(1.0, 0.5),
-               fontsize=8, ncol=1 if len(domains) <= 20 else 2)
+    fig.legend(
+        handles,
+        labels,
+        title="domain",
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        ncol=1 if len(domains) <= 20 else 2,
+    )
     fig.suptitle(title)
     fig.tight_layout()
     return save_figure(fig, stem)
@@ -166,24 +186,45 @@ def additivity_scatter(
     fig, ax = plt.subplots(figsize=(5.2, 4.6))
     ax.scatter(x[~outlier], y[~outlier], s=14, alpha=0.7, color="tab:blue", label="mixture")
     if outlier.any():
-        ax.scatter(x[outlier], y[outlier], s=40, marker="x", color="tab:red",
-                   label=f"flagged outlier (|t| > threshold), kept: {int(outlier.sum())}")
+        ax.scatter(
+            x[outlier],
+            y[outlier],
+            s=40,
+            marker="x",
+            color="tab:red",
+            label=f"flagged outlier (|t| > threshold), kept: {int(outlier.sum())}",
+        )
     lo = float(min(x.min(), y.min()))
     hi = float(max(x.max(), y.max()))
     pad = 0.05 * (hi - lo or 1.0)
     grid = np.array([lo - pad, hi + pad])
     ax.plot(grid, grid, color="0.4", linestyle="--", linewidth=1, label="y = x")
-    ax.plot(grid, summary["intercept"] + summary["slope"] * grid, color="tab:orange",
-            linewidth=1.6,
-            label=f"OLS fit: slope {summary['slope']:.3g}, intercept {summary['intercept']:.2g}")
+    ax.plot(
+        grid,
+        summary["intercept"] + summary["slope"] * grid,
+        color="tab:orange",
+        linewidth=1.6,
+        label=f"OLS fit: slope {summary['slope']:.3g}, intercept {summary['intercept']:.2g}",
+    )
     ax.set_xlabel("predicted benefit Σ_d w_d B[v, d]")
     ax.set_ylabel("direct benefit of a sampled mixture")
-    ax.set_title(f"{title}\nPearson r = {summary['pearson_r']:.3f}, p = {summary['pearson_p']:.2g}"
-                 f" (n = {len(x)})", fontsize=10)
+    ax.set_title(
+        f"{title}\nPearson r = {summary['pearson_r']:.3f}, p = {summary['pearson_p']:.2g}"
+        f" (n = {len(x)})",
+        fontsize=10,
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left")
-    ax.text(0.99, 0.01, BENEFIT_LABEL, transform=ax.transAxes, ha="right", va="bottom",
-            fontsize=7, color="0.3")
+    ax.text(
+        0.99,
+        0.01,
+        BENEFIT_LABEL,
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=7,
+        color="0.3",
+    )
     fig.tight_layout()
     return save_figure(fig, stem)
 
@@ -197,8 +238,13 @@ def mixture_bars(weights: pd.DataFrame, stem: str | Path, *, title: str) -> list
     )
     centres = np.arange(len(domains))
     for k, method in enumerate(methods):
-        ax.bar(centres - 0.4 + (k + 0.5) * width, weights.loc[method].to_numpy(dtype=float),
-               width, label=method_label(method), color=_COLOURS[k % len(_COLOURS)])
+        ax.bar(
+            centres - 0.4 + (k + 0.5) * width,
+            weights.loc[method].to_numpy(dtype=float),
+            width,
+            label=method_label(method),
+            color=_COLOURS[k % len(_COLOURS)],
+        )
     ax.set_xticks(centres, domains, rotation=45, ha="right")
     ax.set_xlabel("domain")
     ax.set_ylabel("mixture weight (fraction of stage tokens)")
@@ -216,8 +262,13 @@ def predicted_benefit_bars(predicted: pd.DataFrame, stem: str | Path, *, title: 
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(tasks) + 3), 4.0))
     centres = np.arange(len(tasks))
     for k, method in enumerate(methods):
-        ax.bar(centres - 0.4 + (k + 0.5) * width, predicted.loc[method].to_numpy(dtype=float),
-               width, label=method_label(method), color=_COLOURS[k % len(_COLOURS)])
+        ax.bar(
+            centres - 0.4 + (k + 0.5) * width,
+            predicted.loc[method].to_numpy(dtype=float),
+            width,
+            label=method_label(method),
+            color=_COLOURS[k % len(_COLOURS)],
+        )
     ax.axhline(0.0, color="0.4", linewidth=0.8)
     ax.set_xticks(centres, tasks, rotation=30, ha="right")
     ax.set_xlabel("validation task")
@@ -235,8 +286,11 @@ def compute_bars(summary: pd.DataFrame, stem: str | Path, *, title: str) -> list
     flops = table["flops"].to_numpy(dtype=float)
     fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(table) + 2), 3.8))
     centres = np.arange(len(table))
-    ax.bar(centres, np.where(flops > 0, flops, np.nan),
-           color=[_COLOURS[k % len(_COLOURS)] for k in range(len(table))])
+    ax.bar(
+        centres,
+        np.where(flops > 0, flops, np.nan),
+        color=[_COLOURS[k % len(_COLOURS)] for k in range(len(table))],
+    )
     if (flops > 0).any():
         ax.set_yscale("log")
     on_axis = blended_transform_factory(ax.transData, ax.transAxes)
@@ -244,8 +298,15 @@ def compute_bars(summary: pd.DataFrame, stem: str | Path, *, title: str) -> list
         if value > 0:
             ax.text(k, value, f"{value:.2g}", ha="center", va="bottom", fontsize=8)
         else:
-            ax.text(k, 0.02, "0 (no computation)", ha="center", va="bottom", fontsize=8,
-                    transform=on_axis)
+            ax.text(
+                k,
+                0.02,
+                "0 (no computation)",
+                ha="center",
+                va="bottom",
+                fontsize=8,
+                transform=on_axis,
+            )
     ax.set_xticks(centres, [method_label(m) for m in table.index])
     ax.set_ylabel("FLOPs to determine the mixture")
     ax.set_xlabel("mixture method")
@@ -256,7 +317,10 @@ def compute_bars(summary: pd.DataFrame, stem: str | Path, *, title: str) -> list
 
 
 def additivity_figures(
-    points: pd.DataFrame, summary: pd.DataFrame, stems: Mapping[str, str | Path], *,
+    points: pd.DataFrame,
+    summary: pd.DataFrame,
+    stems: Mapping[str, str | Path],
+    *,
     checkpoint: str,
 ) -> list[Path]:
     """One :func:`additivity_scatter` per task of ``stems`` (task → output stem)."""
@@ -264,15 +328,21 @@ def additivity_figures(
     paths = []
     for task, stem in stems.items():
         paths += additivity_scatter(
-            points[points["task"] == task], rows.loc[task], stem,
+            points[points["task"] == task],
+            rows.loc[task],
+            stem,
             title=f"Additivity: {task} at checkpoint {checkpoint}",
         )
     return paths
 
 
 def mixture_figures(
-    B: pd.DataFrame, mixtures: Mapping[str, str | Path], *, weights_stem: str | Path,
-    benefit_stem: str | Path, checkpoint: str,
+    B: pd.DataFrame,
+    mixtures: Mapping[str, str | Path],
+    *,
+    weights_stem: str | Path,
+    benefit_stem: str | Path,
+    checkpoint: str,
 ) -> list[Path]:
     """Mixture weights per domain and each mixture's predicted benefit ``B·w`` per task.
 
@@ -284,6 +354,7 @@ def mixture_figures(
     return mixture_bars(
         weights, weights_stem, title=f"Mixtures determined at checkpoint {checkpoint}"
     ) + predicted_benefit_bars(
-        predicted, benefit_stem,
+        predicted,
+        benefit_stem,
         title=f"Predicted benefit of each mixture (B at checkpoint {checkpoint})",
     )

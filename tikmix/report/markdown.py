@@ -193,9 +193,7 @@ def _influence_section(w: _Writer, inputs: ReportInputs, matrices: dict[str, pd.
 
 def _mixture_section(w: _Writer, inputs: ReportInputs, B: pd.DataFrame) -> pd.DataFrame:
     methods = _ordered_methods(list(inputs.mixtures))
-    weights = pd.DataFrame(
-        {m: read_mixture(inputs.mixtures[m], B.columns) for m in methods}
-    ).T
+    weights = pd.DataFrame({m: read_mixture(inputs.mixtures[m], B.columns) for m in methods}).T
     weights.index.name = "method"
     predicted = predicted_benefits(B, weights)
     predicted["total"] = predicted.sum(axis=1)
@@ -237,8 +235,10 @@ def _additivity_section(w: _Writer, inputs: ReportInputs) -> None:
             "flagged outlier(s) in total.",
         )
     paper = pd.DataFrame(
-        {"benchmark": list(PAPER_PEARSON_R), "pearson_r (paper, appendix D)": list(
-            PAPER_PEARSON_R.values())}
+        {
+            "benchmark": list(PAPER_PEARSON_R),
+            "pearson_r (paper, appendix D)": list(PAPER_PEARSON_R.values()),
+        }
     )
     w.add(
         "For reference, the paper reports (254 mixtures of 0.1B tokens, two outliers removed, "

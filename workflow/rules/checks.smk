@@ -1,31 +1,6 @@
 # Assumption checks (paper appendix D and sec. 1): additivity of group influence around TiKMiX-D's
 # mixture, and the stability of the domains' benefit rankings over training.
 
-# --- to move into common.smk ---
-# Appendix D's defaults; `checks: additivity:` in the config overrides them (schema keys to add:
-# mixtures, low, high, tokens, outlier_threshold).
-ADDITIVITY = {
-    "mixtures": 256,
-    "low": 0.5,
-    "high": 2.0,
-    "tokens": 65536,
-    "outlier_threshold": 3.0,
-    **config.get("checks", {}).get("additivity", {}),
-}
-FIGURES = "results/report/figures"
-
-
-def additivity_stems(ckpt):
-    return [f"{FIGURES}/additivity_{ckpt}_{task}" for task in TASKS]
-
-
-def heatmap_stems():
-    return [f"{FIGURES}/influence_{ckpt}" for ckpt in CHECKPOINTS]
-
-
-TRAJECTORIES_STEM = f"{FIGURES}/benefit_trajectories"
-# --- end of block ---
-
 
 rule additivity:
     input:

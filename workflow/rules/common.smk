@@ -77,6 +77,9 @@ def checkpoint_dir(ckpt):
 def all_targets():
     targets = ["results/stage1/metrics.json"] if not USER_CHECKPOINTS else []
     targets += expand("results/influence/{ckpt}/influence.csv", ckpt=CHECKPOINTS)
+    targets += mixture_targets()
+    targets += evaluation_targets()
+    targets += ["results/report/report.md"]
     return targets
 
 
@@ -103,3 +106,149 @@ def domain_gradient_parts(wildcards):
         domain=wildcards.domain,
         shard=range(INFLUENCE["shards_per_domain"]),
     )
+
+
+MIXING = config["mixing"]
+MIXTURE_METHODS = ["natural", "uniform", "tikmix_d", "tikmix_m"]
+MEGATRON_PREFIXES = {
+    domain: spec["megatron_prefixes"]
+    for domain, spec in config["domains"].items()
+    if "megatron_prefixes" in spec
+}
+EXPORT_FORMATS = [
+    fmt
+    for fmt in MIXING["exports"]
+    if fmt != "megatron.txt" or len(MEGATRON_PREFIXES) == len(DOMAINS)
+]
+
+
+def measurement_parts(ckpt, design):
+    return expand(
+        "results/measurements/{ckpt}/{design}/part-{shard}.csv",
+        ckpt=ckpt,
+        design=design,
+        shard=range(MIXING["measurement"]["shards"]),
+    )
+
+
+def mixture_targets():
+    return expand(
+        "results/mixtures/{ckpt}/{method}.json", ckpt=CHECKPOINTS, method=MIXTURE_METHODS
+    ) + expand(
+        "results/mixtures/{ckpt}/exports/{method}.{format}",
+        ckpt=CHECKPOINTS,
+        method=MIXTURE_METHODS,
+        format=EXPORT_FORMATS,
+    )
+
+STAGE2 = config["stage2"]
+BASELINES = config["baselines"]
+# The checkpoint stage 2 continues from (and whose mixtures are compared): the last by default.
+EVAL_CKPT = STAGE2["checkpoint"] or CHECKPOINTS[-1]
+STAGE2_METHODS = list(STAGE2["methods"])
+STAGE2_SEEDS = list(STAGE2["seeds"])
+DOMAIN_DIRS = {domain: domain_dir(domain) for domain in DOMAINS}
+TASK_FILES = {task: f"results/data/tasks/{task}.npz" for task in TASKS}
+# Settings of tikmix.models.stage2.run_stage2 (STAGE2_KEYS), without the evaluation plan.
+STAGE2_SETTINGS = {
+    key: STAGE2[key]
+    for key in (
+        "tokens",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "schedule",
+        "warmup_fraction",
+        "optimizer_policy",
+        "eval_batch_size",
+    )
+}
+
+
+def stage2_mixture(wildcards):
+    return f"results/mixtures/{EVAL_CKPT}/{wildcards.method}.json"
+
+
+def evaluation_targets():
+    return [
+        "results/evaluation/table.csv",
+        "results/evaluation/summary.csv",
+        "results/evaluation/figure4.csv",
+        "results/evaluation/figure4.json",
+    ]
+
+
+# Appendix D's defaults; `checks: additivity:` in the config overrides them (schema keys to add:
+# mixtures, low, high, tokens, outlier_threshold).
+ADDITIVITY = config["checks"]["additivity"]
+FIGURES = "results/report/figures"
+
+
+def additivity_stems(ckpt):
+    return [f"{FIGURES}/additivity_{ckpt}_{task}" for task in TASKS]
+
+
+def heatmap_stems():
+    return [f"{FIGURES}/influence_{ckpt}" for ckpt in CHECKPOINTS]
+
+
+TRAJECTORIES_STEM = f"{FIGURES}/benefit_trajectories"
+
+
+# The influence pipeline's job outputs whose `compute` records make up TiKMiX-D's cost at a
+# checkpoint (pure reductions add arrays and are not counted).
+def influence_compute_sources(ckpt):
+    base = f"results/influence/{ckpt}"
+    return {
+        "domain gradients": expand(
+            base + "/grads/{domain}/part-{shard}.zarr",
+            domain=DOMAINS,
+            shard=range(INFLUENCE["shards_per_domain"]),
+        ),
+        "task gradients": expand(base + "/task_grads/{task}.zarr", task=TASKS),
+        "EK-FAC": expand(base + "/ekfac/covariances/part-{shard}.zarr", shard=EKFAC_SHARDS)
+        + [base + "/ekfac/eigen.zarr"]
+        + expand(base + "/ekfac/lambda/part-{shard}.zarr", shard=EKFAC_SHARDS),
+        "preconditioning": [base + "/preconditioned_tasks.zarr"],
+        "influence matrix": [base + "/influence.json"],
+    }
+
+
+def compute_sources(ckpt, methods):
+    """method -> component -> job outputs: TiKMiX-M = TiKMiX-D's components + its own."""
+    influence = influence_compute_sources(ckpt)
+    mixture = lambda method: [f"results/mixtures/{ckpt}/{method}.json"]
+    sources = {}
+    for method in methods:
+        if method == "tikmix_d":
+            sources[method] = {**influence, "TiKMiX-D solve": mixture("tikmix_d")}
+        elif method == "tikmix_m":
+            sources[method] = {
+                **influence,
+                "TiKMiX-D solve": mixture("tikmix_d"),
+                "TiKMiX-M measurements and search": mixture("tikmix_m"),
+            }
+        else:
+            sources[method] = {method: mixture(method)}
+    return sources
+
+
+COMPUTE_SOURCES = compute_sources(EVAL_CKPT, STAGE2_METHODS)
+MIXTURE_FIGURES = {
+    "weights": f"{FIGURES}/mixture_weights_{{ckpt}}",
+    "benefit": f"{FIGURES}/predicted_benefit_{{ckpt}}",
+}
+COMPUTE_STEM = f"{FIGURES}/compute"
+EVALUATION_TABLE = "results/evaluation/table.csv"
+
+
+def report_figures():
+    """Section of report.md -> the PNG figures shown in it."""
+    fill = lambda stem: stem.format(ckpt=EVAL_CKPT) + ".png"
+    return {
+        "influence": [f"{stem}.png" for stem in heatmap_stems()],
+        "mixtures": [fill(MIXTURE_FIGURES["weights"]), fill(MIXTURE_FIGURES["benefit"])],
+        "additivity": [f"{stem}.png" for stem in additivity_stems(EVAL_CKPT)],
+        "ranking": [f"{TRAJECTORIES_STEM}.png"],
+        "compute": [f"{COMPUTE_STEM}.png"],
+    }

@@ -2,46 +2,6 @@
 # method's mixture for the same tokens and seeds, measure the tasks, and tabulate. Also the
 # proxy-model baselines RegMix and DoReMi, which write mixtures like the other methods.
 
-# --- to move into common.smk ---
-STAGE2 = config["stage2"]
-BASELINES = config["baselines"]
-# The checkpoint stage 2 continues from (and whose mixtures are compared): the last by default.
-EVAL_CKPT = STAGE2["checkpoint"] or CHECKPOINTS[-1]
-STAGE2_METHODS = list(STAGE2["methods"])
-STAGE2_SEEDS = list(STAGE2["seeds"])
-DOMAIN_DIRS = {domain: domain_dir(domain) for domain in DOMAINS}
-TASK_FILES = {task: f"results/data/tasks/{task}.npz" for task in TASKS}
-# Settings of tikmix.models.stage2.run_stage2 (STAGE2_KEYS), without the evaluation plan.
-STAGE2_SETTINGS = {
-    key: STAGE2[key]
-    for key in (
-        "tokens",
-        "batch_size",
-        "lr",
-        "weight_decay",
-        "schedule",
-        "warmup_fraction",
-        "optimizer_policy",
-        "eval_batch_size",
-    )
-}
-
-
-def stage2_mixture(wildcards):
-    return f"results/mixtures/{EVAL_CKPT}/{wildcards.method}.json"
-
-
-def evaluation_targets():
-    return [
-        "results/evaluation/table.csv",
-        "results/evaluation/summary.csv",
-        "results/evaluation/figure4.csv",
-        "results/evaluation/figure4.json",
-    ]
-
-
-# --- end of block ---
-
 
 rule evaluate_stage2:
     input:

@@ -1,0 +1,13 @@
+from tikmix.influence.pipeline import measure_mixtures_part
+from tikmix.workflow import script_logging
+
+with script_logging(snakemake):
+    measure_mixtures_part(
+        checkpoint=snakemake.input.checkpoint,
+        preconditioned=snakemake.input.preconditioned,
+        mixtures_csv=snakemake.input.mixtures,
+        design=snakemake.wildcards.design,
+        shard=int(snakemake.wildcards.shard),
+        out=snakemake.output[0],
+        **dict(snakemake.params.items()),
+    )

@@ -1,0 +1,10 @@
+from tikmix.mixing.pipeline import baseline_mixture
+from tikmix.workflow import script_logging
+
+with script_logging(snakemake):
+    baseline_mixture(
+        snakemake.wildcards.baseline,
+        dict(zip(snakemake.params.domains, snakemake.input.meta)),
+        snakemake.output[0],
+        influence_csv=snakemake.input.influence,
+    )

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tikmix.data.synthetic import make_synthetic_corpus
+from workflow_helpers import Workflow, job_counts, snapshot_code
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,9 +86,33 @@ def run_snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.C
     return result
 
 
+def jobs_planned(workdir: Path, *args: str, code: Path = REPO) -> dict[str, int]:
+    """Rule → number of jobs that `snakemake --dry-run *args` plans in ``workdir``.
+
+    ``code`` is the checkout the workflow runs from: pass ``completed_workflow.code`` for copies
+    of the completed workflow.
+    """
+    return job_counts(Workflow(workdir, code).plan(*args))
+
+
 @pytest.fixture(scope="session")
 def synthetic_corpus(tmp_path_factory):
     return make_synthetic_corpus(tmp_path_factory.mktemp("synthetic"), docs_per_domain=120, seed=0)
+
+
+@pytest.fixture(scope="session")
+def completed_workflow(tmp_path_factory, synthetic_corpus) -> Workflow:
+    """The tiny workflow's `rule all`, run once per session from a snapshot of the code.
+
+    Read it, or dry-run it, but do not change it: tests that change files or the config work on
+    ``completed_workflow.copy(tmp_path / "work")``, which is up to date like the original. The
+    snapshot (``.code``) makes the session immune to edits of the checkout while it runs.
+    """
+    root = tmp_path_factory.mktemp("completed_workflow")
+    flow = Workflow(root / "work", snapshot_code(root / "code"))
+    flow.write_config(tiny_config(synthetic_corpus))
+    flow.snakemake()
+    return flow
 
 
 @pytest.fixture

@@ -30,6 +30,16 @@ rule additivity:
             for path in [f"{stem}.png" for stem in additivity_stems("{ckpt}")]
         ],
         pdfs=[f"{stem}.pdf" for stem in additivity_stems("{ckpt}")],
+    log:
+        "logs/additivity/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/additivity/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
         tasks=TASKS,
@@ -44,14 +54,6 @@ rule additivity:
         batch_size=INFLUENCE["batch_size"],
         seed=config["seed"],
         device=config["device"],
-    log:
-        "logs/additivity/{ckpt}.log",
-    benchmark:
-        "benchmarks/rules/additivity/{ckpt}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
     script:
         script_path("additivity.py")
 
@@ -88,18 +90,22 @@ rule ranking:
             for stem in heatmap_stems()
         ],
         heatmap_pdfs=[f"{stem}.pdf" for stem in heatmap_stems()],
-    params:
-        checkpoints=CHECKPOINTS,
-        checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
-        trajectories_stem=TRAJECTORIES_STEM,
-        heatmap_stems=heatmap_stems(),
     log:
         "logs/ranking/ranking.log",
     benchmark:
         "benchmarks/rules/ranking/ranking.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        checkpoints=CHECKPOINTS,
+        checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
+        trajectories_stem=lambda wildcards, output: output.figures[0].removesuffix(
+            ".png"
+        ),
+        heatmap_stems=heatmap_stems(),
     script:
         script_path("ranking.py")

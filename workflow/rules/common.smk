@@ -2,6 +2,7 @@
 import glob
 import os
 import re
+from pathlib import Path
 
 from tikmix.config import check_config
 from tikmix.workflow import library_dependencies
@@ -46,7 +47,9 @@ def source_files(domain):
     if DEMO:
         return [DEMO_MANIFEST]
     spec = config["domains"][domain]
-    return sorted({f for pattern in spec["paths"] for f in glob.glob(pattern, recursive=True)})
+    return sorted(
+        {f for pattern in spec["paths"] for f in glob.glob(pattern, recursive=True)}
+    )
 
 
 def domain_sources(wildcards):
@@ -66,7 +69,9 @@ def domain_dir(domain):
 
 
 def domain_files(split):
-    return expand("results/data/domains/{domain}/{split}.npy", domain=DOMAINS, split=split)
+    return expand(
+        "results/data/domains/{domain}/{split}.npy", domain=DOMAINS, split=split
+    )
 
 
 def checkpoint_dir(ckpt):
@@ -133,13 +138,16 @@ def measurement_parts(ckpt, design):
 
 def mixture_targets():
     return expand(
-        "results/mixtures/{ckpt}/{method}.json", ckpt=CHECKPOINTS, method=MIXTURE_METHODS
+        "results/mixtures/{ckpt}/{method}.json",
+        ckpt=CHECKPOINTS,
+        method=MIXTURE_METHODS,
     ) + expand(
         "results/mixtures/{ckpt}/exports/{method}.{format}",
         ckpt=CHECKPOINTS,
         method=MIXTURE_METHODS,
         format=EXPORT_FORMATS,
     )
+
 
 STAGE2 = config["stage2"]
 BASELINES = config["baselines"]
@@ -198,19 +206,22 @@ TRAJECTORIES_STEM = f"{FIGURES}/benefit_trajectories"
 # The influence pipeline's job outputs whose `compute` records make up TiKMiX-D's cost at a
 # checkpoint (pure reductions add arrays and are not counted).
 def influence_compute_sources(ckpt):
-    base = f"results/influence/{ckpt}"
+    influence = lambda *parts: os.path.join("results", "influence", ckpt, *parts)
     return {
         "domain gradients": expand(
-            base + "/grads/{domain}/part-{shard}.zarr",
+            influence("grads", "{domain}", "part-{shard}.zarr"),
             domain=DOMAINS,
             shard=range(INFLUENCE["shards_per_domain"]),
         ),
-        "task gradients": expand(base + "/task_grads/{task}.zarr", task=TASKS),
-        "EK-FAC": expand(base + "/ekfac/covariances/part-{shard}.zarr", shard=EKFAC_SHARDS)
-        + [base + "/ekfac/eigen.zarr"]
-        + expand(base + "/ekfac/lambda/part-{shard}.zarr", shard=EKFAC_SHARDS),
-        "preconditioning": [base + "/preconditioned_tasks.zarr"],
-        "influence matrix": [base + "/influence.json"],
+        "task gradients": expand(influence("task_grads", "{task}.zarr"), task=TASKS),
+        "EK-FAC": expand(
+            influence("ekfac", "{kind}", "part-{shard}.zarr"),
+            kind=["covariances", "lambda"],
+            shard=EKFAC_SHARDS,
+        )
+        + [influence("ekfac", "eigen.zarr")],
+        "preconditioning": [influence("preconditioned_tasks.zarr")],
+        "influence matrix": [influence("influence.json")],
     }
 
 
@@ -247,7 +258,10 @@ def report_figures():
     fill = lambda stem: stem.format(ckpt=EVAL_CKPT) + ".png"
     return {
         "influence": [f"{stem}.png" for stem in heatmap_stems()],
-        "mixtures": [fill(MIXTURE_FIGURES["weights"]), fill(MIXTURE_FIGURES["benefit"])],
+        "mixtures": [
+            fill(MIXTURE_FIGURES["weights"]),
+            fill(MIXTURE_FIGURES["benefit"]),
+        ],
         "additivity": [f"{stem}.png" for stem in additivity_stems(EVAL_CKPT)],
         "ranking": [f"{TRAJECTORIES_STEM}.png"],
         "compute": [f"{COMPUTE_STEM}.png"],

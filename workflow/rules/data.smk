@@ -4,20 +4,24 @@
 if DEMO:
 
     rule fetch_demo_data:
+        input:
+            code=code("fetch_demo_data.py"),
         output:
             manifest=DEMO_MANIFEST,
-        params:
-            resources_dir="resources",
         log:
             "logs/fetch_demo_data/fetch_demo_data.log",
         benchmark:
             "benchmarks/rules/fetch_demo_data/fetch_demo_data.tsv"
+        conda:
+            "../../envs/tikmix.yaml"
         threads: 1
         resources:
             mem_mb=2000,
             runtime=30,
-        input:
-            code=code("fetch_demo_data.py"),
+        params:
+            resources_dir=lambda wildcards, output: str(
+                Path(output.manifest).parents[1]
+            ),
         script:
             script_path("fetch_demo_data.py")
 
@@ -34,6 +38,8 @@ if config["tokenizer"]["path"]:
             "logs/use_tokenizer/use_tokenizer.log",
         benchmark:
             "benchmarks/rules/use_tokenizer/use_tokenizer.tsv"
+        conda:
+            "../../envs/tikmix.yaml"
         threads: 1
         resources:
             mem_mb=1000,
@@ -49,18 +55,20 @@ else:
             code=code("train_tokenizer.py"),
         output:
             "results/tokenizer/tokenizer.json",
-        params:
-            domains=config["domains"],
-            vocab_size=config["tokenizer"]["vocab_size"],
-            sample_chars=config["tokenizer"]["sample_chars"],
         log:
             "logs/train_tokenizer/train_tokenizer.log",
         benchmark:
             "benchmarks/rules/train_tokenizer/train_tokenizer.tsv"
+        conda:
+            "../../envs/tikmix.yaml"
         threads: 2
         resources:
             mem_mb=4000,
             runtime=30,
+        params:
+            domains=config["domains"],
+            vocab_size=config["tokenizer"]["vocab_size"],
+            sample_chars=config["tokenizer"]["sample_chars"],
         script:
             script_path("train_tokenizer.py")
 
@@ -74,19 +82,21 @@ rule tokenize_domain:
         train="results/data/domains/{domain}/train.npy",
         heldout="results/data/domains/{domain}/heldout.npy",
         meta="results/data/domains/{domain}/meta.json",
+    log:
+        "logs/tokenize_domain/{domain}.log",
+    benchmark:
+        "benchmarks/rules/tokenize_domain/{domain}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         spec=lambda wildcards: config["domains"][wildcards.domain],
         heldout_fraction=config["data"]["heldout_fraction"],
         max_tokens=config["data"]["max_tokens_per_domain"],
         seed=config["seed"],
-    log:
-        "logs/tokenize_domain/{domain}.log",
-    benchmark:
-        "benchmarks/rules/tokenize_domain/{domain}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
     script:
         script_path("tokenize_domain.py")
 
@@ -98,17 +108,19 @@ rule tokenize_task:
         code=code("tokenize_task.py"),
     output:
         "results/data/tasks/{task}.npz",
-    params:
-        path=lambda wildcards: config["tasks"][wildcards.task]["path"],
-        seq_len=config["data"]["seq_len"],
     log:
         "logs/tokenize_task/{task}.log",
     benchmark:
         "benchmarks/rules/tokenize_task/{task}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        path=lambda wildcards: config["tasks"][wildcards.task]["path"],
+        seq_len=config["data"]["seq_len"],
     script:
         script_path("tokenize_task.py")
 
@@ -119,16 +131,18 @@ rule prior_mixture:
         code=code("prior_mixture.py"),
     output:
         "results/mixtures/prior.json",
-    params:
-        domains=DOMAINS,
-        spec=config["stage1"]["prior"],
     log:
         "logs/prior_mixture/prior_mixture.log",
     benchmark:
         "benchmarks/rules/prior_mixture/prior_mixture.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        domains=DOMAINS,
+        spec=config["stage1"]["prior"],
     script:
         script_path("prior_mixture.py")

@@ -12,12 +12,6 @@ rule evaluate_stage2:
         code=code("evaluate_stage2.py"),
     output:
         "results/evaluation/{method}/seed{seed}.json",
-    params:
-        domain_dirs=DOMAIN_DIRS,
-        task_files=TASK_FILES,
-        stage2=STAGE2_SETTINGS,
-        seq_len=config["data"]["seq_len"],
-        device=config["device"],
     log:
         "logs/evaluate_stage2/{method}/seed{seed}.log",
     benchmark:
@@ -25,10 +19,18 @@ rule evaluate_stage2:
     wildcard_constraints:
         method="[A-Za-z0-9_.-]+",
         seed=r"\d+",
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 2
     resources:
         mem_mb=8000,
         runtime=240,
+    params:
+        domain_dirs=DOMAIN_DIRS,
+        task_files=TASK_FILES,
+        stage2=STAGE2_SETTINGS,
+        seq_len=config["data"]["seq_len"],
+        device=config["device"],
     script:
         script_path("evaluate_stage2.py")
 
@@ -43,6 +45,16 @@ rule mixture_regmix:
     output:
         mixture="results/mixtures/{ckpt}/regmix.json",
         runs="results/mixtures/{ckpt}/regmix_runs.csv",
+    log:
+        "logs/mixture_regmix/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/mixture_regmix/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
     params:
         regmix=BASELINES["regmix"],
         domain_dirs=DOMAIN_DIRS,
@@ -51,14 +63,6 @@ rule mixture_regmix:
         stage_tokens=STAGE2["tokens"],
         seed=config["seed"],
         device=config["device"],
-    log:
-        "logs/mixture_regmix/{ckpt}.log",
-    benchmark:
-        "benchmarks/rules/mixture_regmix/{ckpt}.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
     script:
         script_path("mixture_regmix.py")
 
@@ -73,6 +77,16 @@ rule mixture_doremi:
     output:
         mixture="results/mixtures/{ckpt}/doremi.json",
         trace="results/mixtures/{ckpt}/doremi_trace.csv",
+    log:
+        "logs/mixture_doremi/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/mixture_doremi/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240,
     params:
         doremi=BASELINES["doremi"],
         domain_dirs=DOMAIN_DIRS,
@@ -80,14 +94,6 @@ rule mixture_doremi:
         stage_tokens=STAGE2["tokens"],
         seed=config["seed"],
         device=config["device"],
-    log:
-        "logs/mixture_doremi/{ckpt}.log",
-    benchmark:
-        "benchmarks/rules/mixture_doremi/{ckpt}.tsv"
-    threads: 2
-    resources:
-        mem_mb=8000,
-        runtime=240,
     script:
         script_path("mixture_doremi.py")
 
@@ -100,7 +106,9 @@ rule evaluation_table:
             seed=STAGE2_SEEDS,
         ),
         mixtures=expand(
-            "results/mixtures/{ckpt}/{method}.json", ckpt=EVAL_CKPT, method=STAGE2_METHODS
+            "results/mixtures/{ckpt}/{method}.json",
+            ckpt=EVAL_CKPT,
+            method=STAGE2_METHODS,
         ),
         influence=f"results/influence/{EVAL_CKPT}/influence.csv",
         code=code("evaluation_table.py"),
@@ -109,16 +117,18 @@ rule evaluation_table:
         summary="results/evaluation/summary.csv",
         figure4="results/evaluation/figure4.csv",
         figure4_stats="results/evaluation/figure4.json",
-    params:
-        methods=STAGE2_METHODS,
-        reference=STAGE2["improvement_reference"],
     log:
         "logs/evaluation_table/evaluation_table.log",
     benchmark:
         "benchmarks/rules/evaluation_table/evaluation_table.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        methods=STAGE2_METHODS,
+        reference=STAGE2["improvement_reference"],
     script:
         script_path("evaluation_table.py")

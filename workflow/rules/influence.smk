@@ -9,6 +9,17 @@ rule domain_gradients:
         code=code("domain_gradients.py"),
     output:
         directory("results/influence/{ckpt}/grads/{domain}/part-{shard}.zarr"),
+    log:
+        "logs/domain_gradients/{ckpt}/{domain}/part-{shard}.log",
+    # Cached between workflows (--cache), so Snakemake forbids a benchmark file: the job's
+    # wall time and peak memory are recorded in the store's attributes instead.
+    cache: "omit-software"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         domain_dir=lambda wildcards: domain_dir(wildcards.domain),
         tokens=INFLUENCE["domain_tokens"],
@@ -18,15 +29,6 @@ rule domain_gradients:
         tracked_modules=INFLUENCE["tracked_modules"],
         seed=config["seed"],
         device=config["device"],
-    log:
-        "logs/domain_gradients/{ckpt}/{domain}/part-{shard}.log",
-    # Cached between workflows (--cache), so Snakemake forbids a benchmark file: the job's
-    # wall time and peak memory are recorded in the store's attributes instead.
-    cache: "omit-software"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
     script:
         script_path("domain_gradients.py")
 
@@ -42,6 +44,8 @@ rule reduce_domain_gradients:
     # Cached between workflows (--cache), so Snakemake forbids a benchmark file: the job's
     # wall time and peak memory are recorded in the store's attributes instead.
     cache: "omit-software"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -57,18 +61,20 @@ rule task_gradients:
         code=code("task_gradients.py"),
     output:
         directory("results/influence/{ckpt}/task_grads/{task}.zarr"),
-    params:
-        batch_size=INFLUENCE["task_batch_size"],
-        tracked_modules=INFLUENCE["tracked_modules"],
-        device=config["device"],
     log:
         "logs/task_gradients/{ckpt}/{task}.log",
     benchmark:
         "benchmarks/rules/task_gradients/{ckpt}/{task}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        batch_size=INFLUENCE["task_batch_size"],
+        tracked_modules=INFLUENCE["tracked_modules"],
+        device=config["device"],
     script:
         script_path("task_gradients.py")
 
@@ -81,16 +87,18 @@ rule ekfac_covariances:
         code=code("ekfac_covariances.py"),
     output:
         directory("results/influence/{ckpt}/ekfac/covariances/part-{shard}.zarr"),
-    params:
-        **EKFAC_SAMPLE_PARAMS,
     log:
         "logs/ekfac_covariances/{ckpt}/part-{shard}.log",
     benchmark:
         "benchmarks/rules/ekfac_covariances/{ckpt}/part-{shard}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
+    params:
+        **EKFAC_SAMPLE_PARAMS,
     script:
         script_path("ekfac_covariances.py")
 
@@ -108,6 +116,8 @@ rule ekfac_eigen:
         "logs/ekfac_eigen/{ckpt}.log",
     benchmark:
         "benchmarks/rules/ekfac_eigen/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 2
     resources:
         mem_mb=8000,
@@ -125,16 +135,18 @@ rule ekfac_lambda:
         code=code("ekfac_lambda.py"),
     output:
         directory("results/influence/{ckpt}/ekfac/lambda/part-{shard}.zarr"),
-    params:
-        **EKFAC_SAMPLE_PARAMS,
     log:
         "logs/ekfac_lambda/{ckpt}/part-{shard}.log",
     benchmark:
         "benchmarks/rules/ekfac_lambda/{ckpt}/part-{shard}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
+    params:
+        **EKFAC_SAMPLE_PARAMS,
     script:
         script_path("ekfac_lambda.py")
 
@@ -143,7 +155,8 @@ rule ekfac_factors:
     input:
         eigen="results/influence/{ckpt}/ekfac/eigen.zarr",
         parts=expand(
-            "results/influence/{{ckpt}}/ekfac/lambda/part-{shard}.zarr", shard=EKFAC_SHARDS
+            "results/influence/{{ckpt}}/ekfac/lambda/part-{shard}.zarr",
+            shard=EKFAC_SHARDS,
         ),
         code=code("ekfac_factors.py"),
     output:
@@ -153,6 +166,8 @@ rule ekfac_factors:
     # Cached between workflows (--cache), so Snakemake forbids a benchmark file: the job's
     # wall time and peak memory are recorded in the store's attributes instead.
     cache: "omit-software"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=4000,
@@ -168,18 +183,20 @@ rule precondition_task_gradients:
         code=code("precondition_task_gradients.py"),
     output:
         directory("results/influence/{ckpt}/preconditioned_tasks.zarr"),
-    params:
-        tasks=TASKS,
-        damping=INFLUENCE["ekfac"]["damping"],
-        damping_factor=INFLUENCE["ekfac"]["damping_factor"],
     log:
         "logs/precondition_task_gradients/{ckpt}.log",
     benchmark:
         "benchmarks/rules/precondition_task_gradients/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        tasks=TASKS,
+        damping=INFLUENCE["ekfac"]["damping"],
+        damping_factor=INFLUENCE["ekfac"]["damping_factor"],
     script:
         script_path("precondition_task_gradients.py")
 
@@ -198,15 +215,17 @@ rule influence_matrix:
         ),
         sidecar="results/influence/{ckpt}/influence.json",
         per_module="results/influence/{ckpt}/influence_modules.parquet",
-    params:
-        domains=DOMAINS,
     log:
         "logs/influence_matrix/{ckpt}.log",
     benchmark:
         "benchmarks/rules/influence_matrix/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        domains=DOMAINS,
     script:
         script_path("influence_matrix.py")

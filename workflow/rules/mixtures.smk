@@ -9,18 +9,20 @@ rule mixture_baseline:
         code=code("mixture_baseline.py"),
     output:
         "results/mixtures/{ckpt}/{baseline}.json",
-    wildcard_constraints:
-        baseline="natural|uniform",
-    params:
-        domains=DOMAINS,
     log:
         "logs/mixture_baseline/{ckpt}/{baseline}.log",
     benchmark:
         "benchmarks/rules/mixture_baseline/{ckpt}/{baseline}.tsv"
+    wildcard_constraints:
+        baseline="natural|uniform",
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        domains=DOMAINS,
     script:
         script_path("mixture_baseline.py")
 
@@ -34,18 +36,20 @@ rule mixture_tikmix_d:
         code=code("mixture_tikmix_d.py"),
     output:
         "results/mixtures/{ckpt}/tikmix_d.json",
-    params:
-        domains=DOMAINS,
-        stage_tokens=MIXING["stage_tokens"],
-        **MIXING["tikmix_d"],
     log:
         "logs/mixture_tikmix_d/{ckpt}.log",
     benchmark:
         "benchmarks/rules/mixture_tikmix_d/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        **MIXING["tikmix_d"],
+        domains=DOMAINS,
+        stage_tokens=MIXING["stage_tokens"],
     script:
         script_path("mixture_tikmix_d.py")
 
@@ -56,19 +60,21 @@ rule mixture_candidates:
         code=code("mixture_candidates.py"),
     output:
         "results/measurements/{ckpt}/tikmix_m/mixtures.csv",
+    log:
+        "logs/mixture_candidates/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/mixture_candidates/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
     params:
         n=MIXING["tikmix_m"]["candidates"],
         low=MIXING["tikmix_m"]["low"],
         high=MIXING["tikmix_m"]["high"],
         seed=config["seed"],
-    log:
-        "logs/mixture_candidates/{ckpt}.log",
-    benchmark:
-        "benchmarks/rules/mixture_candidates/{ckpt}.tsv"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=5,
     script:
         script_path("mixture_candidates.py")
 
@@ -82,6 +88,16 @@ rule measure_mixtures:
         code=code("measure_mixtures.py"),
     output:
         "results/measurements/{ckpt}/{design}/part-{shard}.csv",
+    log:
+        "logs/measure_mixtures/{ckpt}/{design}/part-{shard}.log",
+    benchmark:
+        "benchmarks/rules/measure_mixtures/{ckpt}/{design}/part-{shard}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
         tokens=MIXING["measurement"]["tokens"],
@@ -91,14 +107,6 @@ rule measure_mixtures:
         tracked_modules=INFLUENCE["tracked_modules"],
         seed=config["seed"],
         device=config["device"],
-    log:
-        "logs/measure_mixtures/{ckpt}/{design}/part-{shard}.log",
-    benchmark:
-        "benchmarks/rules/measure_mixtures/{ckpt}/{design}/part-{shard}.tsv"
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=120,
     script:
         script_path("measure_mixtures.py")
 
@@ -111,18 +119,20 @@ rule mixture_tikmix_m:
         code=code("mixture_tikmix_m.py"),
     output:
         "results/mixtures/{ckpt}/tikmix_m.json",
-    params:
-        eps=MIXING["tikmix_d"]["eps"],
-        seed=config["seed"],
-        search=MIXING["tikmix_m"]["search"],
     log:
         "logs/mixture_tikmix_m/{ckpt}.log",
     benchmark:
         "benchmarks/rules/mixture_tikmix_m/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=30,
+    params:
+        eps=MIXING["tikmix_d"]["eps"],
+        seed=config["seed"],
+        search=MIXING["tikmix_m"]["search"],
     script:
         script_path("mixture_tikmix_m.py")
 
@@ -139,17 +149,19 @@ rule export_mixtures:
             method=MIXTURE_METHODS,
             format=EXPORT_FORMATS,
         ),
-    params:
-        methods=MIXTURE_METHODS,
-        formats=EXPORT_FORMATS,
-        prefixes=MEGATRON_PREFIXES,
     log:
         "logs/export_mixtures/{ckpt}.log",
     benchmark:
         "benchmarks/rules/export_mixtures/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=500,
         runtime=5,
+    params:
+        methods=MIXTURE_METHODS,
+        formats=EXPORT_FORMATS,
+        prefixes=MEGATRON_PREFIXES,
     script:
         script_path("export_mixtures.py")

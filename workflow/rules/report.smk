@@ -22,18 +22,24 @@ rule mixture_figures:
             subcategory="{ckpt}",
         ),
         pdfs=[MIXTURE_FIGURES["weights"] + ".pdf", MIXTURE_FIGURES["benefit"] + ".pdf"],
-    params:
-        methods=STAGE2_METHODS,
-        weights_stem=lambda wildcards: MIXTURE_FIGURES["weights"].format(ckpt=wildcards.ckpt),
-        benefit_stem=lambda wildcards: MIXTURE_FIGURES["benefit"].format(ckpt=wildcards.ckpt),
     log:
         "logs/mixture_figures/{ckpt}.log",
     benchmark:
         "benchmarks/rules/mixture_figures/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        methods=STAGE2_METHODS,
+        weights_stem=lambda wildcards: MIXTURE_FIGURES["weights"].format(
+            ckpt=wildcards.ckpt
+        ),
+        benefit_stem=lambda wildcards: MIXTURE_FIGURES["benefit"].format(
+            ckpt=wildcards.ckpt
+        ),
     script:
         script_path("mixture_figures.py")
 
@@ -60,18 +66,20 @@ rule compute_table:
             f"{COMPUTE_STEM}.png", caption="../report/compute.rst", category="Compute"
         ),
         pdf=f"{COMPUTE_STEM}.pdf",
-    params:
-        sources=COMPUTE_SOURCES,
-        reference="regmix",
-        figure_stem=COMPUTE_STEM,
     log:
         "logs/compute_table/compute_table.log",
     benchmark:
         "benchmarks/rules/compute_table/compute_table.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        sources=COMPUTE_SOURCES,
+        reference="regmix",
+        figure_stem=lambda wildcards, output: output.figure.removesuffix(".png"),
     script:
         script_path("compute_table.py")
 
@@ -81,7 +89,9 @@ rule report:
         influence=expand("results/influence/{ckpt}/influence.csv", ckpt=CHECKPOINTS),
         checkpoints=[checkpoint_dir(ckpt) for ckpt in CHECKPOINTS],
         mixtures=expand(
-            "results/mixtures/{ckpt}/{method}.json", ckpt=EVAL_CKPT, method=STAGE2_METHODS
+            "results/mixtures/{ckpt}/{method}.json",
+            ckpt=EVAL_CKPT,
+            method=STAGE2_METHODS,
         ),
         additivity=f"results/checks/{EVAL_CKPT}/additivity_summary.csv",
         ranking="results/checks/ranking.csv",
@@ -97,21 +107,27 @@ rule report:
             caption="../report/report.rst",
             category="Report",
         ),
+    log:
+        "logs/report/report.log",
+    benchmark:
+        "benchmarks/rules/report/report.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
     params:
         checkpoints=CHECKPOINTS,
         checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
         mixture_checkpoint=EVAL_CKPT,
         methods=STAGE2_METHODS,
         figures=report_figures(),
-        stage1_metrics=None if USER_CHECKPOINTS else "results/stage1/metrics.json",
-        evaluation=EVALUATION_TABLE if STAGE2_METHODS else None,
-    log:
-        "logs/report/report.log",
-    benchmark:
-        "benchmarks/rules/report/report.tsv"
-    threads: 1
-    resources:
-        mem_mb=2000,
-        runtime=10,
+        stage1_metrics=lambda wildcards, input: (
+            input.metrics[0] if input.metrics else None
+        ),
+        evaluation=lambda wildcards, input: (
+            input.evaluation[0] if input.evaluation else None
+        ),
     script:
         script_path("report.py")

@@ -17,6 +17,16 @@ if not USER_CHECKPOINTS:
                 directory(f"results/checkpoints/{name}") for name in STAGE1_CHECKPOINTS
             ],
             metrics="results/stage1/metrics.json",
+        log:
+            "logs/train_stage1/train_stage1.log",
+        benchmark:
+            "benchmarks/rules/train_stage1/train_stage1.tsv"
+        conda:
+            "../../envs/tikmix.yaml"
+        threads: 2
+        resources:
+            mem_mb=8000,
+            runtime=240,
         params:
             domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
             checkpoints=STAGE1_CHECKPOINTS,
@@ -25,13 +35,5 @@ if not USER_CHECKPOINTS:
             seq_len=config["data"]["seq_len"],
             seed=config["seed"],
             device=config["device"],
-        log:
-            "logs/train_stage1/train_stage1.log",
-        benchmark:
-            "benchmarks/rules/train_stage1/train_stage1.tsv"
-        threads: 2
-        resources:
-            mem_mb=8000,
-            runtime=240,
         script:
             script_path("train_stage1.py")

@@ -4,7 +4,7 @@ from tikmix.workflow import script_logging
 with script_logging(snakemake):
     baseline_mixture(
         snakemake.wildcards.baseline,
-        dict(zip(snakemake.params.domains, snakemake.input.meta)),
+        dict(zip(snakemake.params.domains, snakemake.input.meta, strict=True)),
         snakemake.output[0],
         influence_csv=snakemake.input.influence,
     )

@@ -6,7 +6,7 @@ with script_logging(snakemake) as log:
         influence_csv=snakemake.input.influence,
         influence_sidecar=snakemake.input.sidecar,
         prior=snakemake.input.prior,
-        domain_meta=dict(zip(snakemake.params.domains, snakemake.input.meta)),
+        domain_meta=dict(zip(snakemake.params.domains, snakemake.input.meta, strict=True)),
         alpha=snakemake.params.alpha,
         beta=snakemake.params.beta,
         gamma=snakemake.params.gamma,

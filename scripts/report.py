@@ -1,4 +1,4 @@
-from tikmix.report.markdown import ReportInputs, write_report
+from tikmix.report.markdown import EvaluationFiles, ReportInputs, write_report
 from tikmix.workflow import script_logging
 
 with script_logging(snakemake):
@@ -16,6 +16,6 @@ with script_logging(snakemake):
             compute_components=snakemake.input.compute_components,
             figures=p.figures,
             stage1_metrics=p.stage1_metrics,
-            evaluation=p.evaluation,
+            evaluation=EvaluationFiles(**p.evaluation) if p.evaluation else None,
         ),
     )

@@ -13,7 +13,7 @@ with script_logging(snakemake):
         checkpoints={
             name: (fraction, directory)
             for (name, fraction), directory in zip(
-                snakemake.params.checkpoints.items(), snakemake.output.checkpoints
+                snakemake.params.checkpoints.items(), snakemake.output.checkpoints, strict=True
             )
         },
         metrics_path=snakemake.output.metrics,

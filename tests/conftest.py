@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_helpers import Workflow, job_counts, snapshot_code
 
 from tikmix.data.synthetic import make_synthetic_corpus
-from workflow_helpers import Workflow, job_counts, snapshot_code
 
 REPO = Path(__file__).resolve().parents[1]
 

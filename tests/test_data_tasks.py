@@ -170,13 +170,16 @@ def test_invalid_rows_name_file_and_line(tmp_path, rows, pattern):
         read_task(tmp_path / "t.jsonl")
 
 
-def test_tokenization_errors(tok, tmp_path):
+def test_long_continuation_is_truncated_to_seq_len(tok, tmp_path):
     write_task(tmp_path / "t.jsonl", [{"context": "a", "continuation": " x" * 40}])
-    with pytest.raises(
-        DataError, match=r"t\.jsonl:1: continuation has \d+ tokens, more than seq_len=8"
-    ):
-        tokenize_task(tmp_path / "t.jsonl", tok, tmp_path / "t.npz", seq_len=8)
+    summary = tokenize_task(tmp_path / "t.jsonl", tok, tmp_path / "t.npz", seq_len=8)
+    assert summary["n_truncated_continuations"] == 1
+    with np.load(tmp_path / "t.npz") as data:
+        assert data["loss_mask"][0, 1:].sum() == 8 and data["loss_mask"][0, 0] == 0
+
+
+def test_tokenization_errors(tok, tmp_path):
     write_task(tmp_path / "s.jsonl", [{"text": "Answer: Paris"}, {"text": "a"}])
     with pytest.raises(DataError, match=r"s\.jsonl:2: text has fewer than 2 tokens"):
         tokenize_task(tmp_path / "s.jsonl", tok, tmp_path / "s.npz", seq_len=8)
-    assert not (tmp_path / "t.npz").exists() and not (tmp_path / "s.npz").exists()
+    assert not (tmp_path / "s.npz").exists()

@@ -8,9 +8,12 @@ import pytest
 from matplotlib import image
 
 from tikmix.analysis.additivity import additivity_statistics
+from tikmix.analysis.evaluation import benefit_vs_improvement
 from tikmix.analysis.ranking import ORDER_AXIS, benefit_trajectories
+from tikmix.report import figures
 from tikmix.report.figures import (
     additivity_scatter,
+    benefit_improvement_scatter,
     benefit_trajectories_figure,
     compute_bars,
     influence_heatmap,
@@ -75,3 +78,49 @@ def test_mixture_and_compute_figures(tmp_path, n_methods):
         {"method": methods, "tokens": 0.0, "flops": [0.0, 3e9, 7e15, 3e16][:n_methods]}
     )
     _check(compute_bars(summary, tmp_path / "compute", title="Compute"))
+
+
+def _stage2_record(method, seed, loss, weights):
+    return {
+        "method": method,
+        "seed": seed,
+        "weights": dict(zip(DOMAINS, weights, strict=True)),
+        "tasks": {"mmlu": {"loss": loss}},
+        "average_loss": loss,
+        "before": {"average_loss": 3.0},
+    }
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_benefit_improvement_scatter_states_pearson_and_axes(tmp_path, monkeypatch, n_seeds):
+    methods = ["natural", "uniform", "tikmix_d", "random0", "random1"]
+    records = [
+        _stage2_record(m, s, 2.5 - 0.1 * k + 0.01 * s, rng.dirichlet(np.ones(len(DOMAINS))))
+        for k, m in enumerate(methods)
+        for s in range(n_seeds)
+    ]
+    # Seeds of a mixture share its weights.
+    for r in records:
+        r["weights"] = records[methods.index(r["method"]) * n_seeds]["weights"]
+    points, stats = benefit_vs_improvement(
+        records, _matrix(), random_mixtures={"random0", "random1"}
+    )
+    drawn = []
+    save = figures.save_figure
+    monkeypatch.setattr(
+        figures, "save_figure", lambda fig, stem: drawn.append(fig) or save(fig, stem)
+    )
+    _check(benefit_improvement_scatter(points, stats, tmp_path / "figure4", title="Figure 4"))
+    ax = drawn[0].axes[0]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[:3] == ["Natural (prior)", "Uniform", "TiKMiX-D"]
+    assert "random mixture, Dirichlet(1) (2)" in legend
+    assert f"Pearson ρ = {stats['pearson']:.3f}" in legend[-1] and "0.789" in legend[-1]
+    assert "nats/token" in ax.get_ylabel() and "Σ_v P̂_v" in ax.get_xlabel()
+    assert any("benefit = −influence" in t.get_text() for t in ax.texts)
+
+
+def test_benefit_improvement_scatter_without_a_correlation(tmp_path):
+    records = [_stage2_record("natural", 0, 2.5, np.ones(len(DOMAINS)) / len(DOMAINS))]
+    points, stats = benefit_vs_improvement(records, _matrix())
+    _check(benefit_improvement_scatter(points, stats, tmp_path / "figure4", title="Figure 4"))

@@ -9,9 +9,16 @@ import pandas as pd
 import pytest
 
 from tikmix.analysis.additivity import additivity_statistics
+from tikmix.analysis.evaluation import write_evaluation_tables
 from tikmix.analysis.ranking import ranking_stability
 from tikmix.mixing.exports import mixture_document, write_mixture
-from tikmix.report.markdown import ReportInputs, format_number, markdown_table, write_report
+from tikmix.report.markdown import (
+    EvaluationFiles,
+    ReportInputs,
+    format_number,
+    markdown_table,
+    write_report,
+)
 
 DOMAINS = ["news", "fiction", "lore"]
 TASKS = ["mmlu", "trivia"]
@@ -91,7 +98,6 @@ def results(tmp_path):
         compute_components=components,
         figures={"influence": [figure]},
         stage1_metrics=metrics,
-        evaluation=root / "evaluation" / "table.csv",
     )
 
 
@@ -146,13 +152,102 @@ def test_report_has_every_section_and_numbers_from_the_files(results, tmp_path):
     assert format_number(first["spearman_rho"]) in _table_row(ranking, first["task"])
 
 
-def test_evaluation_table_is_rendered_when_present(results, tmp_path):
-    results.evaluation.parent.mkdir(parents=True)
-    pd.DataFrame({"method": ["natural", "tikmix_d"], "mmlu_loss": [3.21, 3.1]}).to_csv(
-        results.evaluation, index=False
+def _stage2_results(root):
+    """Stage-2 records of three methods and two random mixtures, two seeds, through the
+    library's writer; returns the files and the records' average losses."""
+    losses = {  # method -> seed -> (mmlu loss, trivia loss)
+        "natural": [(3.0, 2.0), (3.2, 2.2)],
+        "tikmix_d": [(2.8, 2.1), (2.9, 2.1)],
+        "regmix": [(2.9, 1.9), (3.0, 1.8)],
+        "random0": [(3.3, 2.4), (3.3, 2.5)],
+        "random1": [(3.1, 2.3), (3.2, 2.2)],
+    }
+    weights = {
+        "natural": [0.5, 0.3, 0.2],
+        "tikmix_d": [0.2, 0.2, 0.6],
+        "regmix": [0.3, 0.3, 0.4],
+        "random0": [0.7, 0.2, 0.1],
+        "random1": [0.1, 0.8, 0.1],
+    }
+    flops = {"natural": 0.0, "tikmix_d": 7.0e11, "regmix": 3.5e12}
+    records = []
+    for method, runs in losses.items():
+        for seed, (mmlu, trivia) in enumerate(runs):
+            records.append(root / "evaluation" / method / f"seed{seed}.json")
+            records[-1].parent.mkdir(parents=True, exist_ok=True)
+            tasks = {
+                "mmlu": {"loss": mmlu, "accuracy": 0.25 + 0.1 * seed},
+                "trivia": {"loss": trivia},
+            }
+            records[-1].write_text(
+                json.dumps(
+                    {
+                        "method": method,
+                        "seed": seed,
+                        "weights": dict(zip(DOMAINS, weights[method], strict=True)),
+                        "tasks": tasks,
+                        "average_loss": (mmlu + trivia) / 2,
+                        "before": {"average_loss": 3.0},
+                    }
+                )
+            )
+    mixtures = {}
+    for method, total in flops.items():
+        mixtures[method] = root / "evaluation" / "mixtures" / f"{method}.json"
+        mixtures[method].parent.mkdir(parents=True, exist_ok=True)
+        mixtures[method].write_text(
+            json.dumps(
+                {"method": method, "compute": {"flops": 1.0}, "total_compute": {"flops": total}}
+            )
+        )
+    files = EvaluationFiles(
+        *(root / "evaluation" / n for n in ("t.csv", "s.csv", "f.csv", "f.json"))
     )
+    points, stats = write_evaluation_tables(
+        records,
+        mixtures,
+        root / "influence" / "stage1-100" / "influence.csv",
+        table_path=files.table,
+        summary_path=files.summary,
+        figure4_path=files.figure4,
+        figure4_stats_path=files.figure4_stats,
+        random_mixtures=["random0", "random1"],
+    )
+    return files, points, stats
+
+
+def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp_path):
+    results.evaluation, points, stats = _stage2_results(tmp_path / "results")
     text = write_report(tmp_path / "report.md", results).read_text()
-    assert _table_row(_section(text, "Stage-2 evaluation"), "tikmix_d")[1] == "3.1"
+    section = _section(text, "Stage-2 evaluation")
+    header = _table_row(section, "task")
+    assert header[1:] == ["Natural (prior)", "TiKMiX-D", "RegMix"]  # no random mixtures
+    # mmlu: natural 3.1 ± 0.14, TiKMiX-D 2.85 ± 0.071 (best, bold), RegMix 2.95 ± 0.071.
+    mmlu = _table_row(section, "mmlu")
+    assert mmlu[1] == f"3.1 ± {np.std([3.0, 3.2], ddof=1):.2g}"
+    assert mmlu[2] == f"**2.85 ± {np.std([2.8, 2.9], ddof=1):.2g}**"
+    # trivia: RegMix 1.85 is best; average: natural 2.6, TiKMiX-D 2.475, RegMix 2.4 (best).
+    assert _table_row(section, "trivia")[3].startswith("**1.85 ± ")
+    average = _table_row(section, "average")
+    assert average[3].startswith("**2.4 ± ") and average[2].startswith("2.475 ± ")
+    assert _table_row(section, "best on (loss)")[1:] == ["0/2", "1/2", "1/2"]
+    assert _table_row(section, "FLOPs to determine the mixture")[1:] == ["0", "7e+11", "3.5e+12"]
+    # Accuracy table: equal means everywhere, so every method is bold.
+    accuracy = _table_row(section, "mmlu (accuracy)")
+    assert accuracy[1] == f"**0.3 ± {np.std([0.25, 0.35], ddof=1):.2g}**"
+    assert (
+        "0.2 times RegMix's 3.5e+12" in section
+        and "(the paper: 7.2e+17 / 3.7e+18 = 0.19)" in section
+    )
+    assert "RegMix has the lowest average loss (2.4)" in section
+    # Figure 4: every mixture, random ones included, and ρ from the statistics file.
+    assert _table_row(section, "random1")[1] == "random"
+    figure4 = section.split("figure 4)", 1)[1]
+    row = _table_row(figure4, "TiKMiX-D")
+    assert float(row[2]) == pytest.approx(points.loc["tikmix_d", "predicted_benefit"], rel=5e-4)
+    assert row[3].startswith(format_number(3.0 - 2.475))
+    assert stats["n_mixtures"] == 5 and f"ρ = {format_number(stats['pearson'])}" in figure4
+    assert "0.789" in figure4
 
 
 def test_missing_result_file_is_named(results, tmp_path):

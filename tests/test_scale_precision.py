@@ -47,6 +47,7 @@ def test_precision_names_are_checked():
 
 
 @pytest.mark.parametrize("device", DEVICES)
+# rank_in 64 leaves the 32-wide inputs unprojected (still bf16) and projects down_proj's 96
 @pytest.mark.parametrize("projection", [None, {"rank_out": 8, "rank_in": 64, "seed": 0}])
 def test_bf16_influence_matches_fp32(llama, device, projection):
     model = llama.to(device)

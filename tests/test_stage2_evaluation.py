@@ -15,8 +15,11 @@ from tikmix.analysis.evaluation import (
     load_records,
     method_summary,
     mixture_flops,
+    random_mixture_name,
     write_evaluation_tables,
+    write_random_mixture,
 )
+from tikmix.mixing.exports import read_mixture
 
 
 def record(method, seed, losses, accuracy=None, before=3.0, weights=None):
@@ -69,11 +72,12 @@ def test_table_mean_std_and_best_against_hand_values():
     assert loss_tasks == ["text", "code", "qa", "average"]
 
 
-def test_summary_best_on_k_of_n_and_flops(tmp_path):
+def test_summary_best_on_k_of_n_and_total_flops(tmp_path):
     for method, flops in (("a", 7.2e17), ("b", None)):
-        doc = {"method": method, "weights": {"x": 1.0}}
+        # `compute` is the last step only (e.g. TiKMiX-D's solve); `total_compute` is the cost.
+        doc = {"method": method, "weights": {"x": 1.0}, "compute": {"flops": 5.0}}
         if flops is not None:
-            doc["compute"] = {"flops": flops}
+            doc["total_compute"] = {"flops": flops}
         (tmp_path / f"{method}.json").write_text(json.dumps(doc))
     flops = mixture_flops({m: tmp_path / f"{m}.json" for m in ("a", "b")})
     summary = method_summary(evaluation_table(RECORDS), flops)
@@ -132,7 +136,7 @@ def test_benefit_vs_improvement_rejects_inconsistent_input():
     with pytest.raises(EvaluationInputError, match="reference method 'natural'"):
         benefit_vs_improvement(mixed[:1], B, reference="natural")
     points, stats = benefit_vs_improvement(mixed[:1], B)
-    assert math.isnan(stats["pearson"]) and stats["n_methods"] == 1
+    assert math.isnan(stats["pearson"]) and stats["n_mixtures"] == 1
 
 
 def test_load_records_names_the_bad_file(tmp_path):
@@ -146,35 +150,98 @@ def test_load_records_names_the_bad_file(tmp_path):
         evaluation_table(load_records([good, good]))
 
 
+def test_random_mixtures_enter_figure_4_but_not_table_1():
+    # A random mixture with the lowest loss everywhere: it must not take "best" from a or b.
+    random = record("random0", 0, {"text": 0.1, "code": 0.1, "qa": 0.1}, accuracy=1.0)
+    table = evaluation_table([*RECORDS, random], methods=["a", "b"])
+    assert set(table["method"]) == {"a", "b"}
+    assert table.equals(evaluation_table(RECORDS, methods=["a", "b"]))
+    assert cell(table, "loss", "text", "a")["best"]
+    with pytest.raises(EvaluationInputError, match=r"method\(s\) \['c'\]"):
+        evaluation_table(RECORDS, methods=["a", "c"])
+    B = pd.DataFrame({"x": [1.0, 0.5], "y": [0.0, 2.0]}, index=["t1", "t2"])
+    spread = {"a": {"x": 0.2, "y": 0.8}, "b": {"x": 0.6, "y": 0.4}, "random0": {"x": 1.0}}
+    records = [{**r, "weights": spread[r["method"]]} for r in [*RECORDS, random]]
+    points, stats = benefit_vs_improvement(records, B, random_mixtures={"random0"})
+    assert points["kind"].to_dict() == {"a": "method", "b": "method", "random0": "random"}
+    assert stats["n_mixtures"] == 3 and stats["n_random"] == 1
+    # ρ is over every point, random ones included (the paper's figure 4 pools its mixtures).
+    expected = pearsonr(points["predicted_benefit"], points["improvement_mean"])
+    assert stats["pearson"] == pytest.approx(expected.statistic)
+
+
+def test_random_mixture_is_a_seeded_dirichlet_draw_with_predicted_benefit(tmp_path):
+    domains = ["x", "y", "z"]
+    influence = tmp_path / "influence.csv"
+    B = pd.DataFrame(
+        {"x": [1.0, 0.0], "y": [0.0, 2.0], "z": [-1.0, 0.5]},
+        index=pd.Index(["t1", "t2"], name="task"),
+    )
+    B.to_csv(influence)
+    docs = [
+        write_random_mixture(
+            tmp_path / f"r{k}.json", domains, seed=7, index=k, influence_csv=influence
+        )
+        for k in range(3)
+    ]
+    again = write_random_mixture(
+        tmp_path / "again.json", domains, seed=7, index=1, influence_csv=influence
+    )
+    assert again["weights"] == docs[1]["weights"]  # (seed, index) alone fixes the draw
+    weights = [pd.Series(d["weights"]) for d in docs]
+    assert not np.allclose(weights[0], weights[1]) and not np.allclose(weights[1], weights[2])
+    for k, (doc, w) in enumerate(zip(docs, weights, strict=True)):
+        assert doc["method"] == random_mixture_name(k) == f"random{k}"
+        assert list(w.index) == domains and w.sum() == pytest.approx(1.0) and (w > 0).all()
+        assert doc["total_compute"] == {"tokens": 0, "flops": 0.0}
+        expected = B.to_numpy() @ w.to_numpy()
+        assert list(doc["predicted"]["benefit"].values()) == pytest.approx(expected)
+        assert read_mixture(tmp_path / f"r{k}.json", domains).to_numpy() == pytest.approx(w)
+    # A different base seed gives a different draw.
+    other = write_random_mixture(
+        tmp_path / "o.json", domains, seed=8, index=0, influence_csv=influence
+    )
+    assert not np.allclose(pd.Series(other["weights"]), weights[0])
+
+
 def test_write_evaluation_tables_round_trip(tmp_path):
     paths = []
-    for k, rec in enumerate(RECORDS):
+    random = record("random0", 0, {"text": 2.0, "code": 2.0, "qa": 2.0}, weights={"x": 1.0})
+    for k, rec in enumerate([*RECORDS, random]):
         paths.append(tmp_path / f"r{k}.json")
-        paths[-1].write_text(
-            json.dumps({**rec, "weights": {"x": 0.2 + 0.2 * (k // 2), "y": 0.8 - 0.2 * (k // 2)}})
+        weights = (
+            {"x": 0.2 + 0.2 * (k // 2), "y": 0.8 - 0.2 * (k // 2)} if k < 4 else rec["weights"]
         )
+        paths[-1].write_text(json.dumps({**rec, "weights": weights}))
     for method in ("a", "b"):
         (tmp_path / f"{method}.json").write_text(json.dumps({"weights": {"x": 1.0}}))
     influence = tmp_path / "influence.csv"
     pd.DataFrame({"x": [1.0], "y": [0.5]}, index=pd.Index(["t"], name="task")).to_csv(influence)
     out = {name: tmp_path / "out" / name for name in ("t.csv", "s.csv", "f.csv", "f.json")}
-    stats = write_evaluation_tables(
-        paths,
-        {m: tmp_path / f"{m}.json" for m in ("a", "b")},
-        influence,
+    targets = dict(
         table_path=out["t.csv"],
         summary_path=out["s.csv"],
         figure4_path=out["f.csv"],
         figure4_stats_path=out["f.json"],
+    )
+    mixtures = {m: tmp_path / f"{m}.json" for m in ("a", "b")}
+    _, stats = write_evaluation_tables(
+        paths, mixtures, influence, random_mixtures=["random0"], **targets
     )
     table = pd.read_csv(out["t.csv"])
     assert len(table) == len(evaluation_table(RECORDS))
     summary = pd.read_csv(out["s.csv"], index_col="method")
     assert summary.loc["a", "best_on_text"] == "2/3"
     points = pd.read_csv(out["f.csv"], index_col="method")
-    # ΣP̂ with the single row (1, 0.5) / 1: a = 0.2 + 0.4 = 0.6, b = 0.4 + 0.3 = 0.7.
-    assert points["predicted_benefit"].to_dict() == pytest.approx({"a": 0.6, "b": 0.7})
-    assert json.loads(out["f.json"].read_text())["n_methods"] == 2 == stats["n_methods"]
+    # ΣP̂ with the single row (1, 0.5) / 1: a = 0.2 + 0.4 = 0.6, b = 0.4 + 0.3 = 0.7, random0 = 1.
+    assert points["predicted_benefit"].to_dict() == pytest.approx(
+        {"a": 0.6, "b": 0.7, "random0": 1.0}
+    )
+    assert points.loc["random0", "kind"] == "random"
+    assert json.loads(out["f.json"].read_text())["n_mixtures"] == 3 == stats["n_mixtures"]
+    # A record that is neither a method of table 1 nor a declared random mixture is named.
+    with pytest.raises(EvaluationInputError, match=r"r4\.json.*'random0'"):
+        write_evaluation_tables(paths, mixtures, influence, **targets)
 
 
 def test_constant_predicted_benefit_gives_no_correlation():
@@ -186,4 +253,4 @@ def test_constant_predicted_benefit_gives_no_correlation():
     ]
     points, stats = benefit_vs_improvement(records, B)
     assert points["predicted_benefit"].to_numpy() == pytest.approx([1.0] * 3)
-    assert math.isnan(stats["pearson"]) and stats["n_methods"] == 3
+    assert math.isnan(stats["pearson"]) and stats["n_mixtures"] == 3

@@ -6,8 +6,7 @@ import json
 
 import pandas as pd
 import pytest
-import yaml
-from conftest import run_snakemake, tiny_config
+from conftest import run_snakemake
 
 pytestmark = pytest.mark.workflow
 

@@ -11,11 +11,14 @@ Inputs are the per-(method, seed) records written by :func:`tikmix.models.stage2
   cell says whether its method is the best on that task (lowest loss, highest accuracy; ties all
   count as best).
 * :func:`method_summary` — per method: average loss (mean ± std), "best on k/n tasks" by loss,
-  and the FLOPs spent to determine the mixture (``compute.flops`` of its mixture JSON).
+  and the FLOPs spent to determine the mixture (``total_compute.flops`` of its mixture JSON).
 * :func:`benefit_vs_improvement` — Figure 4: each evaluated mixture's predicted total benefit
   ``Σ_v P̂_v(w)`` (normalised benefit, eq. 6, from the influence matrix; larger is better)
   against its measured improvement, the decrease of the average task loss relative to the
   checkpoint before stage 2 or to a reference method; with their Pearson ρ (paper: 0.789).
+  Besides the methods, figure 4 has random mixtures (:func:`write_random_mixture`): the paper
+  correlated ten mixtures, more than the methods alone give, and random draws spread the
+  predicted benefit without favouring any method.
 
 Everything returns pandas objects; rendering is the report's job.
 """
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +36,18 @@ from scipy.stats import pearsonr
 
 from tikmix.data.atomic import atomic_output, write_json_atomic
 from tikmix.mixing.exports import SIGN_CONVENTION
+from tikmix.mixing.pipeline import write_method
 from tikmix.mixing.tikmix_d import normalised_benefit
 from tikmix.mixing.weights import read_influence_matrix
+from tikmix.seeds import derive_seed
 
 AVERAGE = "average"
 #: Metrics where larger is better; every other metric (the loss) is better when smaller.
 HIGHER_IS_BETTER = frozenset({"accuracy", "accuracy_norm"})
 _RECORD_KEYS = ("method", "seed", "weights", "tasks", "average_loss")
 _AXES = ("predicted_benefit", "improvement_mean")
+#: ``kind`` of a figure-4 point: a mixture method of table 1, or a random mixture.
+METHOD, RANDOM = "method", "random"
 
 
 class EvaluationInputError(ValueError):
@@ -86,11 +93,21 @@ def records_frame(records: Iterable[Mapping]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["method", "seed", "task", "metric", "value"])
 
 
-def evaluation_table(records: Iterable[Mapping]) -> pd.DataFrame:
+def evaluation_table(
+    records: Iterable[Mapping], methods: Sequence[str] | None = None
+) -> pd.DataFrame:
     """Table 1 in long form: ``metric, task, method, mean, std, n_seeds, best``.
 
+    ``methods`` keeps only those methods' records, so that mixtures evaluated for figure 4 alone
+    (the random ones) neither appear as rows nor compete for "best"; each needs a record.
     Metrics, tasks and methods keep their first-seen order, with task :data:`AVERAGE` last.
     """
+    records = list(records)
+    if methods is not None:
+        missing = [m for m in methods if not any(r["method"] == m for r in records)]
+        if missing:
+            raise EvaluationInputError(f"no evaluation record of method(s) {missing}")
+        records = [r for r in records if r["method"] in methods]
     frame = records_frame(records)
     grouped = frame.groupby(["metric", "task", "method"], sort=False)["value"]
     table = grouped.agg(mean="mean", std=lambda v: v.std(ddof=1), n_seeds="count").reset_index()
@@ -111,7 +128,12 @@ def evaluation_table(records: Iterable[Mapping]) -> pd.DataFrame:
 
 
 def mixture_flops(mixture_files: Mapping[str, str | Path]) -> pd.Series:
-    """Method → ``compute.flops`` of its mixture JSON (NaN when the file records none)."""
+    """Method → ``total_compute.flops`` of its mixture JSON (NaN when the file records none).
+
+    ``total_compute``, not ``compute``: a TiKMiX mixture's ``compute`` is its last step only
+    (the solve, the measurements), while ``total_compute`` adds the influence matrix and every
+    step before it, which is what determining the mixture cost.
+    """
     values = {}
     for method, path in mixture_files.items():
         path = Path(path)
@@ -121,7 +143,7 @@ def mixture_flops(mixture_files: Mapping[str, str | Path]) -> pd.Series:
             document = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise EvaluationInputError(f"{path} is not valid JSON: {err}") from err
-        flops = (document.get("compute") or {}).get("flops")
+        flops = (document.get("total_compute") or {}).get("flops")
         values[method] = math.nan if flops is None else float(flops)
     return pd.Series(values, dtype=float, name="mixture_flops")
 
@@ -160,23 +182,25 @@ def benefit_vs_improvement(
     benefit: pd.DataFrame,
     *,
     reference: str = "checkpoint",
+    random_mixtures: Collection[str] = (),
     eps: float = 1e-8,
 ) -> tuple[pd.DataFrame, dict]:
-    """Figure 4: predicted total normalised benefit vs measured improvement, per method.
+    """Figure 4: predicted total normalised benefit vs measured improvement, per mixture.
 
     Args:
-        records: stage-2 records (all seeds of a method must share its weights).
+        records: stage-2 records (all seeds of a mixture must share its weights).
         benefit: the influence matrix ``B`` (tasks × domains, larger is better).
         reference: ``"checkpoint"`` measures improvement as the checkpoint's average loss
-            before stage 2 minus the method's (per seed); a method name measures it against
+            before stage 2 minus the mixture's (per seed); a method name measures it against
             that method's seed-mean average loss (e.g. ``"natural"``).
+        random_mixtures: the names in ``records`` that are random mixtures, not methods.
         eps: the normaliser's ε of eq. 6.
 
     Returns:
-        ``(points, stats)``: ``points`` has per method ``predicted_benefit``,
-        ``improvement_mean``, ``improvement_std``, ``n_seeds``; ``stats`` has ``pearson``,
-        ``p_value`` (NaN with fewer than 3 methods or a constant axis), ``n_methods`` and
-        ``reference``.
+        ``(points, stats)``: ``points`` has per mixture ``kind`` (:data:`METHOD` or
+        :data:`RANDOM`), ``predicted_benefit``, ``improvement_mean``, ``improvement_std``,
+        ``n_seeds``; ``stats`` has ``pearson`` and ``p_value`` over every point (NaN with fewer
+        than 3 or a constant axis), ``n_mixtures``, ``n_random`` and ``reference``.
     """
     records = list(records)
     domains = list(benefit.columns)
@@ -211,6 +235,7 @@ def benefit_vs_improvement(
         improvements.setdefault(method, []).append(before - float(record["average_loss"]))
     points = pd.DataFrame(
         {
+            "kind": {m: RANDOM if m in random_mixtures else METHOD for m in weights},
             "predicted_benefit": {
                 m: float(normalised_benefit(benefit, w, eps).sum()) for m, w in weights.items()
             },
@@ -223,7 +248,12 @@ def benefit_vs_improvement(
         }
     )
     points.index.name = "method"
-    stats = {"pearson": math.nan, "p_value": math.nan, "n_methods": len(points)}
+    stats = {
+        "pearson": math.nan,
+        "p_value": math.nan,
+        "n_mixtures": len(points),
+        "n_random": int((points["kind"] == RANDOM).sum()),
+    }
     # A correlation needs three points and spread on both axes (a constant axis, e.g. mixtures
     # with equal predicted benefit, would give rounding noise instead of NaN).
     spread = all(np.ptp(points[c]) > 1e-9 * (1 + points[c].abs().max()) for c in _AXES)
@@ -232,6 +262,41 @@ def benefit_vs_improvement(
         stats["pearson"], stats["p_value"] = float(result.statistic), float(result.pvalue)
     stats["reference"] = reference
     return points, stats
+
+
+def random_mixture_name(index: int) -> str:
+    """The method name (and file stem) of the ``index``-th random mixture: ``random{index}``."""
+    return f"{RANDOM}{index}"
+
+
+def write_random_mixture(
+    path: str | Path,
+    domains: Sequence[str],
+    *,
+    seed: int,
+    index: int,
+    influence_csv: str | Path,
+) -> dict:
+    """Write the ``index``-th random mixture: a Dirichlet(1) draw, uniform on the simplex.
+
+    The draw depends only on ``(seed, index)`` (through :func:`tikmix.seeds.derive_seed`), so
+    adding mixtures leaves the earlier ones unchanged. The document carries the predicted
+    benefit under ``influence_csv`` and a zero compute record, like the other mixtures.
+    """
+    if not domains:
+        raise ValueError("a random mixture needs at least one domain")
+    if index < 0:
+        raise ValueError(f"random mixture index must be >= 0, got {index}")
+    draw_seed = derive_seed(seed, "random_mixture", index)
+    draw = np.random.default_rng(draw_seed).dirichlet(np.ones(len(domains)))
+    return write_method(
+        path,
+        pd.Series(draw, index=list(domains)),
+        method=random_mixture_name(index),
+        influence_csv=influence_csv,
+        solver={"name": "dirichlet", "concentration": 1.0, "seed": draw_seed},
+        provenance={"seed": seed, "index": index, "influence": str(influence_csv)},
+    )
 
 
 def write_evaluation_tables(
@@ -243,17 +308,30 @@ def write_evaluation_tables(
     summary_path: str | Path,
     figure4_path: str | Path,
     figure4_stats_path: str | Path,
+    random_mixtures: Sequence[str] = (),
     reference: str = "checkpoint",
-) -> dict:
+) -> tuple[pd.DataFrame, dict]:
     """Compute and write Table 1 (long CSV + per-method summary CSV) and the Figure-4 data.
 
-    Returns the Figure-4 statistics (also written as JSON to ``figure4_stats_path``).
+    ``mixture_files`` (method → mixture JSON) names the methods of table 1 and gives their
+    FLOPs; records of ``random_mixtures`` enter figure 4 only; any other record is an error.
+    Returns figure 4's ``(points, stats)`` (the stats also written as JSON).
     """
     records = load_records(record_paths)
-    table = evaluation_table(records)
+    known = set(mixture_files) | set(random_mixtures)
+    for record in records:
+        if record["method"] not in known:
+            raise EvaluationInputError(
+                f"{record['_source']}: method {record['method']!r} is neither a table-1 method "
+                f"{list(mixture_files)} nor a random mixture"
+            )
+    table = evaluation_table(records, methods=list(mixture_files))
     summary = method_summary(table, mixture_flops(mixture_files))
     points, stats = benefit_vs_improvement(
-        records, read_influence_matrix(influence_path), reference=reference
+        records,
+        read_influence_matrix(influence_path),
+        reference=reference,
+        random_mixtures=set(random_mixtures),
     )
     stats["influence_matrix"] = str(influence_path)
     stats["orientation"] = SIGN_CONVENTION
@@ -265,4 +343,4 @@ def write_evaluation_tables(
         with atomic_output(path) as tmp:
             frame.to_csv(tmp, index=index)
     write_json_atomic(figure4_stats_path, stats)
-    return stats
+    return points, stats

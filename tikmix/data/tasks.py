@@ -27,6 +27,7 @@ item each row belongs to) and ``answer`` ``[N]``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ from tikmix.data.tokenizer import eos_id, load_tokenizer
 
 PAD_ID = 0
 TEXT, CONTINUATION, CHOICE = "text", "continuation", "choice"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,7 @@ class _Packer:
         self.tokenizer, self.seq_len, self.path = tokenizer, seq_len, path
         self.eos = eos_id(tokenizer)
         self.n_truncated = 0
+        self.n_truncated_continuations = 0
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
@@ -165,10 +169,18 @@ class _Packer:
         ctx = self.encode(context) or [self.eos]
         cont = self.encode(continuation)
         if len(cont) > self.seq_len:
-            raise DataError(
-                f"{self.path}:{item.line}: continuation has {len(cont)} tokens, more than "
-                f"seq_len={self.seq_len}"
+            # Scoring the first seq_len tokens keeps the item (a long multiple-choice option,
+            # say) instead of failing the task; the summary counts how often this happened.
+            log.warning(
+                "%s:%d: continuation has %d tokens, more than seq_len=%d; its first %d are scored",
+                self.path,
+                item.line,
+                len(cont),
+                self.seq_len,
+                self.seq_len,
             )
+            self.n_truncated_continuations += 1
+            cont = cont[: self.seq_len]
         keep = self.seq_len + 1 - len(cont)
         if len(ctx) > keep:
             self.n_truncated += 1
@@ -222,6 +234,7 @@ def tokenize_task(
         arrays["answer"] = np.array([item.answer for item in items], dtype=np.int64)
         summary["n_choices"] = len(choice_rows)
     summary["n_truncated_contexts"] = packer.n_truncated
+    summary["n_truncated_continuations"] = packer.n_truncated_continuations
     with atomic_output(out_path, suffix=".npz") as tmp:
         np.savez(tmp, **arrays)
     return summary

@@ -62,13 +62,16 @@ def measure_mixture_table(
     batch_size: int,
     seed: int,
     design: str,
+    precision: Precision = "fp32",
+    projections: Mapping[str, ModuleProjection] | None = None,
 ) -> tuple[pd.DataFrame, int]:
     """Direct benefit of every mixture (rows of ``mixtures``, domains as columns).
 
     Mixture ``i`` draws ``tokens // seq_len`` fresh sequences through the shared sampler (the same
     packing as training) with seed ``derive_seed(seed, "measure", design, i)``: no two mixtures,
     and no mixture and the domain gradients, share a sample. Returns the benefits (rows the
-    mixtures, columns the tasks) and the number of tokens measured.
+    mixtures, columns the tasks) and the number of tokens measured. ``precision`` and
+    ``projections`` must match those the preconditioned task gradients were computed with.
     """
     lengths = {name: len(streams[name]) for name in mixtures.columns}
     plans = [
@@ -87,7 +90,12 @@ def measure_mixture_table(
             yield torch.from_numpy(ids)
 
     values = measure_mixture_benefits(
-        model, modules, (batches(plan) for plan in plans), preconditioned_task_grads
+        model,
+        modules,
+        (batches(plan) for plan in plans),
+        preconditioned_task_grads,
+        precision=precision,
+        projections=projections,
     )
     n_tokens = sum(len(plan) for plan in plans) * seq_len
     table = pd.DataFrame(values, index=mixtures.index, columns=list(preconditioned_task_grads))

@@ -480,6 +480,8 @@ def measure_mixtures_part(
     seed: int,
     device: str,
     out: str | Path,
+    projection: dict | None = None,
+    precision: str = "fp32",
 ) -> pd.DataFrame:
     """Direct benefit of each mixture of a shard of ``mixtures_csv`` (rule measure_mixtures).
 
@@ -487,6 +489,12 @@ def measure_mixtures_part(
     gradients' samples), one gradient pass, and dot products with the preconditioned task
     gradients: a vector of per-task benefits, written as ``benefit:<task>`` columns.
     """
+    stored = open_store(preconditioned).attrs.get("projection")
+    if stored != projection_attrs(projection):
+        raise ValueError(
+            f"preconditioned task gradients {preconditioned} were computed with projection "
+            f"{stored!r}, this job asks for {projection_attrs(projection)!r}"
+        )
     model, _ = load_model(checkpoint, device)
     modules = select_modules(model, tracked_modules)
     pre = load_preconditioned(preconditioned)
@@ -504,6 +512,8 @@ def measure_mixtures_part(
         batch_size=batch_size,
         seed=seed,
         design=design,
+        precision=precision,
+        projections=resolve_projections(modules, projection),
     )
     n_tokens = (tokens // seq_len) * seq_len
     result = pd.concat([rows, benefits.add_prefix("benefit:")], axis=1)

@@ -23,7 +23,7 @@ algorithm (DoReMi's Algorithm 1) and makes two choices the stage-2 setting needs
 The mixture is the average of ``α`` over the proxy's steps; every ``α_t ≥ ε / D``, so the average
 is too. Compute recorded: the reference's training (when trained) and its forward passes on the
 proxy's batches, and the proxy's training, with the FLOP conventions of
-:func:`~tikmix.models.stage2.training_flops_per_token` (forward = a third of training).
+:func:`~tikmix.models.flops.training_flops_per_token` (forward = a third of training).
 """
 
 from __future__ import annotations
@@ -44,10 +44,11 @@ from tikmix.data.sampler import load_streams, plan_mixture
 from tikmix.mixing.exports import mixture_document
 from tikmix.mixing.weights import MixtureInputError, validate_weights
 from tikmix.models.checkpoint import load_checkpoint
+from tikmix.models.flops import training_flops_per_token
 from tikmix.models.llama import ModelConfig, TinyLlama
 from tikmix.models.loss import token_losses
-from tikmix.models.stage2 import derived_seed, training_flops_per_token
 from tikmix.models.train import batch_to_tensor, build_optimizer, learning_rate, train
+from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def run_doremi(
             {d: 1.0},
             steps * per_domain * seq_len,
             seq_len,
-            derived_seed(seed, f"doremi-{d}"),
+            derive_seed(seed, f"doremi-{d}"),
         )
         for d in domains
     ]
@@ -259,7 +260,7 @@ def doremi_mixture(
         reference_model, _ = load_checkpoint(checkpoint_dir, device=device, dtype=torch.float32)
     else:
         weights = validate_weights(reference_weights, list(domain_dirs), source="DoReMi reference")
-        ref_seed = derived_seed(seed, "doremi-reference")
+        ref_seed = derive_seed(seed, "doremi-reference")
         torch.manual_seed(ref_seed)
         reference_model = TinyLlama(proxy_config)
         total_steps = max(1, reference_tokens // (batch_size * seq_len))
@@ -292,7 +293,7 @@ def doremi_mixture(
         lr=lr,
         eta=eta,
         smoothing=smoothing,
-        seed=derived_seed(seed, "doremi-proxy"),
+        seed=derive_seed(seed, "doremi-proxy"),
         device=device,
     )
     result.flops = {**flops, **result.flops}

@@ -44,8 +44,9 @@ from tikmix.mixing.exports import mixture_document
 from tikmix.mixing.surrogate import SurrogateQuality, fit_surrogate
 from tikmix.mixing.weights import MixtureInputError, validate_weights
 from tikmix.models.llama import ModelConfig, TinyLlama, model_flops_per_token
-from tikmix.models.stage2 import average_loss, derived_seed, evaluate_tasks, load_task
+from tikmix.models.stage2 import average_loss, evaluate_tasks, load_task
 from tikmix.models.train import train
+from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ def fit_regmix(
         params=dict(SMALL_SAMPLE_PARAMS if surrogate_params is None else surrogate_params),
     )
     simulated = sample_regmix_mixtures(
-        prior, n_simulations, settings, seed=derived_seed(seed, "regmix-simulation")
+        prior, n_simulations, settings, seed=derive_seed(seed, "regmix-simulation")
     )
     predicted = fit.model.predict(simulated)
     top = np.argsort(-predicted, kind="stable")[:top_k]
@@ -348,13 +349,13 @@ def regmix_mixture(
 
     ``proxy_model`` holds the proxies' :class:`~tikmix.models.llama.ModelConfig` options
     besides ``vocab_size`` (the tokenizer's) and ``max_seq_len`` (``seq_len``); proxy ``k`` is
-    seeded with ``derived_seed(seed, f"regmix-proxy-{k}")``.
+    seeded with ``derive_seed(seed, f"regmix-proxy-{k}")``.
     """
     model_config = ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, **proxy_model)
     prior = validate_weights(prior, list(domain_dirs), source="RegMix prior")
     streams = load_streams(domain_dirs, "train")
     mixtures = sample_regmix_mixtures(
-        prior, n_proxies, settings, seed=derived_seed(seed, "regmix-proxies")
+        prior, n_proxies, settings, seed=derive_seed(seed, "regmix-proxies")
     )
     runs = []
     for k, (_, row) in enumerate(mixtures.iterrows()):
@@ -367,7 +368,7 @@ def regmix_mixture(
             batch_size=batch_size,
             seq_len=seq_len,
             lr=lr,
-            seed=derived_seed(seed, f"regmix-proxy-{k}"),
+            seed=derive_seed(seed, f"regmix-proxy-{k}"),
             device=device,
         )
         log.info("RegMix proxy %d/%d: average task loss %.4f", k + 1, n_proxies, run.average_loss)

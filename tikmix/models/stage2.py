@@ -16,7 +16,7 @@ Either way the learning rate follows a *new* schedule over the stage-2 tokens: l
 ``0.1 · lr``; weight decay and betas are this call's.
 
 **Seeds.** The data order and the torch seed of run ``seed`` come from
-``derived_seed(seed, "stage2")``, so stage-2 batches differ from stage 1's (which used ``seed``
+``derive_seed(seed, "stage2")``, so stage-2 batches differ from stage 1's (which used ``seed``
 itself) while staying reproducible: the same (mixture, seed) gives bit-identical metrics on CPU.
 
 **Compute.** ``compute.flops`` counts training FLOPs, ``flops_per_token · tokens`` with the PaLM
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import logging
 import math
-import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,9 +42,11 @@ from tikmix.data.sampler import load_streams, plan_mixture
 from tikmix.models.checkpoint import load_checkpoint, load_optimizer_state
 from tikmix.models.device import resolve_device
 from tikmix.models.evaluate import mean_loss, multiple_choice_accuracy
-from tikmix.models.llama import TinyLlama, model_flops_per_token, num_parameters
+from tikmix.models.flops import training_flops_per_token
+from tikmix.models.llama import num_parameters
 from tikmix.models.stage1 import read_weights
 from tikmix.models.train import Schedule, train
+from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -63,19 +64,6 @@ STAGE2_KEYS = (
 )
 _TASK_KEYS = ("input_ids", "loss_mask")
 _CHOICE_KEYS = ("choice_ids", "choice_mask", "choice_item", "answer")
-
-
-def derived_seed(seed: int, purpose: str) -> int:
-    """A 32-bit seed derived from ``(seed, purpose)``: independent streams per purpose."""
-    key = np.random.SeedSequence([int(seed), zlib.crc32(purpose.encode())])
-    return int(key.generate_state(1)[0])
-
-
-def training_flops_per_token(model: nn.Module, seq_len: int) -> int:
-    """Training FLOPs per token: PaLM's count for the built-in model, ``6 · N`` otherwise."""
-    if isinstance(model, TinyLlama):
-        return model_flops_per_token(model.config, seq_len)
-    return 6 * num_parameters(model)
 
 
 @dataclass
@@ -117,7 +105,7 @@ def continue_training(
         tokens: token budget; ``tokens // (batch_size · seq_len)`` updates (at least one).
         batch_size, lr, schedule, warmup_fraction, weight_decay: the optimisation settings.
         seq_len: tokens per training sequence.
-        seed: the run's seed; data order and torch seed use ``derived_seed(seed, "stage2")``.
+        seed: the run's seed; data order and torch seed use ``derive_seed(seed, "stage2")``.
         device: ``auto``, ``cpu``, ``cuda`` or a torch device.
         optimizer_policy: ``resume`` or ``fresh`` (see the module docstring).
         bf16: bfloat16 autocast for the forward pass (GPUs).
@@ -148,7 +136,7 @@ def continue_training(
     }
     streams = load_streams(domain_dirs, "train")
     total_steps = max(1, tokens // (batch_size * seq_len))
-    run_seed = derived_seed(seed, "stage2")
+    run_seed = derive_seed(seed, "stage2")
     plan = plan_mixture(
         {name: len(s) for name, s in streams.items()},
         dict(weights),

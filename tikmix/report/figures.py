@@ -358,3 +358,86 @@ def mixture_figures(
         benefit_stem,
         title=f"Predicted benefit of each mixture (B at checkpoint {checkpoint})",
     )
+
+
+#: The paper's Pearson ρ between total group influence and downstream score (figure 4).
+PAPER_FIGURE4_PEARSON = 0.789
+
+
+def benefit_improvement_scatter(
+    points: pd.DataFrame, stats: Mapping, stem: str | Path, *, title: str
+) -> list[Path]:
+    """Predicted total benefit against measured stage-2 improvement (paper figure 4).
+
+    ``points`` and ``stats`` are :func:`tikmix.analysis.evaluation.benefit_vs_improvement`'s
+    (indexed by mixture, with ``kind``, ``predicted_benefit``, ``improvement_mean`` and
+    ``improvement_std``). Methods get a labelled marker each, random mixtures grey dots; error
+    bars show the standard deviation over seeds where there are several. The legend gives
+    Pearson ρ over all points next to the paper's.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    methods = points[points["kind"] != "random"]
+    random = points[points["kind"] == "random"]
+    for k, (method, row) in enumerate(methods.iterrows()):
+        ax.errorbar(
+            row["predicted_benefit"],
+            row["improvement_mean"],
+            yerr=None if math.isnan(row["improvement_std"]) else row["improvement_std"],
+            fmt=_MARKERS[k % len(_MARKERS)],
+            color=_COLOURS[k % len(_COLOURS)],
+            markersize=8,
+            capsize=3,
+            label=method_label(str(method)),
+        )
+    if len(random):
+        ax.errorbar(
+            random["predicted_benefit"],
+            random["improvement_mean"],
+            yerr=None if random["improvement_std"].isna().all() else random["improvement_std"],
+            fmt="o",
+            color="0.55",
+            markersize=5,
+            capsize=2,
+            label=f"random mixture, Dirichlet(1) ({len(random)})",
+        )
+    x = points["predicted_benefit"].to_numpy(dtype=float)
+    y = points["improvement_mean"].to_numpy(dtype=float)
+    pearson = stats.get("pearson", math.nan)
+    if not math.isnan(pearson):
+        slope, intercept = np.polyfit(x, y, 1)
+        grid = np.linspace(x.min(), x.max(), 2)
+        ax.plot(
+            grid,
+            intercept + slope * grid,
+            color="0.3",
+            linestyle="--",
+            linewidth=1,
+            label=f"OLS fit; Pearson ρ = {pearson:.3f}, p = {stats['p_value']:.2g} "
+            f"(n = {len(points)}; paper: ρ = {PAPER_FIGURE4_PEARSON})",
+        )
+    else:
+        # An invisible entry keeps the statistic in the legend, where the reader looks for it.
+        ax.plot([], [], " ", label=f"Pearson ρ undefined (n = {len(points)} or no spread)")
+    reference = stats.get("reference", "checkpoint")
+    baseline = (
+        "the checkpoint before stage 2"
+        if reference == "checkpoint"
+        else method_label(str(reference))
+    )
+    ax.set_xlabel("predicted total benefit Σ_v P̂_v(w) (normalised, dimensionless)")
+    ax.set_ylabel(f"measured improvement: average loss decrease\nvs {baseline} (nats/token)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.text(
+        0.99,
+        0.01,
+        BENEFIT_LABEL,
+        transform=ax.transAxes,
+        ha="right",
+        va="bottom",
+        fontsize=7,
+        color="0.3",
+    )
+    fig.tight_layout()
+    return save_figure(fig, stem)

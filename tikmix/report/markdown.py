@@ -20,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from tikmix.analysis.additivity import PAPER_PEARSON_R, predicted_benefits
+from tikmix.analysis.evaluation import AVERAGE, RANDOM
 from tikmix.analysis.ranking import checkpoint_positions
 from tikmix.data.atomic import atomic_output
 from tikmix.mixing.exports import read_mixture
 from tikmix.mixing.weights import read_influence_matrix
-from tikmix.report.figures import method_label
+from tikmix.report.figures import PAPER_FIGURE4_PEARSON, method_label
 
 SIGN_NOTE = (
     "Sign convention: the tables and figures show the **benefit** B = −I (the paper's influence "
@@ -33,6 +34,8 @@ SIGN_NOTE = (
 )
 #: The paper's FLOPs to determine each mixture (table 1), for scale.
 PAPER_FLOPS = {"tikmix_d": 7.2e17, "tikmix_m": 3.2e18, "regmix": 3.7e18, "doremi": 4.2e19}
+#: The paper's ratio of TiKMiX-D's FLOPs to RegMix's (table 1).
+PAPER_FLOPS_RATIO = PAPER_FLOPS["tikmix_d"] / PAPER_FLOPS["regmix"]
 #: Order of the known methods in tables; other methods follow in the order given.
 METHOD_ORDER = ["natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi"]
 
@@ -73,6 +76,23 @@ def _ordered_methods(methods: Sequence[str]) -> list[str]:
 
 
 @dataclass
+class EvaluationFiles:
+    """The stage-2 result files (rule ``evaluation_table``), as written by
+    :func:`tikmix.analysis.evaluation.write_evaluation_tables`.
+
+    Attributes:
+        table: table 1 in long form (``table.csv``).
+        summary: per-method summary with the mixture FLOPs (``summary.csv``).
+        figure4: figure 4's points (``figure4.csv``); ``figure4_stats`` its statistics (JSON).
+    """
+
+    table: Path
+    summary: Path
+    figure4: Path
+    figure4_stats: Path
+
+
+@dataclass
 class ReportInputs:
     """The result files a report is built from.
 
@@ -85,10 +105,9 @@ class ReportInputs:
         ranking: ranking-stability CSV (:func:`tikmix.analysis.ranking.ranking_stability`).
         compute: compute summary CSV; ``compute_components`` the per-component one.
         figures: section (``influence``, ``mixtures``, ``additivity``, ``ranking``,
-            ``compute``) → PNG files to show in it.
+            ``compute``, ``evaluation``) → PNG files to show in it.
         stage1_metrics: ``results/stage1/metrics.json`` when stage 1 ran (built-in model).
-        evaluation: the stage-2 table (``results/evaluation/table.csv``); its section appears
-            only when the file exists.
+        evaluation: the stage-2 result files; the section appears when they are given.
     """
 
     influence: dict[str, Path]
@@ -101,7 +120,7 @@ class ReportInputs:
     compute_components: Path
     figures: dict[str, list[Path]] = field(default_factory=dict)
     stage1_metrics: Path | None = None
-    evaluation: Path | None = None
+    evaluation: EvaluationFiles | None = None
 
 
 class _Writer:
@@ -284,13 +303,132 @@ def _compute_section(w: _Writer, inputs: ReportInputs) -> None:
     w.figure("compute", "FLOPs to determine each mixture.")
 
 
-def _evaluation_section(w: _Writer, path: Path) -> None:
-    table = pd.read_csv(path)
+def _mean_std(mean: float, std: float, bold: bool) -> str:
+    """``mean ± std`` (std to 2 significant digits; no ``±`` with one seed), bold if ``bold``."""
+    text = format_number(mean)
+    if not math.isnan(std):
+        text += f" ± {std:.2g}"
+    return f"**{text}**" if bold else text
+
+
+def _wide_table(table: pd.DataFrame, methods: list[str], row_label) -> pd.DataFrame:
+    """Rows (task, metric) of the long table 1, columns methods, cells "mean ± std"."""
+    cells: dict[str, dict[str, str]] = {}
+    for (metric, task), group in table.groupby(["metric", "task"], sort=False):
+        by_method = group.set_index("method")
+        cells[row_label(task, metric)] = {
+            method_label(m): _mean_std(
+                by_method.loc[m, "mean"], by_method.loc[m, "std"], bool(by_method.loc[m, "best"])
+            )
+            for m in methods
+        }
+    wide = pd.DataFrame.from_dict(cells, orient="index")
+    wide.index.name = "task"
+    return wide
+
+
+def _evaluation_section(w: _Writer, files: EvaluationFiles) -> None:
+    table = _read_csv(files.table, "stage-2 evaluation table")
+    summary = _read_csv(files.summary, "stage-2 summary").set_index("method")
+    points = _read_csv(files.figure4, "figure-4 table").set_index("method")
+    stats = _read_json(files.figure4_stats)
+    methods = _ordered_methods(list(dict.fromkeys(table["method"])))
+    seeds = sorted(set(summary["n_seeds"]))
+    seed_text = " or ".join(str(n) for n in seeds)
     w.add(
         "## Stage-2 evaluation",
-        "Table: stage-2 results of each mixture (the analogue of the paper's table 1), as "
-        f"written to `{path.name}`.",
-        markdown_table(table, index=False),
+        "Every mixture continues the evaluation checkpoint for the same tokens with the same "
+        f"seeds ({seed_text} per mixture); the tasks are then measured. Cells are the mean ± "
+        "sample standard deviation over seeds (no ± with a single seed); the best value of each "
+        "row is **bold** (ties all bold).",
+    )
+    loss = table[table["metric"] == "loss"]
+    wide = _wide_table(loss, methods, lambda task, _metric: task)
+    labels = [method_label(m) for m in methods]
+    wide.loc["best on (loss)"] = [summary.loc[m, "best_on_text"] for m in methods]
+    wide.loc["FLOPs to determine the mixture"] = [
+        format_number(summary.loc[m, "mixture_flops"]) for m in methods
+    ]
+    w.add(
+        "Table: validation loss (mean per-token cross-entropy, nats; lower is better) per task "
+        f"after stage 2, the analogue of the paper's table 1. `{AVERAGE}` is the mean over "
+        "tasks; *best on* counts the tasks where a method has the lowest loss; the FLOPs are "
+        "the `total_compute` of each mixture file (everything spent to determine it, the "
+        "influence matrix included).",
+        markdown_table(wide[labels]),
+    )
+    accuracy = table[table["metric"] != "loss"]
+    if not accuracy.empty:
+        acc = _wide_table(accuracy, methods, lambda task, metric: f"{task} ({metric})")
+        w.add(
+            "Table: accuracy of the multiple-choice tasks (fraction of items whose answer has "
+            "the highest summed log-likelihood; `accuracy_norm` ranks by log-likelihood "
+            "per token; higher is better).",
+            markdown_table(acc[labels]),
+        )
+    average = summary["average_loss_mean"].reindex(methods)
+    best = average.idxmin()
+    sentences = [
+        f"{method_label(best)} has the lowest average loss ({format_number(average[best])})."
+    ]
+    flops = summary["mixture_flops"]
+    if {"tikmix_d", "regmix"} <= set(flops.index) and flops["regmix"] > 0:
+        ratio = flops["tikmix_d"] / flops["regmix"]
+        sentences.append(
+            f"Determining TiKMiX-D's mixture cost {format_number(flops['tikmix_d'])} FLOPs, "
+            f"{format_number(ratio)} times RegMix's {format_number(flops['regmix'])} "
+            f"(the paper: {PAPER_FLOPS['tikmix_d']:.2g} / {PAPER_FLOPS['regmix']:.2g} = "
+            f"{PAPER_FLOPS_RATIO:.2f})."
+        )
+    w.add(" ".join(sentences))
+    _figure4_part(w, points, stats)
+
+
+def _figure4_part(w: _Writer, points: pd.DataFrame, stats: Mapping) -> None:
+    reference = stats["reference"]
+    against = (
+        "the checkpoint's average loss before stage 2"
+        if reference == "checkpoint"
+        else f"{method_label(reference)}'s average loss"
+    )
+    shown = pd.DataFrame(
+        {
+            "mixture": [method_label(m) for m in points.index],
+            "kind": points["kind"],
+            "predicted Σ_v P̂_v": points["predicted_benefit"],
+            "improvement (nats)": [
+                _mean_std(m, s, False)
+                for m, s in zip(points["improvement_mean"], points["improvement_std"], strict=True)
+            ],
+            "seeds": points["n_seeds"],
+        }
+    )
+    n_random = int((points["kind"] == RANDOM).sum())
+    w.add(
+        "### Predicted benefit and measured improvement (figure 4)",
+        "Table: each evaluated mixture's predicted total benefit Σ_v P̂_v(w) (the normalised "
+        "benefit of eq. 6 summed over tasks, from the influence matrix of the evaluation "
+        f"checkpoint; larger is better) and its measured improvement ({against} minus the "
+        f"mixture's, mean ± std over seeds; larger is better). The {n_random} random mixtures "
+        "(Dirichlet(1) draws) are evaluated like the methods but are not rows of table 1.",
+        markdown_table(shown, index=False),
+    )
+    if math.isnan(stats["pearson"]):
+        w.add(
+            f"Pearson ρ is undefined for these {stats['n_mixtures']} mixtures (fewer than three, "
+            f"or no spread on an axis); the paper reports ρ = {PAPER_FIGURE4_PEARSON}."
+        )
+    else:
+        w.add(
+            f"Over the {stats['n_mixtures']} mixtures, the Pearson correlation between predicted "
+            f"benefit and measured improvement is ρ = {format_number(stats['pearson'])} "
+            f"(p = {stats['p_value']:.2g}); the paper reports ρ = {PAPER_FIGURE4_PEARSON} over "
+            "ten mixtures of a 1B model trained on 500B tokens."
+        )
+    w.figure(
+        "evaluation",
+        "Predicted total benefit against measured improvement, one point per mixture, with the "
+        "OLS line and Pearson ρ.",
     )
 
 
@@ -322,8 +460,8 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     _additivity_section(w, inputs)
     _ranking_section(w, inputs)
     _compute_section(w, inputs)
-    if inputs.evaluation is not None and Path(inputs.evaluation).is_file():
-        _evaluation_section(w, Path(inputs.evaluation))
+    if inputs.evaluation is not None:
+        _evaluation_section(w, inputs.evaluation)
     with atomic_output(path) as tmp:
         tmp.write_text(w.text())
     return path

@@ -1,6 +1,20 @@
 # Stage-2 evaluation (paper table 1, figure 4): continue the evaluation checkpoint on every
 # method's mixture for the same tokens and seeds, measure the tasks, and tabulate. Also the
-# proxy-model baselines RegMix and DoReMi, which write mixtures like the other methods.
+# proxy-model baselines RegMix and DoReMi, which write mixtures like the other methods, and the
+# random mixtures that join the methods in figure 4 (predicted benefit vs measured improvement).
+
+# --- to move into common.smk ---
+# Random mixtures of figure 4 (schema key stage2.random_mixtures, default 3); the names follow
+# tikmix.analysis.evaluation.random_mixture_name, not imported here to keep parsing light.
+RANDOM_MIXTURES = [f"random{k}" for k in range(STAGE2.get("random_mixtures", 3))]
+EVALUATION_FILES = {
+    "table": "results/evaluation/table.csv",
+    "summary": "results/evaluation/summary.csv",
+    "figure4": "results/evaluation/figure4.csv",
+    "figure4_stats": "results/evaluation/figure4.json",
+}
+EVALUATION_FIGURE_STEM = f"{FIGURES}/benefit_vs_improvement"
+# --- end of the block to move ---
 
 
 rule evaluate_stage2:
@@ -33,6 +47,31 @@ rule evaluate_stage2:
         device=config["device"],
     script:
         script_path("evaluate_stage2.py")
+
+
+rule mixture_random:
+    input:
+        influence="results/influence/{ckpt}/influence.csv",
+        code=code("mixture_random.py"),
+    output:
+        "results/mixtures/{ckpt}/random{k}.json",
+    log:
+        "logs/mixture_random/{ckpt}/random{k}.log",
+    benchmark:
+        "benchmarks/rules/mixture_random/{ckpt}/random{k}.tsv"
+    wildcard_constraints:
+        k=r"\d+",
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        domains=DOMAINS,
+        seed=config["seed"],
+    script:
+        script_path("mixture_random.py")
 
 
 rule mixture_regmix:
@@ -102,7 +141,7 @@ rule evaluation_table:
     input:
         records=expand(
             "results/evaluation/{method}/seed{seed}.json",
-            method=STAGE2_METHODS,
+            method=STAGE2_METHODS + RANDOM_MIXTURES,
             seed=STAGE2_SEEDS,
         ),
         mixtures=expand(
@@ -113,10 +152,28 @@ rule evaluation_table:
         influence=f"results/influence/{EVAL_CKPT}/influence.csv",
         code=code("evaluation_table.py"),
     output:
-        table="results/evaluation/table.csv",
-        summary="results/evaluation/summary.csv",
-        figure4="results/evaluation/figure4.csv",
-        figure4_stats="results/evaluation/figure4.json",
+        table=report(
+            EVALUATION_FILES["table"],
+            caption="../report/evaluation_table.rst",
+            category="Stage-2 evaluation",
+        ),
+        summary=report(
+            EVALUATION_FILES["summary"],
+            caption="../report/evaluation_summary.rst",
+            category="Stage-2 evaluation",
+        ),
+        figure4=report(
+            EVALUATION_FILES["figure4"],
+            caption="../report/figure4_table.rst",
+            category="Stage-2 evaluation",
+        ),
+        figure4_stats=EVALUATION_FILES["figure4_stats"],
+        figure=report(
+            f"{EVALUATION_FIGURE_STEM}.png",
+            caption="../report/figure4.rst",
+            category="Stage-2 evaluation",
+        ),
+        pdf=f"{EVALUATION_FIGURE_STEM}.pdf",
     log:
         "logs/evaluation_table/evaluation_table.log",
     benchmark:
@@ -129,6 +186,9 @@ rule evaluation_table:
         runtime=10,
     params:
         methods=STAGE2_METHODS,
+        random_mixtures=RANDOM_MIXTURES,
         reference=STAGE2["improvement_reference"],
+        checkpoint=EVAL_CKPT,
+        figure_stem=lambda wildcards, output: output.figure.removesuffix(".png"),
     script:
         script_path("evaluation_table.py")

@@ -1,5 +1,11 @@
 # The paper-style report: mixture figures, compute accounting, and results/report/report.md.
 
+# --- to move into common.smk ---
+# The stage-2 files report.md reads (none when no method is evaluated).
+REPORT_EVALUATION_KEYS = list(EVALUATION_FILES) if STAGE2_METHODS else []
+REPORT_EVALUATION_FIGURES = [f"{EVALUATION_FIGURE_STEM}.png"] if STAGE2_METHODS else []
+# --- end of the block to move ---
+
 
 rule mixture_figures:
     input:
@@ -61,7 +67,11 @@ rule compute_table:
             caption="../report/compute.rst",
             category="Compute",
         ),
-        components="results/checks/compute_components.csv",
+        components=report(
+            "results/checks/compute_components.csv",
+            caption="../report/compute_components.rst",
+            category="Compute",
+        ),
         figure=report(
             f"{COMPUTE_STEM}.png", caption="../report/compute.rst", category="Compute"
         ),
@@ -98,7 +108,8 @@ rule report:
         compute="results/checks/compute.csv",
         compute_components="results/checks/compute_components.csv",
         figures=[path for paths in report_figures().values() for path in paths],
-        evaluation=[EVALUATION_TABLE] if STAGE2_METHODS else [],
+        evaluation=[EVALUATION_FILES[key] for key in REPORT_EVALUATION_KEYS],
+        evaluation_figure=REPORT_EVALUATION_FIGURES,
         metrics=[] if USER_CHECKPOINTS else ["results/stage1/metrics.json"],
         code=code("report.py"),
     output:
@@ -122,12 +133,12 @@ rule report:
         checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
         mixture_checkpoint=EVAL_CKPT,
         methods=STAGE2_METHODS,
-        figures=report_figures(),
+        figures={**report_figures(), "evaluation": REPORT_EVALUATION_FIGURES},
         stage1_metrics=lambda wildcards, input: (
             input.metrics[0] if input.metrics else None
         ),
-        evaluation=lambda wildcards, input: (
-            input.evaluation[0] if input.evaluation else None
+        evaluation=lambda wildcards, input: dict(
+            zip(REPORT_EVALUATION_KEYS, input.evaluation, strict=True)
         ),
     script:
         script_path("report.py")

@@ -13,6 +13,8 @@ with script_logging(snakemake):
         batch_size=p.batch_size,
         seed=p.seed,
         outlier_threshold=p.outlier_threshold,
+        projection=p.projection,
+        precision=p.precision,
     )
     result = run_additivity_check(
         checkpoint=snakemake.input.checkpoint,

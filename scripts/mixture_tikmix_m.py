@@ -6,6 +6,7 @@ with script_logging(snakemake) as log:
         measurements=list(snakemake.input.measurements),
         influence_csv=snakemake.input.influence,
         tikmix_d=snakemake.input.tikmix_d,
+        prior=snakemake.input.prior,
         eps=snakemake.params.eps,
         seed=snakemake.params.seed,
         search=snakemake.params.search,

@@ -9,5 +9,7 @@ with script_logging(snakemake):
         batch_size=snakemake.params.batch_size,
         tracked_modules=snakemake.params.tracked_modules,
         device=snakemake.params.device,
+        projection=snakemake.params.projection,
+        precision=snakemake.params.precision,
         out=snakemake.output[0],
     )

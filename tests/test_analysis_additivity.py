@@ -13,7 +13,6 @@ from scipy import stats
 from tikmix.analysis.additivity import (
     additivity_check,
     additivity_statistics,
-    measurement_seed,
     predicted_benefits,
     run_additivity_check,
     studentized_residuals,
@@ -44,6 +43,7 @@ from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.flops import training_flops_per_token
 from tikmix.models.llama import ModelConfig, TinyLlama
 from tikmix.models.train import train
+from tikmix.seeds import derive_seed
 
 
 def _line_with_outlier(n=40, outlier=5, seed=0):
@@ -119,10 +119,12 @@ def test_statistics_reject_bad_input():
         additivity_statistics(pd.DataFrame({"t": x}), pd.DataFrame({"t": y * np.nan}))
 
 
-def test_measurement_seeds_are_distinct_per_mixture():
-    seeds = {measurement_seed(0, i) for i in range(256)}
-    assert len(seeds) == 256 and measurement_seed(0, 3) == measurement_seed(0, 3)
-    assert measurement_seed(0, 3) != measurement_seed(1, 3)
+def test_measurement_seeds_are_distinct_per_mixture_and_design():
+    seeds = {derive_seed(0, "measure", "additivity", i) for i in range(256)}
+    assert len(seeds) == 256
+    assert derive_seed(0, "measure", "additivity", 3) != derive_seed(1, "measure", "additivity", 3)
+    assert derive_seed(0, "measure", "additivity", 3) != derive_seed(0, "measure", "tikmix_m", 3)
+    assert derive_seed(0, "measure", "additivity", 3) != derive_seed(0, "domain_gradients", 3)
 
 
 SEQ_LEN = 32

@@ -108,3 +108,23 @@ def test_kappa_schedule_rises_log_spaced():
     np.testing.assert_allclose(kappa, [10.0, 100.0, 1000.0])
     with pytest.raises(MixtureInputError, match="kappa_min <= kappa_max"):
         kappa_schedule(100.0, 10.0, 3)
+
+
+def test_search_keeps_only_feasible_candidates():
+    """A linear constraint (like TiKMiX's Pareto one) holds at every iterate of Algorithm 1."""
+    from tikmix.mixing.search import search_mixture
+    from tikmix.mixing.surrogate import fit_surrogate
+
+    rng = np.random.default_rng(0)
+    domains = ["a", "b", "c"]
+    W = pd.DataFrame(rng.dirichlet(np.ones(3), size=200), columns=domains)
+    y = -((W.to_numpy() - [0.6, 0.3, 0.1]) ** 2).sum(axis=1)
+    fit = fit_surrogate(W, y, seed=0)
+
+    def feasible(ws):  # weight of "c" at least 0.25: excludes the unconstrained optimum
+        return ws[:, 2] >= 0.25
+
+    w0 = pd.Series([0.3, 0.3, 0.4], index=domains)
+    result = search_mixture(fit.model, w0, iters=6, samples=256, top_k=16, feasible=feasible)
+    assert (result.trace["c"] >= 0.25 - 1e-12).all()
+    assert result.weights["c"] >= 0.25 - 1e-12

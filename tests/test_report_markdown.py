@@ -240,6 +240,11 @@ def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp
         and "(the paper: 7.2e+17 / 3.7e+18 = 0.19)" in section
     )
     assert "RegMix has the lowest average loss (2.4)" in section
+    # compute.csv sums 1.235e12 for TiKMiX-D, its mixture file 7e11: the report says so.
+    assert "TiKMiX-D's mixture file records 7e+11 FLOPs but the compute table sums 1.235e+12" in (
+        section
+    )
+    assert "Natural (prior)'s mixture file" not in section  # 0 and 0 agree
     # Figure 4: every mixture, random ones included, and ρ from the statistics file.
     assert _table_row(section, "random1")[1] == "random"
     figure4 = section.split("figure 4)", 1)[1]

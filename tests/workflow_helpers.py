@@ -29,8 +29,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 #: What a run needs from the repository: the Snakefile finds its default profile, schema, rule
-#: files, scripts and (through PYTHONPATH) the library relative to its own directory.
-CODE_PATHS = ("Snakefile", "workflow", "scripts", "tikmix", "profiles", "config")
+#: files, scripts, conda environment files and (through PYTHONPATH) the library relative to its
+#: own directory. A new top-level path the rules refer to belongs here.
+CODE_PATHS = ("Snakefile", "workflow", "scripts", "tikmix", "profiles", "config", "envs")
 
 _JOB_HEADER = re.compile(r"^(?:local)?(?:rule|checkpoint) (\S+):$")
 _STATS_ROW = re.compile(r"^(\S+)\s+(\d+)$")

@@ -30,6 +30,7 @@ from tikmix.data.atomic import atomic_output, write_json_atomic
 from tikmix.data.sampler import load_streams
 from tikmix.influence.measure import measure_mixture_table
 from tikmix.influence.pipeline import load_preconditioned
+from tikmix.influence.projection import resolve_projections
 from tikmix.influence.tracking import select_modules
 from tikmix.mixing.candidates import perturbed_mixtures
 from tikmix.mixing.exports import read_mixture
@@ -218,6 +219,8 @@ def additivity_check(
     batch_size: int,
     seed: int = 0,
     outlier_threshold: float = 3.0,
+    projection: dict | None = None,
+    precision: str = "fp32",
 ) -> AdditivityResult:
     """Run appendix D's experiment around ``reference`` (TiKMiX-D's mixture).
 
@@ -232,6 +235,8 @@ def additivity_check(
         seq_len, batch_size: sequence length of the samples and batch size of the gradient pass.
         seed: seeds the perturbations and the samples.
         outlier_threshold: see :func:`additivity_statistics`.
+        projection, precision: those the benefit matrix was computed with (the measurements must
+            live in the same projected space).
     """
     w = validate_weights(reference, B.columns, source="additivity reference mixture")
     tasks = [t for t in B.index if t in preconditioned_task_grads]
@@ -255,6 +260,8 @@ def additivity_check(
         batch_size=batch_size,
         seed=seed,
         design="additivity",
+        projections=resolve_projections(modules, projection),
+        precision=precision,
     )
     summary, points = additivity_statistics(predicted, direct, outlier_threshold=outlier_threshold)
     compute = {"tokens": n_tokens, "flops": n_tokens * training_flops_per_token(model, seq_len)}

@@ -361,6 +361,7 @@ def factors_store(eigen: str | Path, parts: list[str | Path], out: str | Path) -
         "fisher": attrs["fisher"],
         "projection": attrs.get("projection"),
         "compute": _compute(0, 0),
+        "total_compute": _total(_store_total(eigen), *(_store_total(p) for p in parts)),
     }
     return save_factors(out, factors, provenance)
 

@@ -169,12 +169,16 @@ def tikmix_m_mixture(
     measurements: Sequence[str | Path],
     influence_csv: str | Path,
     tikmix_d: str | Path,
+    prior: str | Path,
     eps: float,
     seed: int,
     search: Mapping[str, Any],
     out: str | Path,
 ) -> dict:
-    """TiKMiX-M: LightGBM on directly measured Σ P̂ of the candidates, then Algorithm 1 from w_D."""
+    """TiKMiX-M: LightGBM on directly measured Σ P̂ of the candidates, then Algorithm 1 from w_D.
+
+    The search only accepts mixtures that satisfy TiKMiX-D's Pareto constraint against ``prior``.
+    """
     B = read_influence_matrix(influence_csv)
     table = read_measurements(measurements)
     tasks = [c[len(BENEFIT_PREFIX) :] for c in table.columns if c.startswith(BENEFIT_PREFIX)]
@@ -185,7 +189,13 @@ def tikmix_m_mixture(
     y = sum(table[BENEFIT_PREFIX + t] / scale[t] for t in B.index)
     W = table[list(B.columns)]
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
-    result = solve_tikmix_m(W, y, w_d, seed=seed, **search)
+    # Keep TiKMiX's Pareto guarantee: every candidate predicts, per task, no less benefit than
+    # the prior (a convex set, so the top-k means Algorithm 1 moves to stay inside it).
+    B_hat = B.to_numpy() / scale.to_numpy()[:, None]
+    floor = B_hat @ read_mixture(prior, domains=list(B.columns)).to_numpy() - 1e-9
+    result = solve_tikmix_m(
+        W, y, w_d, seed=seed, feasible=lambda ws: (ws @ B_hat.T >= floor).all(axis=1), **search
+    )
     d_doc = json.loads(Path(tikmix_d).read_text())
     compute = {"tokens": int(table["tokens"].sum()), "flops": float(table["flops"].sum())}
     solver = result.solver_report()

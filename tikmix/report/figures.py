@@ -292,7 +292,10 @@ def compute_bars(summary: pd.DataFrame, stem: str | Path, *, title: str) -> list
         color=[_COLOURS[k % len(_COLOURS)] for k in range(len(table))],
     )
     if (flops > 0).any():
+        # A log axis from a decade below the cheapest method: every bar's height is visible.
+        positive = flops[flops > 0]
         ax.set_yscale("log")
+        ax.set_ylim(10 ** (math.floor(math.log10(positive.min())) - 1), positive.max() * 4)
     on_axis = blended_transform_factory(ax.transData, ax.transAxes)
     for k, value in enumerate(flops):
         if value > 0:
@@ -301,13 +304,14 @@ def compute_bars(summary: pd.DataFrame, stem: str | Path, *, title: str) -> list
             ax.text(
                 k,
                 0.02,
-                "0 (no computation)",
+                "0\n(no computation)",
                 ha="center",
                 va="bottom",
                 fontsize=8,
                 transform=on_axis,
             )
     ax.set_xticks(centres, [method_label(m) for m in table.index])
+    ax.set_xlim(-0.6, len(table) - 0.4)  # zero-cost bars are NaN and would not widen the axis
     ax.set_ylabel("FLOPs to determine the mixture")
     ax.set_xlabel("mixture method")
     ax.set_title(title)
@@ -375,7 +379,7 @@ def benefit_improvement_scatter(
     bars show the standard deviation over seeds where there are several. The legend gives
     Pearson ρ over all points next to the paper's.
     """
-    fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    fig, ax = plt.subplots(figsize=(6.0, 4.6))
     methods = points[points["kind"] != "random"]
     random = points[points["kind"] == "random"]
     for k, (method, row) in enumerate(methods.iterrows()):
@@ -417,27 +421,27 @@ def benefit_improvement_scatter(
         )
     else:
         # An invisible entry keeps the statistic in the legend, where the reader looks for it.
-        ax.plot([], [], " ", label=f"Pearson ρ undefined (n = {len(points)} or no spread)")
+        ax.plot(
+            [],
+            [],
+            " ",
+            label=f"Pearson ρ undefined (n = {len(points)}; needs ≥ 3 points with spread)",
+        )
     reference = stats.get("reference", "checkpoint")
     baseline = (
         "the checkpoint before stage 2"
         if reference == "checkpoint"
         else method_label(str(reference))
     )
-    ax.set_xlabel("predicted total benefit Σ_v P̂_v(w) (normalised, dimensionless)")
+    ax.set_xlabel(
+        "predicted total benefit Σ_v P̂_v(w) (normalised, dimensionless)\n" + BENEFIT_LABEL
+    )
     ax.set_ylabel(f"measured improvement: average loss decrease\nvs {baseline} (nats/token)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    ax.text(
-        0.99,
-        0.01,
-        BENEFIT_LABEL,
-        transform=ax.transAxes,
-        ha="right",
-        va="bottom",
-        fontsize=7,
-        color="0.3",
-    )
     fig.tight_layout()
+    # Outside the axes (after tight_layout, which would shrink the axes to make room for it);
+    # save_figure's tight bounding box takes it in.
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return save_figure(fig, stem)

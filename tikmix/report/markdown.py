@@ -327,7 +327,9 @@ def _wide_table(table: pd.DataFrame, methods: list[str], row_label) -> pd.DataFr
     return wide
 
 
-def _evaluation_section(w: _Writer, files: EvaluationFiles) -> None:
+def _evaluation_section(
+    w: _Writer, files: EvaluationFiles, compute: pd.DataFrame | None = None
+) -> None:
     table = _read_csv(files.table, "stage-2 evaluation table")
     summary = _read_csv(files.summary, "stage-2 summary").set_index("method")
     points = _read_csv(files.figure4, "figure-4 table").set_index("method")
@@ -380,8 +382,26 @@ def _evaluation_section(w: _Writer, files: EvaluationFiles) -> None:
             f"(the paper: {PAPER_FLOPS['tikmix_d']:.2g} / {PAPER_FLOPS['regmix']:.2g} = "
             f"{PAPER_FLOPS_RATIO:.2f})."
         )
+    if compute is not None:
+        sentences += _flops_disagreement(flops, compute)
     w.add(" ".join(sentences))
     _figure4_part(w, points, stats)
+
+
+def _flops_disagreement(flops: pd.Series, compute: pd.DataFrame) -> list[str]:
+    """A warning for each method whose mixture file's ``total_compute`` and the compute table
+    (summed from the job records) differ by more than 1%: the two should be the same cost."""
+    table = compute.set_index("method")["flops"]
+    notes = []
+    for method in flops.index.intersection(table.index):
+        a, b = float(flops[method]), float(table[method])
+        if abs(a - b) > 0.01 * max(abs(a), abs(b)):
+            notes.append(
+                f"**Warning:** {method_label(method)}'s mixture file records "
+                f"{format_number(a)} FLOPs but the compute table sums {format_number(b)} from "
+                "the job records; one of the two accounts misses a component."
+            )
+    return notes
 
 
 def _figure4_part(w: _Writer, points: pd.DataFrame, stats: Mapping) -> None:
@@ -461,7 +481,8 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     _ranking_section(w, inputs)
     _compute_section(w, inputs)
     if inputs.evaluation is not None:
-        _evaluation_section(w, inputs.evaluation)
+        compute = _read_csv(inputs.compute, "compute table")
+        _evaluation_section(w, inputs.evaluation, compute)
     with atomic_output(path) as tmp:
         tmp.write_text(w.text())
     return path

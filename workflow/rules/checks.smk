@@ -45,6 +45,8 @@ rule additivity:
         tasks=TASKS,
         figure_stems=lambda wildcards: additivity_stems(wildcards.ckpt),
         tracked_modules=INFLUENCE["tracked_modules"],
+        projection=INFLUENCE["projection"],
+        precision=INFLUENCE["precision"],
         mixtures=ADDITIVITY["mixtures"],
         low=ADDITIVITY["low"],
         high=ADDITIVITY["high"],

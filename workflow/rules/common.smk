@@ -98,6 +98,8 @@ EKFAC_SAMPLE_PARAMS = dict(
     seq_len=config["data"]["seq_len"],
     batch_size=INFLUENCE["batch_size"],
     tracked_modules=INFLUENCE["tracked_modules"],
+    projection=INFLUENCE["projection"],
+    precision=INFLUENCE["precision"],
     domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
     seed=config["seed"],
     device=config["device"],
@@ -266,3 +268,20 @@ def report_figures():
         "ranking": [f"{TRAJECTORIES_STEM}.png"],
         "compute": [f"{COMPUTE_STEM}.png"],
     }
+
+
+# Random mixtures of figure 4 (schema key stage2.random_mixtures, default 3); the names follow
+# tikmix.analysis.evaluation.random_mixture_name, not imported here to keep parsing light.
+RANDOM_MIXTURES = [f"random{k}" for k in range(STAGE2["random_mixtures"])]
+EVALUATION_FILES = {
+    "table": "results/evaluation/table.csv",
+    "summary": "results/evaluation/summary.csv",
+    "figure4": "results/evaluation/figure4.csv",
+    "figure4_stats": "results/evaluation/figure4.json",
+}
+EVALUATION_FIGURE_STEM = f"{FIGURES}/benefit_vs_improvement"
+
+
+# The stage-2 files report.md reads (none when no method is evaluated).
+REPORT_EVALUATION_KEYS = list(EVALUATION_FILES) if STAGE2_METHODS else []
+REPORT_EVALUATION_FIGURES = [f"{EVALUATION_FIGURE_STEM}.png"] if STAGE2_METHODS else []

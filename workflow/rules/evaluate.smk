@@ -3,19 +3,6 @@
 # proxy-model baselines RegMix and DoReMi, which write mixtures like the other methods, and the
 # random mixtures that join the methods in figure 4 (predicted benefit vs measured improvement).
 
-# --- to move into common.smk ---
-# Random mixtures of figure 4 (schema key stage2.random_mixtures, default 3); the names follow
-# tikmix.analysis.evaluation.random_mixture_name, not imported here to keep parsing light.
-RANDOM_MIXTURES = [f"random{k}" for k in range(STAGE2.get("random_mixtures", 3))]
-EVALUATION_FILES = {
-    "table": "results/evaluation/table.csv",
-    "summary": "results/evaluation/summary.csv",
-    "figure4": "results/evaluation/figure4.csv",
-    "figure4_stats": "results/evaluation/figure4.json",
-}
-EVALUATION_FIGURE_STEM = f"{FIGURES}/benefit_vs_improvement"
-# --- end of the block to move ---
-
 
 rule evaluate_stage2:
     input:

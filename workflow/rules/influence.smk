@@ -27,6 +27,8 @@ rule domain_gradients:
         seq_len=config["data"]["seq_len"],
         batch_size=INFLUENCE["batch_size"],
         tracked_modules=INFLUENCE["tracked_modules"],
+        projection=INFLUENCE["projection"],
+        precision=INFLUENCE["precision"],
         seed=config["seed"],
         device=config["device"],
     script:
@@ -74,6 +76,8 @@ rule task_gradients:
     params:
         batch_size=INFLUENCE["task_batch_size"],
         tracked_modules=INFLUENCE["tracked_modules"],
+        projection=INFLUENCE["projection"],
+        precision=INFLUENCE["precision"],
         device=config["device"],
     script:
         script_path("task_gradients.py")

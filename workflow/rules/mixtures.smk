@@ -105,6 +105,8 @@ rule measure_mixtures:
         seq_len=config["data"]["seq_len"],
         batch_size=INFLUENCE["batch_size"],
         tracked_modules=INFLUENCE["tracked_modules"],
+        projection=INFLUENCE["projection"],
+        precision=INFLUENCE["precision"],
         seed=config["seed"],
         device=config["device"],
     script:
@@ -116,6 +118,7 @@ rule mixture_tikmix_m:
         measurements=lambda wildcards: measurement_parts(wildcards.ckpt, "tikmix_m"),
         influence="results/influence/{ckpt}/influence.csv",
         tikmix_d="results/mixtures/{ckpt}/tikmix_d.json",
+        prior="results/mixtures/prior.json",
         code=code("mixture_tikmix_m.py"),
     output:
         "results/mixtures/{ckpt}/tikmix_m.json",

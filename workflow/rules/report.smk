@@ -1,11 +1,5 @@
 # The paper-style report: mixture figures, compute accounting, and results/report/report.md.
 
-# --- to move into common.smk ---
-# The stage-2 files report.md reads (none when no method is evaluated).
-REPORT_EVALUATION_KEYS = list(EVALUATION_FILES) if STAGE2_METHODS else []
-REPORT_EVALUATION_FIGURES = [f"{EVALUATION_FIGURE_STEM}.png"] if STAGE2_METHODS else []
-# --- end of the block to move ---
-
 
 rule mixture_figures:
     input:

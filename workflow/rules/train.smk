@@ -16,7 +16,11 @@ if not USER_CHECKPOINTS:
             checkpoints=[
                 directory(f"results/checkpoints/{name}") for name in STAGE1_CHECKPOINTS
             ],
-            metrics="results/stage1/metrics.json",
+            metrics=report(
+                "results/stage1/metrics.json",
+                caption="../report/stage1_metrics.rst",
+                category="Stage 1",
+            ),
         log:
             "logs/train_stage1/train_stage1.log",
         benchmark:

@@ -229,3 +229,27 @@ def test_bad_inputs_raise_clear_errors(setup, tmp_path):
             seed=0,
             out_path=tmp_path / "x.json",
         )
+
+
+def test_lookahead_response_prefers_the_mixture_that_helps_the_task(setup):
+    """TiKMiX-M's lookahead response: a few steps on the task's domain lower its loss more."""
+    import pandas as pd
+
+    from tikmix.models.lookahead import lookahead_responses
+
+    mixtures = pd.DataFrame(
+        {"counting": [1.0, 0.0], "noise": [0.0, 1.0]}, index=pd.Index([0, 1], name="mixture")
+    )
+    table, tokens, flops = lookahead_responses(
+        setup["checkpoint"],
+        setup["domain_dirs"],
+        mixtures,
+        {"text": setup["tasks"]["text"]},
+        steps=40,
+        batch_size=8,
+        lr=1e-3,
+        seq_len=SEQ,
+        seed=0,
+    )
+    assert list(table.columns) == ["text"] and tokens == 2 * 40 * 8 * SEQ and flops > 0
+    assert table.loc[0, "text"] > table.loc[1, "text"]

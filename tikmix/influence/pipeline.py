@@ -53,6 +53,7 @@ from tikmix.influence.tracking import select_modules
 from tikmix.models.checkpoint import checkpoint_hash, load_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.flops import eigh_flops, training_flops_per_token
+from tikmix.models.lookahead import lookahead_responses
 from tikmix.progress import with_progress
 from tikmix.resources import ResourceMonitor
 from tikmix.seeds import derive_seed
@@ -483,13 +484,41 @@ def measure_mixtures_part(
     out: str | Path,
     projection: dict | None = None,
     precision: str = "fp32",
+    response: str = "influence",
+    lookahead: Mapping[str, Any] | None = None,
+    task_files: Mapping[str, str | Path] | None = None,
 ) -> pd.DataFrame:
     """Direct benefit of each mixture of a shard of ``mixtures_csv`` (rule measure_mixtures).
 
     Each mixture gets a freshly sampled dataset (seed role ``measure``, disjoint from the domain
     gradients' samples), one gradient pass, and dot products with the preconditioned task
     gradients: a vector of per-task benefits, written as ``benefit:<task>`` columns.
+
+    With ``response="lookahead"`` (TiKMiX-M's non-linear option) the columns hold instead each
+    task's relative loss decrease after ``lookahead["steps"]`` optimizer steps on the mixture
+    (:func:`tikmix.models.lookahead.lookahead_responses`); the ``response`` column says which.
     """
+    if response == "lookahead":
+        table = pd.read_csv(mixtures_csv, index_col="mixture")
+        rows = table.iloc[shard_rows(len(table), shards, shard)]
+        decreases, n_tokens, flops = lookahead_responses(
+            checkpoint,
+            {d: domain_dirs[d] for d in table.columns},
+            rows,
+            task_files,
+            seq_len=seq_len,
+            seed=seed,
+            device=str(resolve_device(device)),
+            **lookahead,
+        )
+        result = pd.concat([rows, decreases.add_prefix("benefit:")], axis=1)
+        result["tokens"], result["flops"] = n_tokens / len(rows), flops / len(rows)
+        result["response"] = response
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        result.to_csv(out, float_format="%.12g")
+        return result
+    if response != "influence":
+        raise ValueError(f"unknown response {response!r}; expected influence or lookahead")
     stored = open_store(preconditioned).attrs.get("projection")
     if stored != projection_attrs(projection):
         raise ValueError(
@@ -520,6 +549,7 @@ def measure_mixtures_part(
     result = pd.concat([rows, benefits.add_prefix("benefit:")], axis=1)
     result["tokens"] = n_tokens
     result["flops"] = n_tokens * training_flops_per_token(model, seq_len)
+    result["response"] = response
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     result.to_csv(out, float_format="%.12g")
     return result

@@ -186,7 +186,14 @@ def tikmix_m_mixture(
     if missing:
         raise ValueError(f"measurements lack task(s) {missing} of {influence_csv}")
     scale = B.abs().max(axis=1) + eps
-    y = sum(table[BENEFIT_PREFIX + t] / scale[t] for t in B.index)
+    responses = set(table.get("response", pd.Series(["influence"])))
+    if len(responses) != 1:
+        raise ValueError(f"measurements mix responses {sorted(responses)}")
+    # Influence responses are normalised like eq. 6; lookahead ones are already relative
+    # loss decreases, comparable across tasks.
+    response = responses.pop()
+    divisor = scale if response == "influence" else pd.Series(1.0, index=B.index)
+    y = sum(table[BENEFIT_PREFIX + t] / divisor[t] for t in B.index)
     W = table[list(B.columns)]
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
     # Keep TiKMiX's Pareto guarantee: every candidate predicts, per task, no less benefit than
@@ -200,6 +207,7 @@ def tikmix_m_mixture(
     compute = {"tokens": int(table["tokens"].sum()), "flops": float(table["flops"].sum())}
     solver = result.solver_report()
     solver["n_measured_mixtures"] = len(table)
+    solver["response"] = response
     return write_method(
         out,
         result.weights,

@@ -85,6 +85,7 @@ rule measure_mixtures:
         preconditioned="results/influence/{ckpt}/preconditioned_tasks.zarr",
         mixtures="results/measurements/{ckpt}/{design}/mixtures.csv",
         streams=domain_files("train"),
+        tasks=list(TASK_FILES.values()),
         code=code("measure_mixtures.py"),
     output:
         "results/measurements/{ckpt}/{design}/part-{shard}.csv",
@@ -101,6 +102,13 @@ rule measure_mixtures:
     params:
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
         tokens=MIXING["measurement"]["tokens"],
+        response=lambda wildcards: (
+            MIXING["tikmix_m"]["response"]
+            if wildcards.design == "tikmix_m"
+            else "influence"
+        ),
+        lookahead=MIXING["tikmix_m"]["lookahead"],
+        task_files=TASK_FILES,
         shards=MIXING["measurement"]["shards"],
         seq_len=config["data"]["seq_len"],
         batch_size=INFLUENCE["batch_size"],

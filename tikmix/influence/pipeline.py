@@ -13,6 +13,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,56 @@ def _store_total(path: str | Path) -> dict[str, float]:
     return _total(*([attrs["compute"]] if "compute" in attrs else []), *parts)
 
 
+@dataclass
+class _ShardPass:
+    """One map job: a checkpoint's tracked modules and the batches of its shard of a sample."""
+
+    model: torch.nn.Module
+    modules: dict[str, torch.nn.Linear]
+    projections: Any
+    batches: Iterator[torch.Tensor]
+    provenance: dict[str, Any]
+    monitor: ResourceMonitor
+
+    @classmethod
+    def open(
+        cls,
+        *,
+        checkpoint: str | Path,
+        device: str,
+        tracked_modules: str,
+        projection: dict | None,
+        precision: str,
+        streams: Mapping[str, np.ndarray],
+        plan: MixturePlan,
+        shards: int,
+        shard: int,
+        batch_size: int,
+        what: str,
+    ) -> _ShardPass:
+        monitor = _monitor(device)
+        model, ckpt_hash = load_model(checkpoint, device)
+        modules = select_modules(model, tracked_modules)
+        rows = shard_rows(len(plan), shards, shard)
+        n_tokens = len(rows) * plan.seq_len
+        batches = with_progress(_batches(plan, streams, rows, batch_size), n_tokens, what, log)
+        provenance = {
+            "checkpoint": ckpt_hash,
+            "projection": projection_attrs(projection),
+            "precision": precision,
+            "sequence_range": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
+            "shard": shard,
+            "shards": shards,
+            "compute": _compute(n_tokens, n_tokens * training_flops_per_token(model, plan.seq_len)),
+        }
+        projections = resolve_projections(modules, projection)
+        return cls(model, modules, projections, batches, provenance, monitor)
+
+    def finish(self, **extra: Any) -> dict[str, Any]:
+        """The store's provenance, with this job's peak memory and wall time."""
+        return {**self.provenance, **extra, "resources": self.monitor.usage()}
+
+
 def domain_gradient_part(
     *,
     checkpoint: str | Path,
@@ -124,37 +175,26 @@ def domain_gradient_part(
     precision: str = "fp32",
 ) -> Path:
     """Summed gradient of shard ``shard`` of the domain's token budget (rule domain_gradients)."""
-    monitor = _monitor(device)
-    model, ckpt_hash = load_model(checkpoint, device)
-    modules = select_modules(model, tracked_modules)
     streams = load_streams({domain: domain_dir})
     sample_seed = derive_seed(seed, "domain_gradients", domain)
     plan = plan_mixture({domain: len(streams[domain])}, {domain: 1.0}, tokens, seq_len, sample_seed)
-    rows = shard_rows(len(plan), shards, shard)
-    batches = with_progress(
-        _batches(plan, streams, rows, batch_size), len(rows) * seq_len, f"{domain} gradient", log
+    job = _ShardPass.open(
+        checkpoint=checkpoint,
+        device=device,
+        tracked_modules=tracked_modules,
+        projection=projection,
+        precision=precision,
+        streams=streams,
+        plan=plan,
+        shards=shards,
+        shard=shard,
+        batch_size=batch_size,
+        what=f"{domain} gradient",
     )
     stats = summed_gradients(
-        model,
-        modules,
-        batches,
-        precision=precision,
-        projections=resolve_projections(modules, projection),
+        job.model, job.modules, job.batches, precision=precision, projections=job.projections
     )
-    provenance = {
-        "checkpoint": ckpt_hash,
-        "domain": domain,
-        "projection": projection_attrs(projection),
-        "precision": precision,
-        "sequence_range": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
-        "shard": shard,
-        "shards": shards,
-        "seed": sample_seed,
-        "compute": _compute(
-            stats.n_tokens, stats.n_tokens * training_flops_per_token(model, seq_len)
-        ),
-        "resources": monitor.usage(),
-    }
+    provenance = job.finish(domain=domain, seed=sample_seed)
     return save_gradients(out, stats, provenance)
 
 
@@ -241,34 +281,30 @@ def covariance_part(
     precision: str = "fp32",
 ) -> Path:
     """Sums of a aᵀ and g gᵀ over shard ``shard`` of the EK-FAC sample (rule ekfac_covariances)."""
-    monitor = _monitor(device)
-    model, ckpt_hash = load_model(checkpoint, device)
-    modules = select_modules(model, tracked_modules)
     streams, plan = _ekfac_sample(domain_dirs, weights, tokens, seq_len, seed)
-    rows = shard_rows(len(plan), shards, shard)
-    batches = with_progress(
-        _batches(plan, streams, rows, batch_size), len(rows) * seq_len, "EK-FAC covariances", log
+    job = _ShardPass.open(
+        checkpoint=checkpoint,
+        device=device,
+        tracked_modules=tracked_modules,
+        projection=projection,
+        precision=precision,
+        streams=streams,
+        plan=plan,
+        shards=shards,
+        shard=shard,
+        batch_size=batch_size,
+        what="EK-FAC covariances",
     )
     sums = covariance_sums(
-        model,
-        modules,
-        batches,
+        job.model,
+        job.modules,
+        job.batches,
         fisher=FISHER_LABELS[fisher],
         seed=derive_seed(seed, "fisher"),
         precision=precision,
-        projections=resolve_projections(modules, projection),
+        projections=job.projections,
     )
-    n_tokens = len(rows) * seq_len
-    provenance = {
-        "checkpoint": ckpt_hash,
-        "fisher": fisher,
-        "projection": projection_attrs(projection),
-        "precision": precision,
-        "sequence_range": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
-        "shard": shard,
-        "compute": _compute(n_tokens, n_tokens * training_flops_per_token(model, seq_len)),
-        "resources": monitor.usage(),
-    }
+    provenance = job.finish(fisher=fisher)
     return save_covariances(out, sums, provenance)
 
 
@@ -301,7 +337,6 @@ def lambda_part(*, eigen: str | Path, **kwargs: Any) -> Path:
 
     Takes the same arguments as :func:`covariance_part`, plus the eigenbasis store.
     """
-    monitor = _monitor(kwargs["device"])
     projection = kwargs.get("projection")
     precision = kwargs.get("precision", "fp32")
     eigen_attrs = open_store(eigen).attrs
@@ -310,39 +345,34 @@ def lambda_part(*, eigen: str | Path, **kwargs: Any) -> Path:
             f"eigenbasis store {eigen} was fitted with projection "
             f"{eigen_attrs.get('projection')!r}, this job asks for {projection_attrs(projection)!r}"
         )
-    model, ckpt_hash = load_model(kwargs["checkpoint"], kwargs["device"])
-    modules = select_modules(model, kwargs["tracked_modules"])
-    seq_len, seed = kwargs["seq_len"], kwargs["seed"]
+    seed = kwargs["seed"]
     streams, plan = _ekfac_sample(
-        kwargs["domain_dirs"], kwargs["weights"], kwargs["tokens"], seq_len, seed
+        kwargs["domain_dirs"], kwargs["weights"], kwargs["tokens"], kwargs["seq_len"], seed
     )
-    rows = shard_rows(len(plan), kwargs["shards"], kwargs["shard"])
-    batches = with_progress(
-        _batches(plan, streams, rows, kwargs["batch_size"]),
-        len(rows) * seq_len,
-        "EK-FAC eigenvalue correction",
-        log,
+    job = _ShardPass.open(
+        checkpoint=kwargs["checkpoint"],
+        device=kwargs["device"],
+        tracked_modules=kwargs["tracked_modules"],
+        projection=projection,
+        precision=precision,
+        streams=streams,
+        plan=plan,
+        shards=kwargs["shards"],
+        shard=kwargs["shard"],
+        batch_size=kwargs["batch_size"],
+        what="EK-FAC eigenvalue correction",
     )
     sums = lambda_sums(
-        model,
-        modules,
+        job.model,
+        job.modules,
         load_eigenbases(eigen),
-        batches,
+        job.batches,
         fisher=FISHER_LABELS[kwargs["fisher"]],
         seed=derive_seed(seed, "fisher"),
         precision=precision,
-        projections=resolve_projections(modules, projection),
+        projections=job.projections,
     )
-    n_tokens = len(rows) * seq_len
-    provenance = {
-        "checkpoint": ckpt_hash,
-        "fisher": kwargs["fisher"],
-        "projection": projection_attrs(projection),
-        "precision": precision,
-        "shard": kwargs["shard"],
-        "compute": _compute(n_tokens, n_tokens * training_flops_per_token(model, seq_len)),
-        "resources": monitor.usage(),
-    }
+    provenance = job.finish(fisher=kwargs["fisher"])
     return save_lambdas(kwargs["out"], sums, provenance)
 
 

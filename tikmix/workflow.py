@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import contextlib
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -99,6 +100,13 @@ def script_logging(snakemake) -> Iterator[logging.Logger]:  # noqa: ANN001 - Sna
     torch.set_num_threads(max(1, int(snakemake.threads)))
     logger = logging.getLogger(f"tikmix.rule.{snakemake.rule}")
     logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    # Where the job ran: on a cluster this ties a log to its scheduler record and its GPU.
+    logger.info(
+        "job environment: SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s threads=%d",
+        os.environ.get("SLURM_JOB_ID", "-"),
+        os.environ.get("CUDA_VISIBLE_DEVICES", "-"),
+        snakemake.threads,
+    )
     try:
         yield logger
     except Exception:

@@ -128,3 +128,18 @@ def test_search_keeps_only_feasible_candidates():
     result = search_mixture(fit.model, w0, iters=6, samples=256, top_k=16, feasible=feasible)
     assert (result.trace["c"] >= 0.25 - 1e-12).all()
     assert result.weights["c"] >= 0.25 - 1e-12
+
+
+def test_pull_into_pareto_moves_back_to_the_boundary_only_as_needed():
+    from tikmix.mixing.pipeline import pull_into_pareto
+
+    B_hat = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    floor = np.array([0.3, 0.3])
+    start = pd.Series([0.4, 0.4, 0.2], index=list("abc"))
+    inside, t_inside = pull_into_pareto(
+        pd.Series([0.35, 0.35, 0.3], index=list("abc")), start, B_hat, floor
+    )
+    assert t_inside == 1.0 and inside["c"] == pytest.approx(0.3)
+    pulled, t = pull_into_pareto(pd.Series([0.1, 0.5, 0.4], index=list("abc")), start, B_hat, floor)
+    assert t == pytest.approx(1 / 3) and pulled["a"] == pytest.approx(0.3)
+    assert (B_hat @ pulled.to_numpy() >= floor - 1e-12).all() and pulled.sum() == pytest.approx(1)

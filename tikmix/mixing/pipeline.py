@@ -164,6 +164,29 @@ def read_measurements(parts: Sequence[str | Path]) -> pd.DataFrame:
     return table
 
 
+def pull_into_pareto(
+    w: pd.Series, w_start: pd.Series, B_hat: np.ndarray, floor: np.ndarray
+) -> tuple[pd.Series, float]:
+    """``w_start + t (w − w_start)`` with the largest ``t ∈ [0, 1]`` such that ``B̂ w ≥ floor``.
+
+    ``w_start`` must satisfy the constraint (TiKMiX-D's mixture does); returns the mixture and t
+    (1 when ``w`` already satisfies it).
+    """
+    start = w_start.reindex(w.index).to_numpy()
+    slack = B_hat @ start - floor
+    if (slack < -1e-9).any():
+        raise ValueError("the starting mixture violates the Pareto constraint")
+    slope = B_hat @ (w.to_numpy() - start)
+    shrinking = slope < 0
+    t = (
+        float(min(1.0, *(np.maximum(slack[shrinking], 0) / -slope[shrinking])))
+        if shrinking.any()
+        else 1.0
+    )
+    pulled = start + t * (w.to_numpy() - start)
+    return pd.Series(pulled / pulled.sum(), index=w.index, name=w.name), t
+
+
 def tikmix_m_mixture(
     *,
     measurements: Sequence[str | Path],
@@ -196,21 +219,23 @@ def tikmix_m_mixture(
     y = sum(table[BENEFIT_PREFIX + t] / divisor[t] for t in B.index)
     W = table[list(B.columns)]
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
-    # Keep TiKMiX's Pareto guarantee: every candidate predicts, per task, no less benefit than
-    # the prior (a convex set, so the top-k means Algorithm 1 moves to stay inside it).
+    result = solve_tikmix_m(W, y, w_d, seed=seed, **search)
+    # Keep TiKMiX's Pareto guarantee B·w ≥ B·w_prior. w_D satisfies it and the feasible set is
+    # convex, so the search result is pulled back along the segment to w_D as far as needed.
+    # (Rejecting infeasible Dirichlet candidates instead starves the search: w_D usually lies
+    # on the boundary of several task constraints at once.)
     B_hat = B.to_numpy() / scale.to_numpy()[:, None]
-    floor = B_hat @ read_mixture(prior, domains=list(B.columns)).to_numpy() - 1e-9
-    result = solve_tikmix_m(
-        W, y, w_d, seed=seed, feasible=lambda ws: (ws @ B_hat.T >= floor).all(axis=1), **search
-    )
+    floor = B_hat @ read_mixture(prior, domains=list(B.columns)).to_numpy()
+    weights, pullback = pull_into_pareto(result.weights, w_d, B_hat, floor)
     d_doc = json.loads(Path(tikmix_d).read_text())
     compute = {"tokens": int(table["tokens"].sum()), "flops": float(table["flops"].sum())}
     solver = result.solver_report()
     solver["n_measured_mixtures"] = len(table)
     solver["response"] = response
+    solver["pareto_pullback"] = pullback
     return write_method(
         out,
-        result.weights,
+        weights,
         method="tikmix_m",
         influence_csv=influence_csv,
         eps=eps,

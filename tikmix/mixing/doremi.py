@@ -44,6 +44,7 @@ from tikmix.data.sampler import load_streams, plan_mixture
 from tikmix.mixing.exports import mixture_document
 from tikmix.mixing.weights import MixtureInputError, validate_weights
 from tikmix.models.checkpoint import load_checkpoint
+from tikmix.models.device import resolve_device
 from tikmix.models.flops import training_flops_per_token
 from tikmix.models.llama import ModelConfig, TinyLlama
 from tikmix.models.loss import token_losses
@@ -143,7 +144,7 @@ def run_doremi(
     # The two models may have different vocabularies (a checkpoint's may be padded); every
     # token id must have an embedding row in both.
     vocab = min(reference.get_input_embeddings().weight.shape[0], proxy_config.vocab_size)
-    device = torch.device(device)
+    device = resolve_device(device)
     per_domain = max(1, batch_size // n_domains)
     steps = max(1, tokens // (per_domain * n_domains * seq_len))
     plans = [
@@ -252,7 +253,7 @@ def doremi_mixture(
         )
     if reference == "checkpoint" and checkpoint_dir is None:
         raise MixtureInputError("DoReMi with reference='checkpoint' needs checkpoint_dir")
-    device = torch.device(device)
+    device = resolve_device(device)
     streams = load_streams(domain_dirs, "train")
     proxy_config = ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, **proxy_model)
     flops = {"reference_train_flops": 0}

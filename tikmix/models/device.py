@@ -5,8 +5,15 @@ from __future__ import annotations
 import torch
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available; asking for ``cuda`` without a GPU is an error."""
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when available; asking for ``cuda`` without a GPU is an error.
+
+    A ``torch.device`` (or a string such as ``cuda:1``) is passed through.
+    """
+    if isinstance(name, torch.device):
+        return name
+    if name.startswith("cuda:"):
+        return torch.device(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tikmix.models.device import resolve_device
 from tikmix.models.loss import token_losses
 
 Schedule = Literal["cosine", "wsd"]
@@ -149,7 +150,7 @@ def train(
     if log_every < 1:
         raise ValueError(f"log_every must be >= 1, got {log_every}")
     logger = logger or _LOG
-    device = torch.device(device)
+    device = resolve_device(device)
     torch.manual_seed(seed)
 
     model.to(device).train()

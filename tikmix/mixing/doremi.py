@@ -100,15 +100,14 @@ class DoremiResult:
         self, *, stage_tokens: int | None = None, provenance: Mapping | None = None
     ) -> dict[str, Any]:
         """The canonical mixture document (method ``doremi``) with a ``compute`` section."""
-        document = mixture_document(
+        return mixture_document(
             self.weights,
             method="doremi",
             stage_tokens=stage_tokens,
             provenance=provenance,
             solver=self.solver_report(),
+            compute=self.compute(),
         )
-        compute = self.compute()
-        return {**document, "compute": compute, "total_compute": compute}
 
 
 def run_doremi(

@@ -68,12 +68,18 @@ def mixture_document(
     provenance: Mapping | None = None,
     solver: Mapping | None = None,
     digits: int | None = None,
+    compute: Mapping | None = None,
+    total_compute: Mapping | None = None,
 ) -> dict:
-    """The canonical mixture document (see module docstring); ``digits`` rounds the weights."""
+    """The canonical mixture document (see module docstring); ``digits`` rounds the weights.
+
+    ``compute`` is what determining the mixture cost in its own step; ``total_compute`` adds
+    what it was derived from (e.g. the influence matrix) and defaults to ``compute``.
+    """
     w = validate_weights(weights, source=f"{method} weights")
     if digits is not None:
         w = round_weights(w, digits)
-    return {
+    document = {
         "method": method,
         "weights": {str(d): float(v) for d, v in w.items()},
         "stage_tokens": stage_tokens,
@@ -81,6 +87,10 @@ def mixture_document(
         "solver": dict(solver or {}),
         "sign_convention": SIGN_CONVENTION,
     }
+    if compute is not None:
+        document["compute"] = dict(compute)
+        document["total_compute"] = dict(total_compute or compute)
+    return document
 
 
 def megatron_data_path(

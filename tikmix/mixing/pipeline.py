@@ -69,22 +69,22 @@ def write_method(
     ``compute`` is what this step itself cost; ``total_compute`` adds ``upstream_compute``
     (e.g. the influence matrix TiKMiX-D was solved on): the FLOPs spent to determine the mixture.
     """
+    own = dict(compute or {"tokens": 0, "flops": 0.0})
+    upstream = dict(upstream_compute or {"tokens": 0, "flops": 0.0})
     document = mixture_document(
         weights,
         method=method,
         stage_tokens=stage_tokens,
         provenance=dict(provenance or {}),
         solver=dict(solver or {}),
+        compute=own,
+        total_compute={
+            "tokens": int(own["tokens"] + upstream["tokens"]),
+            "flops": float(own["flops"] + upstream["flops"]),
+        },
     )
     if influence_csv is not None:
         document["predicted"] = _predicted(read_influence_matrix(influence_csv), weights, eps)
-    own = dict(compute or {"tokens": 0, "flops": 0.0})
-    upstream = dict(upstream_compute or {"tokens": 0, "flops": 0.0})
-    document["compute"] = own
-    document["total_compute"] = {
-        "tokens": int(own["tokens"] + upstream["tokens"]),
-        "flops": float(own["flops"] + upstream["flops"]),
-    }
     write_mixture(path, document)
     return document
 

@@ -256,15 +256,14 @@ class RegMixResult:
         self, *, stage_tokens: int | None = None, provenance: Mapping | None = None
     ) -> dict[str, Any]:
         """The canonical mixture document (method ``regmix``) with a ``compute`` section."""
-        document = mixture_document(
+        return mixture_document(
             self.weights,
             method="regmix",
             stage_tokens=stage_tokens,
             provenance=provenance,
             solver=self.solver_report(),
+            compute=self.compute(),
         )
-        compute = self.compute()
-        return {**document, "compute": compute, "total_compute": compute}
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -212,3 +212,26 @@ def load_streams(
         if streams[name].ndim != 1:
             raise DataError(f"domain {name!r}: {path} is not a 1-D token stream")
     return streams
+
+
+def mixture_batches(
+    streams: Mapping[str, np.ndarray],
+    weights: Mapping[str, float],
+    steps: int,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+) -> Iterator[np.ndarray]:
+    """``steps`` training batches ``[batch_size, seq_len + 1]`` drawn from the mixture ``weights``.
+
+    The plan covers exactly ``steps · batch_size · seq_len`` tokens, so every batch is full;
+    windows are gathered batch by batch (memory stays bounded).
+    """
+    plan = plan_mixture(
+        {name: len(s) for name, s in streams.items()},
+        {d: float(w) for d, w in weights.items()},
+        steps * batch_size * seq_len,
+        seq_len,
+        seed,
+    )
+    return plan.iter_batches(streams, batch_size)

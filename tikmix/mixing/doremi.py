@@ -40,7 +40,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from tikmix.data.sampler import load_streams, plan_mixture
+from tikmix.data.sampler import load_streams, mixture_batches, plan_mixture
 from tikmix.mixing.exports import mixture_document
 from tikmix.mixing.weights import MixtureInputError, validate_weights
 from tikmix.models.checkpoint import load_checkpoint
@@ -264,16 +264,9 @@ def doremi_mixture(
         torch.manual_seed(ref_seed)
         reference_model = TinyLlama(proxy_config)
         total_steps = max(1, reference_tokens // (batch_size * seq_len))
-        plan = plan_mixture(
-            {d: len(s) for d, s in streams.items()},
-            weights.to_dict(),
-            total_steps * batch_size * seq_len,
-            seq_len,
-            ref_seed,
-        )
         trained = train(
             reference_model,
-            plan.iter_batches(streams, batch_size),
+            mixture_batches(streams, weights, total_steps, batch_size, seq_len, ref_seed),
             total_steps=total_steps,
             lr=lr,
             seed=ref_seed,

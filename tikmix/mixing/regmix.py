@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tikmix.data.sampler import load_streams, plan_mixture
+from tikmix.data.sampler import load_streams, mixture_batches
 from tikmix.mixing.exports import mixture_document
 from tikmix.mixing.surrogate import SurrogateQuality, fit_surrogate
 from tikmix.mixing.weights import MixtureInputError, validate_weights
@@ -182,16 +182,9 @@ def train_proxy(
     total_steps = max(1, tokens // (batch_size * seq_len))
     torch.manual_seed(seed)
     model = TinyLlama(model_config)
-    plan = plan_mixture(
-        {name: len(s) for name, s in streams.items()},
-        {d: float(v) for d, v in weights.items()},
-        total_steps * batch_size * seq_len,
-        seq_len,
-        seed,
-    )
     result = train(
         model,
-        plan.iter_batches(streams, batch_size),
+        mixture_batches(streams, weights, total_steps, batch_size, seq_len, seed),
         total_steps=total_steps,
         lr=lr,
         schedule=schedule,

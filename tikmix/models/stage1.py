@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tikmix.data.atomic import write_json_atomic
-from tikmix.data.sampler import load_streams, plan_mixture, sample_mixture
+from tikmix.data.sampler import load_streams, mixture_batches, sample_mixture
 from tikmix.data.tokenizer import load_tokenizer, vocab_size
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.device import resolve_device
@@ -82,13 +82,6 @@ def train_stage1(
     model = TinyLlama(config).to(torch_device)
     batch_size = stage1["batch_size"]
     total_steps = max(1, stage1["tokens"] // (batch_size * seq_len))
-    plan = plan_mixture(
-        {name: len(s) for name, s in streams.items()},
-        dict(weights),
-        total_steps * batch_size * seq_len,
-        seq_len,
-        derive_seed(seed, "stage1"),
-    )
     steps = {
         max(1, round(fraction * total_steps)): name for name, (fraction, _) in checkpoints.items()
     }
@@ -138,7 +131,9 @@ def train_stage1(
     start = time.perf_counter()
     result = train(
         model,
-        plan.iter_batches(streams, batch_size),
+        mixture_batches(
+            streams, weights, total_steps, batch_size, seq_len, derive_seed(seed, "stage1")
+        ),
         total_steps=total_steps,
         lr=stage1["lr"],
         weight_decay=stage1["weight_decay"],

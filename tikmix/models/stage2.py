@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from tikmix.data.atomic import write_json_atomic
-from tikmix.data.sampler import load_streams, plan_mixture
+from tikmix.data.sampler import load_streams, mixture_batches
 from tikmix.models.checkpoint import load_checkpoint, load_optimizer_state
 from tikmix.models.device import resolve_device
 from tikmix.models.evaluate import mean_loss, multiple_choice_accuracy
@@ -137,13 +137,6 @@ def continue_training(
     streams = load_streams(domain_dirs, "train")
     total_steps = max(1, tokens // (batch_size * seq_len))
     run_seed = derive_seed(seed, "stage2")
-    plan = plan_mixture(
-        {name: len(s) for name, s in streams.items()},
-        dict(weights),
-        total_steps * batch_size * seq_len,
-        seq_len,
-        run_seed,
-    )
     log.info(
         "stage 2: %d parameters, %d steps of %d x %d tokens on %s; optimizer moments %s",
         num_parameters(model),
@@ -155,7 +148,7 @@ def continue_training(
     )
     result = train(
         model,
-        plan.iter_batches(streams, batch_size),
+        mixture_batches(streams, weights, total_steps, batch_size, seq_len, run_seed),
         total_steps=total_steps,
         lr=lr,
         weight_decay=weight_decay,

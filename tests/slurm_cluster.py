@@ -57,15 +57,18 @@ def sinfo_answers() -> bool:
     except subprocess.TimeoutExpired:
         return False
     states = out.stdout.split()
-    return out.returncode == 0 and any(s.rstrip("*~#") in ("idle", "mixed", "allocated")
-                                       for s in states)
+    return out.returncode == 0 and any(
+        s.rstrip("*~#") in ("idle", "mixed", "allocated") for s in states
+    )
 
 
 def _unavailable(reason: str) -> None:
     """Skip (outside CI) or fail (in CI) the tests that need the cluster."""
     if in_ci():
-        pytest.fail(f"SLURM is required in CI (CI=true) but could not be brought up: {reason}",
-                    pytrace=False)
+        pytest.fail(
+            f"SLURM is required in CI (CI=true) but could not be brought up: {reason}",
+            pytrace=False,
+        )
     pytest.skip(f"SLURM unavailable: {reason}")
 
 
@@ -101,7 +104,9 @@ def tear_down(cluster: SlurmCluster) -> dict[Path, int]:
     """
     pids = {f: int(f.read_text()) for f in cluster.pid_files if f.exists()}
     result = subprocess.run(
-        ["bash", str(DOWN_SCRIPT), str(cluster.state_dir)], capture_output=True, text=True,
+        ["bash", str(DOWN_SCRIPT), str(cluster.state_dir)],
+        capture_output=True,
+        text=True,
         timeout=300,
     )
     assert result.returncode == 0, f"{DOWN_SCRIPT} failed:\n{result.stdout}\n{result.stderr}"
@@ -145,7 +150,10 @@ def sacct_jobs(job_ids: list[str]) -> dict[str, dict[str, str]]:
     """Accounting records of the given job ids: {job id: {"State": ..., "AllocTRES": ...}}."""
     out = subprocess.run(
         ["sacct", "-n", "-X", "-P", "-j", ",".join(job_ids), "-o", "JobID,State,AllocTRES"],
-        capture_output=True, text=True, timeout=60, check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     ).stdout
     records = {}
     for line in out.splitlines():

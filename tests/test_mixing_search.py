@@ -110,36 +110,30 @@ def test_kappa_schedule_rises_log_spaced():
         kappa_schedule(100.0, 10.0, 3)
 
 
-def test_search_keeps_only_feasible_candidates():
-    """A linear constraint (like TiKMiX's Pareto one) holds at every iterate of Algorithm 1."""
+def test_search_with_projection_keeps_every_iterate_feasible():
+    """A linear constraint (like TiKMiX's Pareto one) holds at every iterate of Algorithm 1,
+    and the search still moves from w0 towards the constrained optimum along the boundary."""
+    from tikmix.mixing.pareto import project_onto_pareto
     from tikmix.mixing.search import search_mixture
     from tikmix.mixing.surrogate import fit_surrogate
 
     rng = np.random.default_rng(0)
     domains = ["a", "b", "c"]
-    W = pd.DataFrame(rng.dirichlet(np.ones(3), size=200), columns=domains)
+    W = pd.DataFrame(rng.dirichlet(np.ones(3), size=400), columns=domains)
     y = -((W.to_numpy() - [0.6, 0.3, 0.1]) ** 2).sum(axis=1)
     fit = fit_surrogate(W, y, seed=0)
-
-    def feasible(ws):  # weight of "c" at least 0.25: excludes the unconstrained optimum
-        return ws[:, 2] >= 0.25
-
-    w0 = pd.Series([0.3, 0.3, 0.4], index=domains)
-    result = search_mixture(fit.model, w0, iters=6, samples=256, top_k=16, feasible=feasible)
-    assert (result.trace["c"] >= 0.25 - 1e-12).all()
-    assert result.weights["c"] >= 0.25 - 1e-12
-
-
-def test_pull_into_pareto_moves_back_to_the_boundary_only_as_needed():
-    from tikmix.mixing.pipeline import pull_into_pareto
-
-    B_hat = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    floor = np.array([0.3, 0.3])
-    start = pd.Series([0.4, 0.4, 0.2], index=list("abc"))
-    inside, t_inside = pull_into_pareto(
-        pd.Series([0.35, 0.35, 0.3], index=list("abc")), start, B_hat, floor
+    # Weight of "c" at least 0.25: excludes the unconstrained optimum, whose constrained
+    # counterpart is the projection (0.5, 0.25, 0.25) when w0 starts on the boundary.
+    B_hat, floor = np.array([[0.0, 0.0, 1.0]]), np.array([0.25])
+    w0 = pd.Series([0.2, 0.55, 0.25], index=domains)
+    result = search_mixture(
+        fit.model,
+        w0,
+        iters=8,
+        samples=256,
+        top_k=16,
+        project=lambda ws: project_onto_pareto(ws, B_hat, floor),
     )
-    assert t_inside == 1.0 and inside["c"] == pytest.approx(0.3)
-    pulled, t = pull_into_pareto(pd.Series([0.1, 0.5, 0.4], index=list("abc")), start, B_hat, floor)
-    assert t == pytest.approx(1 / 3) and pulled["a"] == pytest.approx(0.3)
-    assert (B_hat @ pulled.to_numpy() >= floor - 1e-12).all() and pulled.sum() == pytest.approx(1)
+    assert (result.trace["c"] >= 0.25 - 1e-9).all()
+    assert result.weights["c"] >= 0.25 - 1e-9
+    assert np.abs(result.weights.to_numpy() - [0.5, 0.25, 0.25]).sum() < 0.1

@@ -73,14 +73,18 @@ def workflow_case(synthetic_corpus) -> WorkflowCase:
         # The target comes first: --configfile takes several values and would swallow it.
         args=(
             "results/influence/stage1-100/grads/domain0/part-0.zarr",
-            "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml",
+            "--snakefile",
+            str(REPO / "Snakefile"),
+            "--configfile",
+            "config.yaml",
         ),
         ignore=("*.snakemake_timestamp",),
     )
 
 
-def run_snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None,
-                  timeout: float = 600) -> subprocess.CompletedProcess:
+def run_snakemake(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     """Run `<this python> -m snakemake ARGS` in `workdir`; AssertionError with its output on failure.
 
     The environment is this process's without SNAKEMAKE_PROFILE (so only explicit --profile flags
@@ -90,8 +94,12 @@ def run_snakemake(workdir: Path, *args: str, env: dict[str, str] | None = None,
     run_env = {k: v for k, v in os.environ.items() if k not in dropped}
     run_env.update(env or {})
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", *args], cwd=workdir, env=run_env,
-        capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "snakemake", *args],
+        cwd=workdir,
+        env=run_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if result.returncode != 0:
         raise AssertionError(
@@ -142,7 +150,7 @@ class Runs:
     case: WorkflowCase
     local_dir: Path
     slurm_dir: Path
-    second_run: str            # stdout + stderr of the second run through the profile
+    second_run: str  # stdout + stderr of the second run through the profile
     jobs: dict[str, list[str]]  # SLURM job ids by rule, first run through the profile
     jobs_second_run: int
 
@@ -156,11 +164,18 @@ def runs(slurm_cluster, workflow_case, completed_workflow, tmp_path_factory) -> 
     slurm_dir = tmp_path_factory.mktemp("slurm")
     workflow_case.prepare(slurm_dir)
 
-    env = {"TIKMIX_SLURM_PARTITION": slurm_cluster.partition,
-           "TIKMIX_SLURM_ACCOUNT": slurm_cluster.account}
+    env = {
+        "TIKMIX_SLURM_PARTITION": slurm_cluster.partition,
+        "TIKMIX_SLURM_ACCOUNT": slurm_cluster.account,
+    }
     # The first status check waits 2 s instead of the plugin's 40 s (tiny jobs).
-    slurm_args = (*workflow_case.args, "--profile", "slurm",
-                  "--slurm-init-seconds-before-status-checks", "2")
+    slurm_args = (
+        *workflow_case.args,
+        "--profile",
+        "slurm",
+        "--slurm-init-seconds-before-status-checks",
+        "2",
+    )
     first = run_snakemake(slurm_dir, *slurm_args, env=env)
     second = run_snakemake(slurm_dir, *slurm_args, env=env)
 
@@ -168,8 +183,9 @@ def runs(slurm_cluster, workflow_case, completed_workflow, tmp_path_factory) -> 
     for job_id, rule in SUBMITTED.findall(first.stdout + first.stderr):
         jobs.setdefault(rule, []).append(job_id)
     second_log = second.stdout + second.stderr
-    return Runs(workflow_case, local_dir, slurm_dir, second_log, jobs,
-                len(SUBMITTED.findall(second_log)))
+    return Runs(
+        workflow_case, local_dir, slurm_dir, second_log, jobs, len(SUBMITTED.findall(second_log))
+    )
 
 
 def test_profile_names_only_rules_of_the_workflow():
@@ -250,8 +266,18 @@ def test_up_script_reports_cannot_install_when_not_root(tmp_path):
     if os.geteuid() != 0:
         pytest.skip("needs root to run up.sh as another user")
     result = subprocess.run(
-        ["runuser", "-u", "nobody", "--", "bash", str(slurm_cluster.UP_SCRIPT), str(tmp_path / "s")],
-        capture_output=True, text=True, timeout=60,
+        [
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            "bash",
+            str(slurm_cluster.UP_SCRIPT),
+            str(tmp_path / "s"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert result.returncode == slurm_cluster.CANNOT_INSTALL, result.stderr
     assert "must run as root" in result.stderr
@@ -259,8 +285,12 @@ def test_up_script_reports_cannot_install_when_not_root(tmp_path):
 
 def _detached_sleep() -> int:
     """PID of a `sleep 300` that is not this process's child (like a daemon)."""
-    out = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        ["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return int(out.stdout)
 
 
@@ -273,8 +303,12 @@ def test_down_script_stops_by_pid_not_by_name(tmp_path):
         pid_file.write_text(f"{recorded}\n")
         stale_file.write_text(f"{bystander}\n")
         (tmp_path / "pidfiles").write_text(f"{stale_file}\n{pid_file}\n")
-        result = subprocess.run(["bash", str(slurm_cluster.DOWN_SCRIPT), str(tmp_path)],
-                                capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            ["bash", str(slurm_cluster.DOWN_SCRIPT), str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"stopped {pid_file} pid {recorded}" in result.stdout
         assert f"stale {stale_file}: pid {bystander} is now 'sleep'" in result.stdout

@@ -17,6 +17,7 @@ import pandas as pd
 from tikmix.mixing.candidates import latin_hypercube_mixtures
 from tikmix.mixing.config_prior import prior_from_config
 from tikmix.mixing.exports import mixture_document, read_mixture, write_mixture
+from tikmix.mixing.pareto import project_onto_pareto, pull_towards
 from tikmix.mixing.priors import uniform_prior
 from tikmix.mixing.search import solve_tikmix_m
 from tikmix.mixing.tikmix_d import availability_caps, solve_tikmix_d
@@ -164,29 +165,6 @@ def read_measurements(parts: Sequence[str | Path]) -> pd.DataFrame:
     return table
 
 
-def pull_into_pareto(
-    w: pd.Series, w_start: pd.Series, B_hat: np.ndarray, floor: np.ndarray
-) -> tuple[pd.Series, float]:
-    """``w_start + t (w − w_start)`` with the largest ``t ∈ [0, 1]`` such that ``B̂ w ≥ floor``.
-
-    ``w_start`` must satisfy the constraint (TiKMiX-D's mixture does); returns the mixture and t
-    (1 when ``w`` already satisfies it).
-    """
-    start = w_start.reindex(w.index).to_numpy()
-    slack = B_hat @ start - floor
-    if (slack < -1e-9).any():
-        raise ValueError("the starting mixture violates the Pareto constraint")
-    slope = B_hat @ (w.to_numpy() - start)
-    shrinking = slope < 0
-    t = (
-        float(min(1.0, *(np.maximum(slack[shrinking], 0) / -slope[shrinking])))
-        if shrinking.any()
-        else 1.0
-    )
-    pulled = start + t * (w.to_numpy() - start)
-    return pd.Series(pulled / pulled.sum(), index=w.index, name=w.name), t
-
-
 def tikmix_m_mixture(
     *,
     measurements: Sequence[str | Path],
@@ -219,20 +197,24 @@ def tikmix_m_mixture(
     y = sum(table[BENEFIT_PREFIX + t] / divisor[t] for t in B.index)
     W = table[list(B.columns)]
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
-    result = solve_tikmix_m(W, y, w_d, seed=seed, **search)
-    # Keep TiKMiX's Pareto guarantee B·w ≥ B·w_prior. w_D satisfies it and the feasible set is
-    # convex, so the search result is pulled back along the segment to w_D as far as needed.
-    # (Rejecting infeasible Dirichlet candidates instead starves the search: w_D usually lies
-    # on the boundary of several task constraints at once.)
+    # Keep TiKMiX's Pareto guarantee B·w ≥ B·w_prior: every search candidate is projected onto
+    # the feasible set before the surrogate scores it (see tikmix.mixing.pareto for why not
+    # rejection), and the result is made exactly feasible against w_D, which is.
     B_hat = B.to_numpy() / scale.to_numpy()[:, None]
     floor = B_hat @ read_mixture(prior, domains=list(B.columns)).to_numpy()
-    weights, pullback = pull_into_pareto(result.weights, w_d, B_hat, floor)
+    result = solve_tikmix_m(
+        W, y, w_d, seed=seed, project=lambda ws: project_onto_pareto(ws, B_hat, floor), **search
+    )
+    exact = pull_towards(result.weights.to_numpy(), w_d.to_numpy(), B_hat, floor)[0]
+    weights = pd.Series(exact, index=result.weights.index, name=result.weights.name)
     d_doc = json.loads(Path(tikmix_d).read_text())
     compute = {"tokens": int(table["tokens"].sum()), "flops": float(table["flops"].sum())}
     solver = result.solver_report()
     solver["n_measured_mixtures"] = len(table)
     solver["response"] = response
-    solver["pareto_pullback"] = pullback
+    solver["pareto_slack_min"] = float((B_hat @ exact - floor).min())
+    # What the search gained on the surrogate over its start, w_D.
+    solver["start_prediction"] = float(result.surrogate.predict(w_d.to_numpy()[None])[0])
     return write_method(
         out,
         weights,

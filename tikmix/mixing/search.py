@@ -81,7 +81,7 @@ def search_mixture(
     kappa_max: float = 5000.0,
     floor: float = 0.05,
     bounds: tuple[pd.Series, pd.Series] | None = None,
-    feasible: Callable[[np.ndarray], np.ndarray] | None = None,
+    project: Callable[[np.ndarray], np.ndarray] | None = None,
     max_draws: int = 20,
     seed: int = 0,
 ) -> SearchResult:
@@ -97,9 +97,12 @@ def search_mixture(
         bounds: optional ``(lower, upper)`` per domain; candidates outside are rejected and
             more are drawn (up to ``max_draws`` batches) until ``samples`` are inside.
             ``w0`` must satisfy them; the mean of in-bounds candidates stays in bounds.
-        feasible: optional test of a ``[n, D]`` batch of candidates (a boolean per row), e.g.
-            TiKMiX's Pareto constraint ``B·w ≥ B·w_prior``; rejected like out-of-bounds ones.
-            For a convex feasible set (linear constraints) the top-k mean stays feasible.
+        project: optional map of a ``[n, D]`` batch of candidates onto a convex feasible set,
+            e.g. TiKMiX's Pareto constraint ``B·w ≥ B·w_prior``
+            (:func:`~tikmix.mixing.pareto.project_onto_pareto`). Candidates are projected before
+            the surrogate scores them, so the search walks along the set's boundary instead of
+            starving on rejections; the top-k mean of feasible points stays feasible. It acts
+            after the bounds check, so projected candidates may leave ``bounds``.
         seed: the search is deterministic for a seed.
     """
     domains = surrogate.domains
@@ -120,7 +123,9 @@ def search_mixture(
     rng = np.random.default_rng(seed)
     rows = []
     for kappa in kappa_schedule(kappa_min, kappa_max, iters):
-        candidates = _draw(rng, kappa * w_best + floor, samples, lower, upper, feasible, max_draws)
+        candidates = _draw(rng, kappa * w_best + floor, samples, lower, upper, max_draws)
+        if project is not None:
+            candidates = project(candidates)
         predicted = surrogate.predict(candidates)
         top = np.argsort(-predicted, kind="stable")[:top_k]
         w_best = candidates[top].mean(axis=0)
@@ -140,26 +145,21 @@ def search_mixture(
     return SearchResult(pd.Series(w_best, index=domains, name="weight"), trace)
 
 
-def _draw(rng, concentration, samples, lower, upper, feasible, max_draws) -> np.ndarray:
-    """``samples`` Dirichlet draws, keeping only those inside the bounds and feasible."""
-    if lower is None and feasible is None:
+def _draw(rng, concentration, samples, lower, upper, max_draws) -> np.ndarray:
+    """``samples`` Dirichlet draws, keeping only those inside the bounds."""
+    if lower is None:
         return rng.dirichlet(concentration, size=samples)
     kept, n_kept = [], 0
     for _ in range(max_draws):
         draws = rng.dirichlet(concentration, size=samples)
-        keep = np.ones(len(draws), dtype=bool)
-        if lower is not None:
-            keep &= ((draws >= lower) & (draws <= upper)).all(axis=1)
-        if feasible is not None:
-            keep &= np.asarray(feasible(draws), dtype=bool)
-        inside = draws[keep]
+        inside = draws[((draws >= lower) & (draws <= upper)).all(axis=1)]
         kept.append(inside)
         n_kept += len(inside)
         if n_kept >= samples:
             return np.vstack(kept)[:samples]
     raise MixtureInputError(
-        f"only {n_kept} of {samples * max_draws} Dirichlet candidates fell inside the bounds "
-        "and constraints; widen the bounds, raise kappa_min or max_draws"
+        f"only {n_kept} of {samples * max_draws} Dirichlet candidates fell inside the bounds; "
+        "widen the bounds, raise kappa_min or max_draws"
     )
 
 

@@ -17,5 +17,6 @@ with script_logging(snakemake):
             figures=p.figures,
             stage1_metrics=p.stage1_metrics,
             evaluation=EvaluationFiles(**p.evaluation) if p.evaluation else None,
+            projection=snakemake.input.projection[0] if snakemake.input.projection else None,
         ),
     )

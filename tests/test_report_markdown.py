@@ -269,3 +269,27 @@ def test_markdown_table_formats_numbers():
         "| 1 | 0.1235 | x\\|y |",
         "| 2 | – | yes |",
     ]
+
+
+def test_projection_section_reads_its_table_and_names_the_safe_rank(results, tmp_path):
+    table = pd.DataFrame(
+        [
+            (rank, task, rho, rho)
+            for rank, rhos in [(8, (0.61, 0.95)), (16, (0.93, 0.97)), (32, (0.98, 0.99))]
+            for task, rho in zip(TASKS, rhos, strict=True)
+        ],
+        columns=["rank", "task", "spearman", "pearson"],
+    )
+    path = tmp_path / "projection_agreement.csv"
+    table.to_csv(path, index=False)
+    results.projection = path
+    text = write_report(tmp_path / "results" / "report" / "report.md", results).read_text()
+    section = _section(text, "Gradient projection")
+    header = _table_row(section, "task")
+    assert float(_table_row(section, "mmlu")[header.index("ρ at r = 8")]) == pytest.approx(0.61)
+    assert "r = 8: 0.61" in section and "From rank 16 on" in section
+    # A failing largest rank is said so, not hidden behind an earlier passing one.
+    table.loc[(table["rank"] == 32) & (table["task"] == "mmlu"), "spearman"] = 0.5
+    table.to_csv(path, index=False)
+    text = write_report(tmp_path / "results" / "report" / "report.md", results).read_text()
+    assert "The largest tested rank does not keep" in _section(text, "Gradient projection")

@@ -47,3 +47,36 @@ def test_every_mixture_is_written_for_every_checkpoint_and_beats_the_prior(compl
         d_benefit = B.to_numpy() @ pd.Series(docs["tikmix_d"]["weights"])[B.columns].to_numpy()
         assert (d_benefit / scale >= prior_benefit / scale - 1e-6).all(), "Pareto constraint"
         assert docs["tikmix_d"]["solver"]["success"]
+
+
+def test_projection_agreement_on_the_workflow_data_is_exact_at_full_rank(completed_workflow):
+    """The scale check's library function on the tiny run's real files: a rank at or above every
+    layer's width (32 and 96 here) projects nothing, so its benefit rows equal the unprojected
+    ones; a rank of 2 is a real projection, and the record counts every matrix's tokens."""
+    from tikmix.analysis.projection_agreement import run_projection_agreement
+    from tikmix.models.stage1 import read_weights
+
+    results = completed_workflow.workdir / "results"
+    domains = sorted(p.name for p in (results / "data/domains").iterdir())
+    tasks = {p.stem: p for p in sorted((results / "data/tasks").glob("*.npz"))}
+    table, record = run_projection_agreement(
+        checkpoint=results / "checkpoints/stage1-100",
+        domain_dirs={d: results / "data/domains" / d for d in domains},
+        task_files=tasks,
+        prior=read_weights(results / "mixtures/prior.json"),
+        ranks=[2, 128],
+        tokens_per_domain=2048,
+        fit_tokens=4096,
+        seq_len=32,
+        batch_size=16,
+        tracked_modules=r"(^|\.)layers\.\d+\.(self_attn|mlp)\.\w+_proj$",
+        fisher="sampled",
+        seed=0,
+        device="cpu",
+    )
+    print(table.to_string(index=False))
+    assert sorted(table["task"].unique()) == sorted(tasks)
+    full = table[table["rank"] == 128]
+    assert (full["spearman"] == 1.0).all() and (full["pearson"] > 1 - 1e-9).all()
+    assert table[table["rank"] == 2]["pearson"].lt(1 - 1e-6).any()
+    assert record["ranks"] == [2, 128] and record["compute"]["tokens"] > 3 * 2 * 4096

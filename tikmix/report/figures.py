@@ -445,3 +445,31 @@ def benefit_improvement_scatter(
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     return save_figure(fig, stem)
+
+
+def projection_agreement_figure(
+    table: pd.DataFrame, stem: str | Path, *, title: str, target: float = 0.9
+) -> list[Path]:
+    """Spearman ρ of projected vs unprojected benefit rows against the projection rank, per task.
+
+    ``table`` is :func:`tikmix.influence.api.projection_agreement`'s (``rank, task, spearman``).
+    The rank axis is logarithmic (ranks are usually powers of two); ``target`` is drawn as a
+    dashed reference line.
+    """
+    tasks = list(dict.fromkeys(table["task"]))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for task, style in zip(tasks, line_styles(len(tasks)), strict=True):
+        line = table[table["task"] == task].sort_values("rank")
+        ax.plot(line["rank"], line["spearman"], label=task, linewidth=1.4, **style)
+    ranks = sorted(table["rank"].unique())
+    ax.axhline(target, color="0.4", linestyle="--", linewidth=0.9, label=f"ρ = {target:g}")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ranks, [str(r) for r in ranks])
+    ax.set_xlabel("projection rank r (per layer: r × r, rank_out = rank_in = r)")
+    ax.set_ylabel("Spearman ρ across domains\n(projected vs unprojected benefit)")
+    ax.set_ylim(min(-0.05, float(table["spearman"].min()) - 0.05), 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(title="task", fontsize=8, loc="lower right")
+    ax.set_title(title)
+    fig.tight_layout()
+    return save_figure(fig, stem)

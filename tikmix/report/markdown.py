@@ -108,6 +108,8 @@ class ReportInputs:
             ``compute``, ``evaluation``) → PNG files to show in it.
         stage1_metrics: ``results/stage1/metrics.json`` when stage 1 ran (built-in model).
         evaluation: the stage-2 result files; the section appears when they are given.
+        projection: the projection-agreement CSV (:mod:`tikmix.analysis.projection_agreement`);
+            the section appears when it is given.
     """
 
     influence: dict[str, Path]
@@ -121,6 +123,7 @@ class ReportInputs:
     figures: dict[str, list[Path]] = field(default_factory=dict)
     stage1_metrics: Path | None = None
     evaluation: EvaluationFiles | None = None
+    projection: Path | None = None
 
 
 class _Writer:
@@ -283,6 +286,32 @@ def _ranking_section(w: _Writer, inputs: ReportInputs) -> None:
             f"{format_number(consecutive['kendall_tau'].mean())}.",
         )
     w.figure("ranking", "Benefit of each domain over training, one panel per task.")
+
+
+def _projection_section(w: _Writer, path: Path, target: float = 0.9) -> None:
+    table = _read_csv(path, "projection agreement table")
+    wide = table.pivot(index="task", columns="rank", values="spearman")
+    wide.columns = [f"ρ at r = {r}" for r in wide.columns]
+    worst = table.groupby("rank")["spearman"].min().sort_index()
+    # The smallest rank from which every larger tested rank also keeps every task above target.
+    failing = worst.index[~(worst >= target)]
+    safe = worst.index[worst.index > failing.max()] if len(failing) else worst.index
+    verdict = (
+        f"From rank {safe.min()} on, every task keeps ρ ≥ {target:g}."
+        if len(safe)
+        else f"The largest tested rank does not keep ρ ≥ {target:g} for every task."
+    )
+    w.add(
+        "## Gradient projection",
+        "Table: Spearman ρ across domains between each task's projected and unprojected "
+        "benefit row, per projection rank r (r × r per tracked layer, EK-FAC refitted in the "
+        "projected space).",
+        markdown_table(wide),
+        "The worst task's ρ per rank: "
+        + ", ".join(f"r = {r}: {format_number(v)}" for r, v in worst.items())
+        + f". {verdict}",
+    )
+    w.figure("projection", "Projected against unprojected influence: Spearman ρ per task.")
 
 
 def _compute_section(w: _Writer, inputs: ReportInputs) -> None:
@@ -479,6 +508,8 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     _mixture_section(w, inputs, B)
     _additivity_section(w, inputs)
     _ranking_section(w, inputs)
+    if inputs.projection is not None:
+        _projection_section(w, inputs.projection)
     _compute_section(w, inputs)
     if inputs.evaluation is not None:
         compute = _read_csv(inputs.compute, "compute table")

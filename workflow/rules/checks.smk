@@ -1,5 +1,6 @@
 # Assumption checks (paper appendix D and sec. 1): additivity of group influence around TiKMiX-D's
-# mixture, and the stability of the domains' benefit rankings over training.
+# mixture, the stability of the domains' benefit rankings over training, and (for the scale
+# option) whether gradient projection preserves the benefit rankings.
 
 
 rule additivity:
@@ -111,3 +112,55 @@ rule ranking:
         heatmap_stems=heatmap_stems(),
     script:
         script_path("ranking.py")
+
+
+rule projection_agreement:
+    input:
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
+        streams=domain_files("train"),
+        tasks=expand("results/data/tasks/{task}.npz", task=TASKS),
+        prior="results/mixtures/prior.json",
+        code=code("projection_agreement.py"),
+    output:
+        table=report(
+            "results/checks/{ckpt}/projection_agreement.csv",
+            caption="../report/projection_agreement.rst",
+            category="Checks",
+            subcategory="Gradient projection",
+        ),
+        record="results/checks/{ckpt}/projection_agreement.json",
+        figure=report(
+            PROJECTION_STEM + ".png",
+            caption="../report/projection_agreement.rst",
+            category="Checks",
+            subcategory="Gradient projection",
+        ),
+        pdf=PROJECTION_STEM + ".pdf",
+    log:
+        "logs/projection_agreement/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/projection_agreement/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=240,
+    params:
+        tasks=TASKS,
+        figure_stem=lambda wildcards, output: output.figure.removesuffix(".png"),
+        options=dict(
+            domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
+            ranks=PROJECTION_CHECK["ranks"],
+            tokens_per_domain=PROJECTION_CHECK["tokens_per_domain"],
+            fit_tokens=PROJECTION_CHECK["fit_tokens"],
+            seq_len=config["data"]["seq_len"],
+            batch_size=INFLUENCE["batch_size"],
+            tracked_modules=INFLUENCE["tracked_modules"],
+            fisher=INFLUENCE["ekfac"]["fisher"],
+            precision=INFLUENCE["precision"],
+            seed=config["seed"],
+            device=config["device"],
+        ),
+    script:
+        script_path("projection_agreement.py")

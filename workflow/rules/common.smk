@@ -188,9 +188,9 @@ def evaluation_targets():
     ]
 
 
-# Appendix D's defaults; `checks: additivity:` in the config overrides them (schema keys to add:
-# mixtures, low, high, tokens, outlier_threshold).
+# Appendix D's defaults; `checks: additivity:` in the config overrides them.
 ADDITIVITY = config["checks"]["additivity"]
+PROJECTION_CHECK = config["checks"]["projection"]
 FIGURES = "results/report/figures"
 
 
@@ -203,6 +203,16 @@ def heatmap_stems():
 
 
 TRAJECTORIES_STEM = f"{FIGURES}/benefit_trajectories"
+
+
+def projection_check_targets():
+    """The projection-agreement table at the mixtures' checkpoint, when ranks are configured."""
+    if not PROJECTION_CHECK["ranks"]:
+        return []
+    return [f"results/checks/{EVAL_CKPT}/projection_agreement.csv"]
+
+
+PROJECTION_STEM = f"{FIGURES}/projection_agreement_{{ckpt}}"
 
 
 # The influence pipeline's job outputs whose `compute` records make up TiKMiX-D's cost at a
@@ -267,6 +277,10 @@ def report_figures():
         "additivity": [f"{stem}.png" for stem in additivity_stems(EVAL_CKPT)],
         "ranking": [f"{TRAJECTORIES_STEM}.png"],
         "compute": [f"{COMPUTE_STEM}.png"],
+        "projection": [
+            PROJECTION_STEM.format(ckpt=EVAL_CKPT) + ".png"
+            for _ in projection_check_targets()
+        ],
     }
 
 

@@ -99,6 +99,7 @@ rule report:
         ),
         additivity=f"results/checks/{EVAL_CKPT}/additivity_summary.csv",
         ranking="results/checks/ranking.csv",
+        projection=projection_check_targets(),
         compute="results/checks/compute.csv",
         compute_components="results/checks/compute_components.csv",
         figures=[path for paths in report_figures().values() for path in paths],

@@ -45,7 +45,7 @@ lint: setup-test
 	$(BIN)/snakemake --lint --cores 1
 
 test: setup-test
-	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -ra
+	PATH=$(CURDIR)/$(BIN):$$PATH $(BIN)/python -m pytest -ra --durations=15
 
 clean-results:
 	rm -rf results logs benchmarks/rules benchmarks/out .snakemake

@@ -22,6 +22,11 @@ from tikmix.report.markdown import (
 
 DOMAINS = ["news", "fiction", "lore"]
 TASKS = ["mmlu", "trivia"]
+SURROGATE_SOLVER = {
+    "surrogate_quality": {"spearman": 0.31, "pearson": 0.42, "n_samples": 64, "n_folds": 5},
+    "start_prediction": 1.25,
+    "final_center_prediction": 1.5,
+}
 
 
 @pytest.fixture
@@ -50,8 +55,10 @@ def results(tmp_path):
         ("tikmix_m", [0.25, 0.15, 0.6]),
     ]:
         mixtures[method] = root / "mixtures" / "stage1-100" / f"{method}.json"
+        solver = SURROGATE_SOLVER if method == "tikmix_m" else None
         write_mixture(
-            mixtures[method], mixture_document(pd.Series(w, index=DOMAINS), method=method)
+            mixtures[method],
+            mixture_document(pd.Series(w, index=DOMAINS), method=method, solver=solver),
         )
     x = rng.normal(size=20)
     summary, _ = additivity_statistics(
@@ -293,3 +300,11 @@ def test_projection_section_reads_its_table_and_names_the_safe_rank(results, tmp
     table.to_csv(path, index=False)
     text = write_report(tmp_path / "results" / "report" / "report.md", results).read_text()
     assert "The largest tested rank does not keep" in _section(text, "Gradient projection")
+
+
+def test_mixture_section_states_the_surrogate_quality_and_warns_when_it_is_poor(results, tmp_path):
+    text = write_report(tmp_path / "results" / "report" / "report.md", results).read_text()
+    mixtures = _section(text, "Mixtures")
+    assert "fitted on 64 directly measured mixtures" in mixtures
+    assert "Spearman 0.31 and Pearson 0.42" in mixtures and "from 1.25 at w_D to 1.5" in mixtures
+    assert "prefer TiKMiX-D's mixture" in mixtures  # 0.31 < 0.5

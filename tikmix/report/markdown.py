@@ -234,7 +234,29 @@ def _mixture_section(w: _Writer, inputs: ReportInputs, B: pd.DataFrame) -> pd.Da
         "(the linear prediction TiKMiX-D maximises; larger is better).",
         markdown_table(table),
     )
+    if "tikmix_m" in inputs.mixtures:
+        w.add(_surrogate_sentence(_read_json(Path(inputs.mixtures["tikmix_m"]))["solver"]))
     return predicted
+
+
+def _surrogate_sentence(solver: Mapping) -> str:
+    """How far TiKMiX-M's search can be trusted: its surrogate's cross-validated quality."""
+    quality = solver["surrogate_quality"]
+    sentence = (
+        f"TiKMiX-M's LightGBM surrogate, fitted on {quality['n_samples']} directly measured "
+        f"mixtures, predicts held-out responses with Spearman "
+        f"{format_number(quality['spearman'])} and Pearson {format_number(quality['pearson'])} "
+        f"({quality['n_folds']}-fold cross-validation); its search moved the surrogate's "
+        f"prediction from {format_number(solver['start_prediction'])} at w_D to "
+        f"{format_number(solver['final_center_prediction'])}."
+    )
+    if quality["spearman"] < 0.5:
+        sentence += (
+            " A held-out Spearman this low means the measured responses are dominated by "
+            "sampling noise at this measurement budget (`mixing.measurement.tokens`), so the "
+            "search follows noise: prefer TiKMiX-D's mixture, or raise the budget."
+        )
+    return sentence
 
 
 def _additivity_section(w: _Writer, inputs: ReportInputs) -> None:

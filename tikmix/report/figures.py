@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import TwoSlopeNorm  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from tikmix.analysis.ranking import TOKENS_AXIS  # noqa: E402
@@ -208,6 +209,10 @@ def additivity_scatter(
     )
     ax.set_xlabel("predicted benefit Σ_d w_d B[v, d]")
     ax.set_ylabel("direct benefit of a sampled mixture")
+    # Benefits are small numbers: few ticks and a shared ×10ⁿ offset keep the labels apart.
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(6))
+    ax.ticklabel_format(style="sci", scilimits=(-2, 3))
     ax.set_title(
         f"{title}\nPearson r = {summary['pearson_r']:.3f}, p = {summary['pearson_p']:.2g}"
         f" (n = {len(x)})",

@@ -130,12 +130,12 @@ rule projection_agreement:
         ),
         record="results/checks/{ckpt}/projection_agreement.json",
         figure=report(
-            PROJECTION_STEM + ".png",
+            f"{PROJECTION_STEM}.png",
             caption="../report/projection_agreement.rst",
             category="Checks",
             subcategory="Gradient projection",
         ),
-        pdf=PROJECTION_STEM + ".pdf",
+        pdf=f"{PROJECTION_STEM}.pdf",
     log:
         "logs/projection_agreement/{ckpt}.log",
     benchmark:

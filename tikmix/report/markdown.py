@@ -316,7 +316,8 @@ def _projection_section(w: _Writer, path: Path, target: float = 0.9) -> None:
     wide.columns = [f"ρ at r = {r}" for r in wide.columns]
     worst = table.groupby("rank")["spearman"].min().sort_index()
     # The smallest rank from which every larger tested rank also keeps every task above target.
-    failing = worst.index[~(worst >= target)]
+    # (1e-9: Spearman's ρ is a ratio of integers, e.g. exactly 0.9, computed as 0.8999…)
+    failing = worst.index[~(worst >= target - 1e-9)]
     safe = worst.index[worst.index > failing.max()] if len(failing) else worst.index
     verdict = (
         f"From rank {safe.min()} on, every task keeps ρ ≥ {target:g}."

@@ -61,6 +61,17 @@ def test_failed_rewrite_keeps_previous_store(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"]
 
 
+def test_killed_writers_leftover_is_removed_by_the_next_successful_write(tmp_path):
+    """A SIGKILLed writer leaves its temporary directory (nothing can clean up); the next
+    complete write of the same store removes it, and leaves other stores' files alone."""
+    import zarr
+
+    for name in (".s.zarr.tmp-4242-deadbeef", ".other.zarr.tmp-4242-cafe0000"):
+        zarr.open_group(tmp_path / name, mode="w").create_array("a", shape=(2,), dtype="f8")
+    write_store(tmp_path / "s.zarr", [("a/x", np.arange(4.0))], {"kind": "test"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.zarr.tmp-4242-cafe0000", "s.zarr"]
+
+
 def test_store_without_completion_attribute_is_incomplete(tmp_path):
     import zarr
 

@@ -168,6 +168,7 @@ def test_gradient_job_killed_mid_write_reruns_to_the_clean_result(
     ]
     assert job_counts(planned).get("influence_matrix") == 1
     flow.snakemake(target)
+    assert not list(final.parent.glob(f".{final.name}.tmp-*")), "the killed writer's leftover"
 
     clean = completed_workflow.workdir
     _assert_same_store(final, clean / part)

@@ -64,7 +64,9 @@ def write_store(
     """Write ``arrays`` (streamed, one at a time) and ``attrs`` to a Zarr store at ``path``, atomically.
 
     An existing store at ``path`` is replaced only once the new one is complete. If anything
-    raises, the temporary directory is removed and ``path`` is left as it was.
+    raises, the temporary directory is removed and ``path`` is left as it was. A writer killed
+    outright (SIGKILL, a node lost) cannot clean up; its temporary directory, never trusted
+    (it has no completion mark), is removed by the next successful write of the same store.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,6 +95,8 @@ def write_store(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    for leftover in path.parent.glob(f".{path.name}.tmp-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     return path
 
 

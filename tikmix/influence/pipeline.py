@@ -244,13 +244,23 @@ def task_gradient_store(
     return save_gradients(out, stats, provenance)
 
 
-def _ekfac_sample(
+def _ekfac_pass(
+    what: str,
+    *,
     domain_dirs: Mapping[str, str | Path],
     weights: Mapping[str, float],
     tokens: int,
     seq_len: int,
     seed: int,
-):
+    **shard_args: Any,
+) -> _ShardPass:
+    """Shard ``shard`` of the EK-FAC sample, ready to iterate.
+
+    The sample is ``tokens`` drawn from ``weights`` over ``domain_dirs`` with a seed derived from
+    ``seed``, so the covariance pass and the Λ pass see the same sequences. ``shard_args`` are
+    :meth:`_ShardPass.open`'s: checkpoint, device, tracked_modules, projection, precision,
+    shards, shard, batch_size.
+    """
     streams = load_streams(domain_dirs)
     plan = plan_mixture(
         {d: len(s) for d, s in streams.items()},
@@ -259,41 +269,24 @@ def _ekfac_sample(
         seq_len,
         derive_seed(seed, "ekfac"),
     )
-    return streams, plan
+    return _ShardPass.open(streams=streams, plan=plan, what=what, **shard_args)
 
 
 def covariance_part(
     *,
-    checkpoint: str | Path,
-    domain_dirs: Mapping[str, str | Path],
-    weights: Mapping[str, float],
-    tokens: int,
-    shards: int,
-    shard: int,
-    seq_len: int,
-    batch_size: int,
-    tracked_modules: str,
     fisher: str,
     seed: int,
-    device: str,
     out: str | Path,
     projection: dict | None = None,
     precision: str = "fp32",
+    **sample: Any,
 ) -> Path:
-    """Sums of a aᵀ and g gᵀ over shard ``shard`` of the EK-FAC sample (rule ekfac_covariances)."""
-    streams, plan = _ekfac_sample(domain_dirs, weights, tokens, seq_len, seed)
-    job = _ShardPass.open(
-        checkpoint=checkpoint,
-        device=device,
-        tracked_modules=tracked_modules,
-        projection=projection,
-        precision=precision,
-        streams=streams,
-        plan=plan,
-        shards=shards,
-        shard=shard,
-        batch_size=batch_size,
-        what="EK-FAC covariances",
+    """Sums of a aᵀ and g gᵀ over shard ``shard`` of the EK-FAC sample (rule ekfac_covariances).
+
+    ``fisher`` is ``sampled`` or ``empirical``; ``sample`` are :func:`_ekfac_pass`'s arguments.
+    """
+    job = _ekfac_pass(
+        "EK-FAC covariances", seed=seed, projection=projection, precision=precision, **sample
     )
     sums = covariance_sums(
         job.model,
@@ -332,48 +325,45 @@ def eigen_store(parts: list[str | Path], out: str | Path) -> Path:
     return save_eigenbases(out, bases, provenance)
 
 
-def lambda_part(*, eigen: str | Path, **kwargs: Any) -> Path:
+def lambda_part(
+    *,
+    eigen: str | Path,
+    fisher: str,
+    seed: int,
+    out: str | Path,
+    projection: dict | None = None,
+    precision: str = "fp32",
+    **sample: Any,
+) -> Path:
     """Sums of (Q_Sᵀ G_n Q_A)² over shard ``shard`` of the EK-FAC sample (rule ekfac_lambda).
 
     Takes the same arguments as :func:`covariance_part`, plus the eigenbasis store.
     """
-    projection = kwargs.get("projection")
-    precision = kwargs.get("precision", "fp32")
     eigen_attrs = open_store(eigen).attrs
     if eigen_attrs.get("projection") != projection_attrs(projection):
         raise ValueError(
             f"eigenbasis store {eigen} was fitted with projection "
             f"{eigen_attrs.get('projection')!r}, this job asks for {projection_attrs(projection)!r}"
         )
-    seed = kwargs["seed"]
-    streams, plan = _ekfac_sample(
-        kwargs["domain_dirs"], kwargs["weights"], kwargs["tokens"], kwargs["seq_len"], seed
-    )
-    job = _ShardPass.open(
-        checkpoint=kwargs["checkpoint"],
-        device=kwargs["device"],
-        tracked_modules=kwargs["tracked_modules"],
+    job = _ekfac_pass(
+        "EK-FAC eigenvalue correction",
+        seed=seed,
         projection=projection,
         precision=precision,
-        streams=streams,
-        plan=plan,
-        shards=kwargs["shards"],
-        shard=kwargs["shard"],
-        batch_size=kwargs["batch_size"],
-        what="EK-FAC eigenvalue correction",
+        **sample,
     )
     sums = lambda_sums(
         job.model,
         job.modules,
         load_eigenbases(eigen),
         job.batches,
-        fisher=FISHER_LABELS[kwargs["fisher"]],
+        fisher=FISHER_LABELS[fisher],
         seed=derive_seed(seed, "fisher"),
         precision=precision,
         projections=job.projections,
     )
-    provenance = job.finish(fisher=kwargs["fisher"])
-    return save_lambdas(kwargs["out"], sums, provenance)
+    provenance = job.finish(fisher=fisher)
+    return save_lambdas(out, sums, provenance)
 
 
 def factors_store(eigen: str | Path, parts: list[str | Path], out: str | Path) -> Path:

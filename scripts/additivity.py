@@ -13,6 +13,8 @@ with script_logging(snakemake):
         batch_size=p.batch_size,
         seed=p.seed,
         outlier_threshold=p.outlier_threshold,
+        noise_mixtures=p.noise["mixtures"],
+        noise_replicates=p.noise["replicates"],
         projection=p.projection,
         precision=p.precision,
     )

@@ -14,6 +14,7 @@ with script_logging(snakemake) as log:
         figure4_stats_path=snakemake.output.figure4_stats,
         random_mixtures=p.random_mixtures,
         reference=p.reference,
+        **p.normalisation,
     )
     benefit_improvement_scatter(
         points,

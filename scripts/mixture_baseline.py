@@ -7,4 +7,5 @@ with script_logging(snakemake):
         dict(zip(snakemake.params.domains, snakemake.input.meta, strict=True)),
         snakemake.output[0],
         influence_csv=snakemake.input.influence,
+        **snakemake.params.normalisation,
     )

@@ -3,10 +3,9 @@ from tikmix.workflow import script_logging
 
 with script_logging(snakemake):
     tikmix_m_candidates(
+        tikmix_d=snakemake.input.tikmix_d,
+        influence_csv=snakemake.input.influence,
         prior=snakemake.input.prior,
-        n=snakemake.params.n,
-        low=snakemake.params.low,
-        high=snakemake.params.high,
-        seed=snakemake.params.seed,
         out=snakemake.output[0],
+        **dict(snakemake.params.items()),
     )

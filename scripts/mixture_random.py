@@ -8,4 +8,5 @@ with script_logging(snakemake):
         seed=snakemake.params.seed,
         index=int(snakemake.wildcards.k),
         influence_csv=snakemake.input.influence,
+        **snakemake.params.normalisation,
     )

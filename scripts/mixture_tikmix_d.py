@@ -11,6 +11,7 @@ with script_logging(snakemake) as log:
         beta=snakemake.params.beta,
         gamma=snakemake.params.gamma,
         eps=snakemake.params.eps,
+        normaliser=snakemake.params.normaliser,
         max_epochs=snakemake.params.max_epochs,
         stage_tokens=snakemake.params.stage_tokens,
         out=snakemake.output[0],

@@ -3,13 +3,13 @@ from tikmix.workflow import script_logging
 
 with script_logging(snakemake) as log:
     document = tikmix_m_mixture(
+        proposal=snakemake.input.proposal,
+        confirmations=list(snakemake.input.confirmations),
         measurements=list(snakemake.input.measurements),
+        curvature_stores=list(snakemake.input.curvature_stores),
         influence_csv=snakemake.input.influence,
         tikmix_d=snakemake.input.tikmix_d,
-        prior=snakemake.input.prior,
-        eps=snakemake.params.eps,
-        seed=snakemake.params.seed,
-        search=snakemake.params.search,
         out=snakemake.output[0],
+        **dict(snakemake.params.items()),
     )
-    log.info("TiKMiX-M: %s", document["weights"])
+    log.info("TiKMiX-M: %s (%s)", document["weights"], document["solver"]["decision"]["reason"])

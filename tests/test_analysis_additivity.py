@@ -239,7 +239,11 @@ def test_additivity_holds_on_the_planted_corpus(planted):
         predicted_benefits(B, result.mixtures),
         rtol=1e-12,
     )
-    assert result.compute["tokens"] == 64 * (8192 // SEQ_LEN) * SEQ_LEN
+    # 64 mixtures plus 4 replicates of each of the first 4 (the noise ceiling's measurements).
+    assert result.compute["tokens"] == (64 + 16) * (8192 // SEQ_LEN) * SEQ_LEN
+    # Sampling noise bounds r: the ceiling it allows is measured, and r stays below it.
+    assert (summary["noise_sd"] > 0).all() and (summary["noise_ceiling"] <= 1).all()
+    assert (summary["pearson_r"] <= summary["noise_ceiling"] + 0.05).all(), summary.to_dict()
     assert result.compute["flops"] == result.compute["tokens"] * training_flops_per_token(
         model, SEQ_LEN
     )

@@ -12,7 +12,7 @@ import pytest
 
 from tikmix.cli import main
 from tikmix.mixing.candidates import latin_hypercube_mixtures
-from tikmix.mixing.exports import parse_megatron_data_path, read_mixture
+from tikmix.mixing.exports import parse_megatron_data_path
 
 DOMAINS = ["web", "code", "books", "news"]
 
@@ -77,7 +77,9 @@ def test_mix_d_megatron_export_and_caps(tmp_path, influence_csv):
     assert (weights <= pd.Series({"web": 0.4, "code": 0.3, "books": 0.3, "news": 0.3}) + 1e-8).all()
 
 
-def test_mix_m_from_a_run_table_and_a_start_file(tmp_path):
+def _mix_m_inputs(tmp_path, influence_csv):
+    """A run table sampled in the box around a start, the start file and a prior (the start
+    itself, so the start satisfies the Pareto constraint, as TiKMiX-D's mixture does)."""
     rng = np.random.default_rng(0)
     start = pd.Series([0.4, 0.3, 0.2, 0.1], index=DOMAINS)
     W = latin_hypercube_mixtures(start, 80, seed=0).weights
@@ -88,16 +90,30 @@ def test_mix_m_from_a_run_table_and_a_start_file(tmp_path):
     table.to_csv(table_path, index=False)
     start_path = tmp_path / "start.json"
     start_path.write_text(json.dumps({"method": "tikmix_d", "weights": start.to_dict()}))
-    out = tmp_path / "m.yaml"
+    prior_path = tmp_path / "prior.json"
+    prior_path.write_text(json.dumps(start.to_dict()))
+    path, B = influence_csv
+    return ["--table", table_path, "--response", "score", "--start", start_path,
+            "--influence", path, "--prior", prior_path], start, B  # fmt: skip
+
+
+def test_mix_m_runs_the_workflows_procedure(tmp_path, influence_csv):
+    inputs, start, B = _mix_m_inputs(tmp_path, influence_csv)
+    out = tmp_path / "m.json"
     run = tikmix(
-        "mix-m", "--table", table_path, "--response", "score", "--start", start_path,
-        "--iters", 4, "--samples", 256, "--topk", 16, "--box", 0.5, 2.0, "--format", "yaml",
+        "mix-m", *inputs, "--iters", 4, "--samples", 256, "--topk", 16, "--box", 0.5, 2.0,
         "--out", out, cwd=tmp_path,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
-    assert "held-out Spearman" in run.stderr
-    w = read_mixture(out, DOMAINS)
+    assert "held-out Spearman" in run.stderr and "gate" in run.stderr
+    doc = json.loads(out.read_text())
+    w = pd.Series(doc["weights"])[DOMAINS]
     assert ((w >= 0.5 * start - 1e-8) & (w <= 2.0 * start + 1e-8)).all()
+    # The Pareto constraint against the prior holds (the CLI used to skip it).
+    assert (B.to_numpy() @ w.to_numpy() >= B.to_numpy() @ start.to_numpy() - 1e-7).all()
+    solver = doc["solver"]
+    assert solver["decision"]["confirmed"] is False and "box" in solver
+    assert solver["gate_passed"] == (solver["decision"]["chosen"] == "proposal")
 
 
 @pytest.mark.parametrize(
@@ -145,12 +161,11 @@ def test_mix_d_bad_input(tmp_path, influence_csv, capsys, case, message):
         ("web,code,loss\n0.5,0.5,1.0\n", "response column 'score' not found"),
     ],
 )
-def test_mix_m_bad_table(tmp_path, capsys, content, message):
+def test_mix_m_bad_table(tmp_path, influence_csv, capsys, content, message):
+    inputs, _, _ = _mix_m_inputs(tmp_path, influence_csv)
     path = tmp_path / "runs.csv"
     path.write_text(content)
-    status = main(
-        ["mix-m", "--table", str(path), "--response", "score", "--out", str(tmp_path / "m.json")]
-    )
+    status = main(["mix-m", *map(str, inputs), "--out", str(tmp_path / "m.json")])
     assert status == 1
     assert message in capsys.readouterr().err
 
@@ -158,7 +173,7 @@ def test_mix_m_bad_table(tmp_path, capsys, content, message):
 def test_help_documents_every_flag(capsys):
     for command, flags in [
         ("mix-d", ["--influence", "--prior", "--alpha", "--caps", "--available", "--prefixes"]),
-        ("mix-m", ["--table", "--response", "--weights-columns", "--start", "--iters", "--topk"]),
+        ("mix-m", ["--table", "--response", "--influence", "--start", "--box", "--min-spearman"]),
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])
@@ -178,10 +193,11 @@ def test_mixing_does_not_import_torch(tmp_path):
     assert run.returncode == 0, run.stderr
 
 
-def test_mix_m_table_rows_must_be_mixtures(tmp_path, capsys):
+def test_mix_m_table_rows_must_be_mixtures(tmp_path, influence_csv, capsys):
+    inputs, _, _ = _mix_m_inputs(tmp_path, influence_csv)
     path = tmp_path / "runs.csv"
     path.write_text("web,code,books,score\n0.5,0.5,0.0,1.0\n0.5,0.4,0.0,2.0\n")
-    argv = ["mix-m", "--table", str(path), "--response", "score", "--out", str(tmp_path / "m.json")]
+    argv = ["mix-m", *map(str, inputs), "--out", str(tmp_path / "m.json")]
     assert main(argv) == 1
     assert "runs.csv (CSV line 3): weights sum to 0.9" in capsys.readouterr().err
     assert main([*argv, "--weights-columns", "web", "math"]) == 1

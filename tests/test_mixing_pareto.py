@@ -7,15 +7,17 @@ from scipy.optimize import minimize
 from tikmix.mixing.pareto import project_onto_pareto, project_onto_simplex, pull_towards
 
 
-def _reference_projection(x, B_hat, floor):
+def _reference_projection(x, B_hat, floor, lower=None, upper=None):
     """The same QP by SciPy's SLSQP (an active-set method: exact on the active constraints)."""
     d = len(x)
+    lower = np.zeros(d) if lower is None else lower
+    upper = np.ones(d) if upper is None else upper
     result = minimize(
         lambda w: 0.5 * ((w - x) ** 2).sum(),
         np.full(d, 1 / d),
         jac=lambda w: w - x,
         method="SLSQP",
-        bounds=[(0, 1)] * d,
+        bounds=list(zip(lower, upper, strict=True)),
         constraints=[
             {"type": "eq", "fun": lambda w: w.sum() - 1, "jac": lambda w: np.ones(d)},
             {"type": "ineq", "fun": lambda w: B_hat @ w - floor, "jac": lambda w: B_hat},
@@ -53,6 +55,25 @@ def test_pareto_projection_equals_the_qp_solution(seed):
     exact = pull_towards(projected, prior, B_hat, floor)
     assert (exact @ B_hat.T >= floor - 1e-9).all() and np.allclose(exact.sum(axis=1), 1)
     np.testing.assert_allclose(exact, projected, atol=1e-6)  # only round-off removed
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_projection_onto_pareto_and_box_equals_the_qp_solution(seed):
+    """TiKMiX-M's support: the box [0.5, 2]·w_D cut by the Pareto constraint, w_D inside it."""
+    rng = np.random.default_rng(100 + seed)
+    d, t = rng.integers(4, 16), rng.integers(1, 5)
+    B_hat = rng.uniform(-1, 1, size=(t, d))
+    center = rng.dirichlet(np.ones(d))
+    floor = B_hat @ center - rng.uniform(0, 0.05, size=t)
+    lower, upper = 0.5 * center, 2.0 * center
+    points = rng.dirichlet(np.ones(d), size=4)
+    projected = project_onto_pareto(points, B_hat, floor, lower=lower, upper=upper)
+    for x, p in zip(points, projected, strict=True):
+        np.testing.assert_allclose(
+            p, _reference_projection(x, B_hat, floor, lower, upper), atol=1e-6
+        )
+    assert (projected >= lower - 1e-7).all() and (projected <= upper + 1e-7).all()
+    assert (projected @ B_hat.T >= floor - 1e-7).all() and np.allclose(projected.sum(axis=1), 1)
 
 
 def test_feasible_points_are_left_alone():

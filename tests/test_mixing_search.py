@@ -8,8 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tikmix.mixing.candidates import latin_hypercube_mixtures
-from tikmix.mixing.search import kappa_schedule, search_mixture, solve_tikmix_m
+from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
+from tikmix.mixing.pareto import project_onto_pareto
+from tikmix.mixing.search import (
+    confirm_tikmix_m,
+    in_support,
+    kappa_schedule,
+    propose_tikmix_m,
+    search_mixture,
+)
 from tikmix.mixing.surrogate import fit_surrogate
 from tikmix.mixing.weights import MixtureInputError
 
@@ -25,29 +32,77 @@ class ExactResponse:
         return -((np.atleast_2d(W) - self.optimum) ** 2).sum(axis=1)
 
 
-def test_tikmix_m_finds_a_known_optimum():
-    # TiKMiX-M's setting: runs sampled by LHS in a box around a prior, the optimum w* inside
-    # that box but away from the prior, a concave response measured with noise.
-    rng = np.random.default_rng(0)
-    domains = ["web", "code", "books", "news"]
-    w_orig = pd.Series(rng.dirichlet(np.full(4, 5.0)), index=domains)
-    shift = rng.uniform(0.8, 1.25, 4)
-    w_star = w_orig * shift / (w_orig * shift).sum()
-    sample = latin_hypercube_mixtures(w_orig, 512, low=0.67, high=1.5, seed=0)
-    W = sample.weights
-    y = -((W - w_star) ** 2).sum(axis=1) + rng.normal(0, 1e-5, len(W))
-    result = solve_tikmix_m(W, y, w_orig, seed=0, bounds=(sample.lower, sample.upper))
-    start_distance = float(np.abs(w_orig - w_star).sum())
-    distance = float(np.abs(result.weights - w_star).sum())
-    assert start_distance > 0.1
-    assert distance < 0.05, f"L1 {distance:.4f} from w* (start {start_distance:.4f})"
-    assert result.quality.spearman >= 0.9
-    assert min(result.quality.fold_spearman) >= 0.9
-    assert result.weights.sum() == pytest.approx(1.0)
-    trace = result.trace
-    assert len(trace) == 20 and (np.diff(trace["kappa"]) > 0).all()
-    assert (trace[domains].to_numpy() >= sample.lower.to_numpy() - 1e-12).all()
-    assert (trace[domains].to_numpy() <= sample.upper.to_numpy() + 1e-12).all()
+def _study(seed=0, n=512):
+    """A TiKMiX-M setting like the demo's: w_D far from the prior (w_D / prior from ~0.4 to ~5),
+    the response's optimum w* inside w_D's box [0.5, 2]·w_D but outside the prior's box, and a
+    Pareto set (B̂ w ≥ B̂ w_prior) that holds w_prior, w_D and w*."""
+    rng = np.random.default_rng(seed)
+    domains = ["web", "code", "books", "news", "wiki", "math"]
+    prior = pd.Series([0.4, 0.25, 0.15, 0.1, 0.06, 0.04], index=domains)
+    w_d = pd.Series([0.16, 0.2, 0.2, 0.16, 0.1, 0.18], index=domains)
+    shift = np.array([1.5, 0.7, 1.3, 0.8, 1.4, 0.75])
+    w_star = w_d * shift / (w_d * shift).sum()
+    prior_low, prior_high = support_box(prior, 0.5, 2.0)
+    assert not ((w_star >= prior_low) & (w_star <= prior_high)).all()  # outside the prior's box
+    B_hat = rng.uniform(-0.2, 1.0, size=(3, len(domains)))
+    floor = np.minimum.reduce([B_hat @ prior, B_hat @ w_d, B_hat @ w_star]) - 1e-3
+    floor = np.minimum(floor, B_hat @ prior)
+    lower, upper = support_box(w_d, 0.5, 2.0)
+    sample = latin_hypercube_mixtures(
+        w_d,
+        n,
+        seed=seed,
+        accept=lambda W: in_support(W, B_hat, floor, lower.to_numpy(), upper.to_numpy()),
+    )
+    return domains, prior, w_d, w_star, B_hat, floor, sample.weights
+
+
+def test_tikmix_m_finds_an_optimum_outside_the_priors_box_inside_w_ds():
+    domains, prior, w_d, w_star, B_hat, floor, W = _study()
+
+    def response(W):  # noise-free, concave, best at w*
+        return -((np.atleast_2d(W) - w_star.to_numpy()) ** 2).sum(axis=1)
+
+    proposal = propose_tikmix_m(W, response(W.to_numpy()), w_d, B_hat=B_hat, pareto_floor=floor, seed=0)
+    distance = float(np.abs(proposal.weights - w_star).sum())
+    assert float(np.abs(w_d - w_star).sum()) > 0.2
+    assert distance < 0.05, f"L1 {distance:.4f} from w*"
+    assert proposal.quality.spearman >= 0.9 and proposal.passed, proposal.reason
+    assert proposal.training_inside_box == 1.0
+    # Every iterate stays in the sampled support: the box around w_D and the Pareto set.
+    iterates = proposal.trace[domains].to_numpy()
+    assert in_support(
+        iterates, B_hat, floor, proposal.lower.to_numpy(), proposal.upper.to_numpy()
+    ).all()
+    weights, decision = confirm_tikmix_m(
+        proposal, response(w_d.to_numpy()), response(proposal.weights.to_numpy())
+    )
+    assert decision["chosen"] == "proposal" and decision["response_gain"] > 0
+    pd.testing.assert_series_equal(weights, proposal.weights.rename("weight"))
+
+
+def test_gate_returns_w_d_on_pure_noise_responses():
+    domains, prior, w_d, w_star, B_hat, floor, W = _study(seed=1, n=128)
+    noise = np.random.default_rng(1).normal(size=len(W))
+    proposal = propose_tikmix_m(W, noise, w_d, B_hat=B_hat, pareto_floor=floor, seed=0)
+    assert not proposal.passed and "Spearman" in proposal.reason
+    # Even if the noisy response happened to favour the proposal, the gate has the last word.
+    weights, decision = confirm_tikmix_m(proposal, [0.0], [1.0])
+    assert decision["chosen"] == "start" and decision["reason"].startswith("gate:")
+    pd.testing.assert_series_equal(weights, w_d.rename("weight"), check_names=False)
+    document = proposal.to_dict()
+    assert document["gate_passed"] is False and set(document["box"]) == {"lower", "upper"}
+
+
+def test_confirmation_with_replicates_needs_more_than_the_noise():
+    domains, prior, w_d, w_star, B_hat, floor, W = _study(seed=2, n=128)
+    y = -((W.to_numpy() - w_star.to_numpy()) ** 2).sum(axis=1)
+    proposal = propose_tikmix_m(W, y, w_d, B_hat=B_hat, pareto_floor=floor, seed=0)
+    assert proposal.passed
+    close = confirm_tikmix_m(proposal, [1.0, 1.2, 0.8, 1.0], [1.1, 1.3, 0.9, 1.1])[1]
+    assert close["chosen"] == "start" and close["response_margin"] > close["response_gain"]
+    clear = confirm_tikmix_m(proposal, [1.0, 1.01, 0.99, 1.0], [1.5, 1.51, 1.49, 1.5])[1]
+    assert clear["chosen"] == "proposal"
 
 
 def test_cross_validated_quality_is_held_out():
@@ -87,20 +142,50 @@ def test_search_converges_on_an_exact_response_and_is_deterministic():
     pd.testing.assert_frame_equal(result.trace, again.trace)
 
 
-def test_floor_lets_a_zero_weight_move_and_bounds_are_respected():
+def test_floor_lets_a_zero_weight_move_and_projection_keeps_the_box():
     domains = list("abc")
     surrogate = ExactResponse(np.array([0.3, 0.3, 0.4]), domains)
     w0 = pd.Series([0.5, 0.5, 0.0], index=domains)
     result = search_mixture(surrogate, w0, seed=1)
     assert result.weights["c"] > 0.3
-    lower = pd.Series([0.35, 0.35, 0.0], index=domains)
-    upper = pd.Series([0.6, 0.6, 0.2], index=domains)
-    bounded = search_mixture(surrogate, w0, bounds=(lower, upper), seed=1)
+    lower = np.array([0.35, 0.35, 0.0])
+    upper = np.array([0.6, 0.6, 0.2])
+    no_task = (np.zeros((1, 3)), np.zeros(1))
+    bounded = search_mixture(
+        surrogate,
+        w0,
+        seed=1,
+        project=lambda W: project_onto_pareto(W, *no_task, lower=lower, upper=upper),
+    )
     w = bounded.trace[domains].to_numpy()
-    assert (w >= lower.to_numpy()).all() and (w <= upper.to_numpy()).all()
+    assert (w >= lower - 1e-9).all() and (w <= upper + 1e-9).all()
     assert bounded.weights["c"] > 0.15  # pushed towards the optimum, up to the bound
     with pytest.raises(MixtureInputError, match="floor must be > 0"):
         search_mixture(surrogate, w0, floor=0.0)
+
+
+def test_uninformative_surrogate_does_not_pull_towards_uniform():
+    # With the old floor added to every concentration, 20 iterations of a constant surrogate
+    # moved 24% of the way to uniform; now the draws' mean is w_best itself.
+    domains = list("abcdef")
+    w0 = pd.Series([0.5, 0.2, 0.1, 0.1, 0.05, 0.05], index=domains)
+
+    class Constant:
+        def __init__(self):
+            self.domains = domains
+
+        def predict(self, W):
+            return np.zeros(len(np.atleast_2d(W)))
+
+    uniform = np.full(6, 1 / 6)
+    direction = w0.to_numpy() - uniform
+    moved = [  # share of the way to uniform; a random walk without drift averages to ~0
+        (w0.to_numpy() - search_mixture(Constant(), w0, seed=seed).weights.to_numpy())
+        @ direction
+        / (direction @ direction)
+        for seed in range(8)
+    ]
+    assert abs(np.mean(moved)) < 0.05, moved
 
 
 def test_kappa_schedule_rises_log_spaced():
@@ -113,10 +198,6 @@ def test_kappa_schedule_rises_log_spaced():
 def test_search_with_projection_keeps_every_iterate_feasible():
     """A linear constraint (like TiKMiX's Pareto one) holds at every iterate of Algorithm 1,
     and the search still moves from w0 towards the constrained optimum along the boundary."""
-    from tikmix.mixing.pareto import project_onto_pareto
-    from tikmix.mixing.search import search_mixture
-    from tikmix.mixing.surrogate import fit_surrogate
-
     rng = np.random.default_rng(0)
     domains = ["a", "b", "c"]
     W = pd.DataFrame(rng.dirichlet(np.ones(3), size=400), columns=domains)

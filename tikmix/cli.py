@@ -75,9 +75,10 @@ def _add_mix_d(subparsers) -> None:
         "mix-d",
         help="TiKMiX-D: the mixture maximising the influence benefit (paper eq. 7)",
         description="Solve TiKMiX-D: minimise alpha*std(P) - beta*sum(P) - gamma*H(w) over "
-        "mixtures w with B.w >= B.w_prior for every task, where P_i = (B w)_i / "
-        "(max_j |B_ij| + eps) and B is the benefit matrix (benefit = -influence; larger is "
-        "better). SciPy SLSQP from the uniform mixture.",
+        "mixtures w with B.w >= B.w_prior for every task, where P_i = (B w)_i / s_i, s_i the "
+        "row's normaliser (the paper's max_j B_ij by default, see --normaliser) and B is the "
+        "benefit matrix (benefit = -influence; larger is better). Solved as a convex conic "
+        "program (Clarabel interior point): the global optimum for any alpha, beta, gamma >= 0.",
     )
     parser.add_argument(
         "--influence",
@@ -94,9 +95,7 @@ def _add_mix_d(subparsers) -> None:
     parser.add_argument("--alpha", type=float, default=1.0, help="weight of std(P) (default 1)")
     parser.add_argument("--beta", type=float, default=1.0, help="weight of sum(P) (default 1)")
     parser.add_argument("--gamma", type=float, default=1.0, help="weight of H(w) (default 1)")
-    parser.add_argument(
-        "--eps", type=float, default=1e-8, help="normaliser epsilon of eq. 6 (default 1e-8)"
-    )
+    _add_normaliser_arguments(parser)
     caps = parser.add_mutually_exclusive_group()
     caps.add_argument("--caps", help="JSON/YAML mapping domain -> upper bound on its weight")
     caps.add_argument(
@@ -110,12 +109,26 @@ def _add_mix_d(subparsers) -> None:
         default=1.0,
         help="passes over a domain allowed in the stage, with --available (default 1)",
     )
-    parser.add_argument("--maxiter", type=int, default=1000, help="SLSQP iterations (default 1000)")
-    parser.add_argument(
-        "--ftol", type=float, default=1e-12, help="SLSQP objective precision (default 1e-12)"
-    )
     _add_output_arguments(parser)
     parser.set_defaults(handler=_run_mix_d)
+
+
+def _add_normaliser_arguments(parser: argparse.ArgumentParser) -> None:
+    from tikmix.mixing.weights import NORMALISERS
+
+    parser.add_argument(
+        "--eps",
+        type=float,
+        default=1e-8,
+        help="relative epsilon of eq. 6's normaliser: s_i * (1 + eps) (default 1e-8)",
+    )
+    parser.add_argument(
+        "--normaliser",
+        choices=NORMALISERS,
+        default="max",
+        help="eq. 6's s_i: max = the paper's max_j B_ij (max_j |B_ij| for a row without a "
+        "positive entry); abs_max = max_j |B_ij| (default max)",
+    )
 
 
 def _run_mix_d(args: argparse.Namespace) -> int:
@@ -142,9 +155,8 @@ def _run_mix_d(args: argparse.Namespace) -> int:
         beta=args.beta,
         gamma=args.gamma,
         eps=args.eps,
+        normaliser=args.normaliser,
         caps=caps,
-        maxiter=args.maxiter,
-        ftol=args.ftol,
     )
     provenance = {
         "influence": str(args.influence),
@@ -161,10 +173,16 @@ def _add_mix_m(subparsers) -> None:
     parser = subparsers.add_parser(
         "mix-m",
         help="TiKMiX-M: surrogate-guided mixture search over measured runs (Algorithm 1)",
-        description="Fit a LightGBM surrogate (RegMix settings) to a table of mixtures and "
-        "their measured response, report its 5-fold held-out Spearman, and search for the "
-        "mixture with the best predicted response (Dirichlet sampling around the current "
-        "best, concentration rising log-spaced, mean of the top-k).",
+        description="TiKMiX-M, the same procedure as the workflow's: fit a LightGBM surrogate "
+        "(RegMix settings) to a table of mixtures and their measured response, report its "
+        "5-fold held-out Spearman and RMSE, and search from --start (TiKMiX-D's mixture) inside "
+        "the box [LOW*w_start, HIGH*w_start] intersected with the Pareto set B.w >= B.w_prior "
+        "(Dirichlet sampling around the current best, concentration rising log-spaced, mean of "
+        "the top-k; every candidate projected onto that set). The table's runs should be "
+        "sampled in the same box. A gate keeps the start when the surrogate's Spearman is below "
+        "--min-spearman or its predicted gain is within its cross-validated RMSE. The output "
+        "is the proposal (or the start) and is marked unconfirmed: measure both with your "
+        "response and keep the proposal only if it wins.",
     )
     parser.add_argument(
         "--table", required=True, help="CSV, one run per row: domain weight columns + response"
@@ -179,18 +197,31 @@ def _add_mix_m(subparsers) -> None:
         "must sum to 1",
     )
     parser.add_argument(
-        "--start",
-        help="mixture file to start the search from, e.g. the mix-d output (default: the mean "
-        "of the table's mixtures)",
+        "--influence", required=True, help="benefit matrix CSV (tasks x domains) of the Pareto set"
+    )
+    parser.add_argument(
+        "--prior",
+        required=True,
+        help="the current mixture of the Pareto constraint (as for mix-d)",
+    )
+    parser.add_argument(
+        "--start", required=True, help="mixture file to start from, e.g. the mix-d output"
     )
     parser.add_argument(
         "--box",
         nargs=2,
         type=float,
         metavar=("LOW", "HIGH"),
-        help="keep candidates within [LOW*w_start, HIGH*w_start] per domain, e.g. the box "
-        "the runs were sampled in (default: no bounds)",
+        default=(0.5, 2.0),
+        help="the support [LOW*w_start, HIGH*w_start] per domain (default 0.5 2.0)",
     )
+    parser.add_argument(
+        "--min-spearman",
+        type=float,
+        default=0.5,
+        help="gate: the surrogate's held-out Spearman needed to leave the start (default 0.5)",
+    )
+    _add_normaliser_arguments(parser)
     parser.add_argument("--iters", type=int, default=20, help="search iterations T (default 20)")
     parser.add_argument(
         "--samples", type=int, default=2048, help="candidates per iteration N (default 2048)"
@@ -211,7 +242,7 @@ def _add_mix_m(subparsers) -> None:
         "--floor",
         type=float,
         default=0.05,
-        help="added to every Dirichlet concentration so zero weights can move (default 0.05)",
+        help="Dirichlet concentration of a domain whose weight is 0 (default 0.05)",
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of surrogate and search (default 0)"
@@ -223,19 +254,24 @@ def _add_mix_m(subparsers) -> None:
 
 def _run_mix_m(args: argparse.Namespace) -> int:
     from tikmix.mixing.exports import read_mixture
-    from tikmix.mixing.search import solve_tikmix_m
-    from tikmix.mixing.weights import read_runs_table
+    from tikmix.mixing.priors import resolve_prior
+    from tikmix.mixing.search import propose_tikmix_m
+    from tikmix.mixing.weights import normalised_matrix, read_influence_matrix, read_runs_table
 
     W, y = read_runs_table(args.table, args.response, args.weights_columns)
-    if args.start:
-        start = read_mixture(args.start, W.columns)
-    else:
-        start = W.mean(axis=0) / W.mean(axis=0).sum()
-    bounds = None if args.box is None else (start * args.box[0], start * args.box[1])
-    result = solve_tikmix_m(
+    B = read_influence_matrix(args.influence).reindex(columns=W.columns)
+    B_hat = normalised_matrix(B.to_numpy(), args.eps, args.normaliser)
+    prior = resolve_prior(args.prior, W.columns)
+    start = read_mixture(args.start, W.columns)
+    proposal = propose_tikmix_m(
         W,
         y,
         start,
+        B_hat=B_hat,
+        pareto_floor=B_hat @ prior.to_numpy(),
+        low=args.box[0],
+        high=args.box[1],
+        min_spearman=args.min_spearman,
         seed=args.seed,
         num_threads=args.num_threads,
         iters=args.iters,
@@ -244,20 +280,31 @@ def _run_mix_m(args: argparse.Namespace) -> int:
         kappa_min=args.kappa_min,
         kappa_max=args.kappa_max,
         floor=args.floor,
-        bounds=bounds,
     )
     provenance = {
         "table": str(args.table),
         "table_sha256": _sha256(args.table),
         "response": args.response,
         "n_runs": int(len(y)),
-        "start": str(args.start) if args.start else "mean of the table's mixtures",
-        "start_weights": {d: float(v) for d, v in start.items()},
+        "influence": str(args.influence),
+        "prior": args.prior,
+        "start": str(args.start),
     }
-    _write_output(args, result.weights, "tikmix_m", provenance, result.solver_report())
+    solver = {
+        "name": "TiKMiX-M (LightGBM surrogate + Dirichlet search, Algorithm 1, gate)",
+        **proposal.to_dict(),
+        "decision": {
+            "chosen": "proposal" if proposal.passed else "start",
+            "confirmed": False,
+            "reason": proposal.reason,
+        },
+    }
+    weights = proposal.weights if proposal.passed else proposal.start
+    _write_output(args, weights, "tikmix_m", provenance, solver)
     print(
-        f"surrogate 5-fold held-out Spearman {result.quality.spearman:.3f}, "
-        f"Pearson {result.quality.pearson:.3f} over {len(y)} runs",
+        f"surrogate 5-fold held-out Spearman {proposal.quality.spearman:.3f}, "
+        f"RMSE {proposal.quality.rmse:.4g} over {len(y)} runs; gate "
+        f"{'passed' if proposal.passed else 'kept the start'}: {proposal.reason}",
         file=sys.stderr,
     )
     return 0

@@ -11,6 +11,11 @@ Pearson r and p, Spearman ρ, the OLS fit ``direct ≈ slope · predicted + inte
 externally studentized residuals. Points with ``|t| > threshold`` are *flagged* as outliers and
 kept in every statistic; the Pearson r without them is reported beside the full one, since the
 paper dropped two sampling outliers before reporting r.
+
+With a fixed θ and curvature the direct benefit is linear in ``w`` up to sampling noise, so r is
+bounded by that noise. A few mixtures are measured again on fresh samples (replicates); the
+pooled within-mixture variance ``σ²`` gives the *noise ceiling* ``sqrt(1 − σ² / var(direct))``,
+the largest r the measurement allows even if additivity held exactly. It is reported beside r.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ SUMMARY_COLUMNS = [
     "r_squared",
     "n_outliers",
     "pearson_r_without_outliers",
+    "noise_sd",
+    "noise_ceiling",
 ]
 
 
@@ -155,6 +162,23 @@ def _task_statistics(task: str, x: np.ndarray, y: np.ndarray, threshold: float):
     return summary, points
 
 
+def noise_ceiling(direct: pd.DataFrame, replicates: pd.DataFrame) -> pd.DataFrame:
+    """Per task: the replicate noise ``σ`` and the ceiling ``sqrt(max(0, 1 − σ²/var(direct)))``.
+
+    ``replicates`` has one row per measurement, a ``replicate_of`` column naming the mixture
+    measured and one column per task; ``σ²`` is the pooled within-mixture variance.
+    """
+    groups = replicates.groupby("replicate_of")
+    variance = groups.var(ddof=1).mean()
+    rows = []
+    for task in direct.columns:
+        total = float(direct[task].var(ddof=1))
+        sigma2 = float(variance[task])
+        ceiling = np.sqrt(max(0.0, 1.0 - sigma2 / total)) if total > 0 else np.nan
+        rows.append({"task": task, "noise_sd": np.sqrt(sigma2), "noise_ceiling": ceiling})
+    return pd.DataFrame(rows)
+
+
 def additivity_statistics(
     predicted: pd.DataFrame, direct: pd.DataFrame, *, outlier_threshold: float = 3.0
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -194,6 +218,7 @@ def additivity_statistics(
                 "is defined (are the task's benefits equal across domains?)"
             )
         summary, points = _task_statistics(str(task), x, y, outlier_threshold)
+        summary.update(noise_sd=np.nan, noise_ceiling=np.nan)
         points.insert(0, "mixture", predicted.index.to_numpy())
         summaries.append(summary)
         tables.append(points)
@@ -219,6 +244,8 @@ def additivity_check(
     batch_size: int,
     seed: int = 0,
     outlier_threshold: float = 3.0,
+    noise_mixtures: int = 4,
+    noise_replicates: int = 4,
     projection: dict | None = None,
     precision: str = "fp32",
 ) -> AdditivityResult:
@@ -235,6 +262,9 @@ def additivity_check(
         seq_len, batch_size: sequence length of the samples and batch size of the gradient pass.
         seed: seeds the perturbations and the samples.
         outlier_threshold: see :func:`additivity_statistics`.
+        noise_mixtures, noise_replicates: the first ``noise_mixtures`` mixtures are measured
+            ``noise_replicates`` more times, each on its own fresh sample, for the noise ceiling
+            (:func:`noise_ceiling`).
         projection, precision: those the benefit matrix was computed with (the measurements must
             live in the same projected space).
     """
@@ -249,21 +279,38 @@ def additivity_check(
     mixtures.index.name = "mixture"
     predicted = predicted_benefits(B, mixtures)
     log.info("additivity: measuring %d mixtures of %d tokens each", n_mixtures, tokens)
-    direct, n_tokens = measure_mixture_table(
-        model,
-        modules,
-        {d: streams[d] for d in B.columns},
-        mixtures,
-        {t: preconditioned_task_grads[t] for t in B.index},
-        tokens=tokens,
-        seq_len=seq_len,
-        batch_size=batch_size,
-        seed=seed,
-        design="additivity",
-        projections=resolve_projections(modules, projection),
-        precision=precision,
+
+    def measure(table: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+        return measure_mixture_table(
+            model,
+            modules,
+            {d: streams[d] for d in B.columns},
+            table,
+            {t: preconditioned_task_grads[t] for t in B.index},
+            tokens=tokens,
+            seq_len=seq_len,
+            batch_size=batch_size,
+            seed=seed,
+            design="additivity",
+            projections=resolve_projections(modules, projection),
+            precision=precision,
+        )
+
+    direct, n_tokens = measure(mixtures)
+    # Replicates get labels after the mixtures', so each draws its own fresh sample.
+    repeated = mixtures.iloc[
+        np.repeat(np.arange(min(noise_mixtures, n_mixtures)), noise_replicates)
+    ]
+    origin = repeated.index.to_numpy()
+    repeated = repeated.set_axis(
+        pd.RangeIndex(n_mixtures, n_mixtures + len(repeated), name="mixture")
     )
+    replicates, n_replicate_tokens = measure(repeated)
     summary, points = additivity_statistics(predicted, direct, outlier_threshold=outlier_threshold)
+    ceiling = noise_ceiling(direct, replicates.assign(replicate_of=origin)).set_index("task")
+    summary["noise_sd"] = summary["task"].map(ceiling["noise_sd"])
+    summary["noise_ceiling"] = summary["task"].map(ceiling["noise_ceiling"])
+    n_tokens += n_replicate_tokens
     compute = {"tokens": n_tokens, "flops": n_tokens * training_flops_per_token(model, seq_len)}
     return AdditivityResult(mixtures=mixtures, points=points, summary=summary, compute=compute)
 

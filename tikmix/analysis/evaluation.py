@@ -184,6 +184,7 @@ def benefit_vs_improvement(
     reference: str = "checkpoint",
     random_mixtures: Collection[str] = (),
     eps: float = 1e-8,
+    normaliser: str = "max",
 ) -> tuple[pd.DataFrame, dict]:
     """Figure 4: predicted total normalised benefit vs measured improvement, per mixture.
 
@@ -194,7 +195,7 @@ def benefit_vs_improvement(
             before stage 2 minus the mixture's (per seed); a method name measures it against
             that method's seed-mean average loss (e.g. ``"natural"``).
         random_mixtures: the names in ``records`` that are random mixtures, not methods.
-        eps: the normaliser's ε of eq. 6.
+        eps, normaliser: eq. 6's normaliser (:func:`tikmix.mixing.weights.row_scales`).
 
     Returns:
         ``(points, stats)``: ``points`` has per mixture ``kind`` (:data:`METHOD` or
@@ -237,7 +238,7 @@ def benefit_vs_improvement(
         {
             "kind": {m: RANDOM if m in random_mixtures else METHOD for m in weights},
             "predicted_benefit": {
-                m: float(normalised_benefit(benefit, w, eps).sum()) for m, w in weights.items()
+                m: float(normalised_benefit(benefit, w, eps, normaliser).sum()) for m, w in weights.items()
             },
             "improvement_mean": {m: float(np.mean(v)) for m, v in improvements.items()},
             "improvement_std": {
@@ -276,6 +277,8 @@ def write_random_mixture(
     seed: int,
     index: int,
     influence_csv: str | Path,
+    eps: float = 1e-8,
+    normaliser: str = "max",
 ) -> dict:
     """Write the ``index``-th random mixture: a Dirichlet(1) draw, uniform on the simplex.
 
@@ -294,6 +297,8 @@ def write_random_mixture(
         pd.Series(draw, index=list(domains)),
         method=random_mixture_name(index),
         influence_csv=influence_csv,
+        eps=eps,
+        normaliser=normaliser,
         solver={"name": "dirichlet", "concentration": 1.0, "seed": draw_seed},
         provenance={"seed": seed, "index": index, "influence": str(influence_csv)},
     )
@@ -310,6 +315,8 @@ def write_evaluation_tables(
     figure4_stats_path: str | Path,
     random_mixtures: Sequence[str] = (),
     reference: str = "checkpoint",
+    eps: float = 1e-8,
+    normaliser: str = "max",
 ) -> tuple[pd.DataFrame, dict]:
     """Compute and write Table 1 (long CSV + per-method summary CSV) and the Figure-4 data.
 
@@ -332,6 +339,8 @@ def write_evaluation_tables(
         read_influence_matrix(influence_path),
         reference=reference,
         random_mixtures=set(random_mixtures),
+        eps=eps,
+        normaliser=normaliser,
     )
     stats["influence_matrix"] = str(influence_path)
     stats["orientation"] = SIGN_CONVENTION

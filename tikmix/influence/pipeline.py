@@ -252,12 +252,14 @@ def _ekfac_pass(
     tokens: int,
     seq_len: int,
     seed: int,
+    sample_role: tuple[str, ...] = ("ekfac",),
     **shard_args: Any,
 ) -> _ShardPass:
     """Shard ``shard`` of the EK-FAC sample, ready to iterate.
 
     The sample is ``tokens`` drawn from ``weights`` over ``domain_dirs`` with a seed derived from
-    ``seed``, so the covariance pass and the Λ pass see the same sequences. ``shard_args`` are
+    ``seed`` and ``sample_role``, so the covariance pass and the Λ pass see the same sequences
+    (and TiKMiX-M's per-domain Λ passes their own). ``shard_args`` are
     :meth:`_ShardPass.open`'s: checkpoint, device, tracked_modules, projection, precision,
     shards, shard, batch_size.
     """
@@ -267,7 +269,7 @@ def _ekfac_pass(
         dict(weights),
         tokens,
         seq_len,
-        derive_seed(seed, "ekfac"),
+        derive_seed(seed, *sample_role),
     )
     return _ShardPass.open(streams=streams, plan=plan, what=what, **shard_args)
 
@@ -504,7 +506,7 @@ def measure_mixtures_part(
     out: str | Path,
     projection: dict | None = None,
     precision: str = "fp32",
-    response: str = "influence",
+    response: str = "direct",
     lookahead: Mapping[str, Any] | None = None,
     task_files: Mapping[str, str | Path] | None = None,
 ) -> pd.DataFrame:
@@ -537,8 +539,8 @@ def measure_mixtures_part(
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         result.to_csv(out, float_format="%.12g")
         return result
-    if response != "influence":
-        raise ValueError(f"unknown response {response!r}; expected influence or lookahead")
+    if response != "direct":
+        raise ValueError(f"unknown response {response!r}; expected direct or lookahead")
     stored = open_store(preconditioned).attrs.get("projection")
     if stored != projection_attrs(projection):
         raise ValueError(

@@ -1,14 +1,16 @@
 """Candidate mixtures around a reference mixture.
 
 * :func:`latin_hypercube_mixtures` — TiKMiX-M's training mixtures (paper sec. 3.3): Latin
-  hypercube samples in the box ``[low·w, high·w]``, normalised to sum to 1, kept only if the
-  normalised vector is still inside the box, until ``n`` are accepted.
+  hypercube samples in the box ``[low·w, high·w]`` around the search's start (w_D), normalised
+  to sum to 1, kept only if the normalised vector is still inside the box (and passes an
+  optional ``accept`` filter: the Pareto constraint), until ``n`` are accepted.
 * :func:`perturbed_mixtures` — the additivity check's mixtures (appendix D): each weight
   multiplied by ``U(low, high)``, renormalised.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +48,12 @@ def _check_box(low: float, high: float) -> None:
         )
 
 
+def support_box(w: pd.Series, low: float, high: float) -> tuple[pd.Series, pd.Series]:
+    """The box ``[low·w, high·w]`` TiKMiX-M samples and searches in (a zero weight stays 0)."""
+    _check_box(low, high)
+    return w * low, w * high
+
+
 def latin_hypercube_mixtures(
     w_orig: pd.Series,
     n: int,
@@ -55,6 +63,7 @@ def latin_hypercube_mixtures(
     seed: int = 0,
     batch_size: int | None = None,
     max_rounds: int = 100,
+    accept: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> LatinHypercubeSample:
     """Draw ``n`` mixtures by Latin-hypercube rejection sampling around ``w_orig``.
 
@@ -62,7 +71,8 @@ def latin_hypercube_mixtures(
     ``[low·w_orig, high·w_orig]`` with :class:`scipy.stats.qmc.LatinHypercube`, so every
     domain's interval is split into ``batch_size`` strata holding one point each. Points are
     normalised to sum to 1 and accepted only if the normalised vector stays in the box.
-    Rounds repeat until ``n`` are accepted; the first ``n`` accepted, in draw order, are kept.
+    ``accept`` (rows → booleans) filters them further, e.g. to the Pareto set. Rounds repeat
+    until ``n`` are accepted; the first ``n`` accepted, in draw order, are kept.
     A domain with zero weight has a degenerate box ``[0, 0]`` and stays at 0.
 
     Raises:
@@ -88,6 +98,8 @@ def latin_hypercube_mixtures(
         rounds.append(raw)
         normalised = raw / raw.sum(axis=1, keepdims=True)
         inside = ((normalised >= lower) & (normalised <= upper)).all(axis=1)
+        if accept is not None:
+            inside &= np.asarray(accept(normalised), dtype=bool)
         accepted.append(normalised[inside])
         n_accepted += int(inside.sum())
         if n_accepted >= n:

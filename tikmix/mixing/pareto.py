@@ -32,14 +32,17 @@ def project_onto_pareto(
     B_hat: np.ndarray,
     floor: np.ndarray,
     *,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
     max_iter: int = 2000,
     tol: float = 1e-12,
 ) -> np.ndarray:
-    """Row-wise projection of ``points`` onto ``{w in simplex : B_hat @ w >= floor}``.
+    """Row-wise projection of ``points`` onto ``{w in simplex : B_hat @ w >= floor}``, intersected
+    with the box ``lower <= w <= upper`` when one is given (TiKMiX-M's sampled support).
 
-    Dykstra's alternating projections over the simplex and one half-space per task, vectorised
-    over rows; they converge to the exact Euclidean projection of the intersection (not merely a
-    feasible point). The set must be non-empty (the prior and w_D lie in it). Rows are returned
+    Dykstra's alternating projections over the simplex, the box and one half-space per task,
+    vectorised over rows; they converge to the exact Euclidean projection of the intersection
+    (not merely a feasible point). The set must be non-empty (w_D lies in it). Rows are returned
     after ``max_iter`` sweeps or once no row moves by more than ``tol``; callers that need exact
     feasibility should still check it (see :func:`pull_towards`).
     """
@@ -49,12 +52,19 @@ def project_onto_pareto(
     norms = (B_hat**2).sum(axis=1)
     usable = norms > 0  # an all-zero task row constrains nothing (floor is then 0)
     B_hat, floor, norms = B_hat[usable], floor[usable], norms[usable]
-    increments = np.zeros((len(B_hat) + 1, *x.shape))
+    boxed = lower is not None or upper is not None
+    lower = np.full(x.shape[1], -np.inf) if lower is None else np.asarray(lower, dtype=float)
+    upper = np.full(x.shape[1], np.inf) if upper is None else np.asarray(upper, dtype=float)
+    increments = np.zeros((len(B_hat) + 2, *x.shape))
     for _ in range(max_iter):
         previous = x
         shifted = x + increments[0]
         x = project_onto_simplex(shifted)
         increments[0] = shifted - x
+        if boxed:
+            shifted = x + increments[-1]
+            x = np.clip(shifted, lower, upper)
+            increments[-1] = shifted - x
         for task, (row, bound, norm) in enumerate(zip(B_hat, floor, norms, strict=True), 1):
             shifted = x + increments[task]
             deficit = np.maximum(bound - shifted @ row, 0.0)

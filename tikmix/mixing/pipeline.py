@@ -14,14 +14,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tikmix.mixing.candidates import latin_hypercube_mixtures
+from tikmix.data.atomic import atomic_output, write_json_atomic
+from tikmix.influence.store import open_store
+from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
 from tikmix.mixing.config_prior import prior_from_config
 from tikmix.mixing.exports import mixture_document, read_mixture, write_mixture
-from tikmix.mixing.pareto import project_onto_pareto, pull_towards
 from tikmix.mixing.priors import uniform_prior
-from tikmix.mixing.search import solve_tikmix_m
+from tikmix.mixing.search import confirm_tikmix_m, in_support, propose_tikmix_m
 from tikmix.mixing.tikmix_d import availability_caps, solve_tikmix_d
-from tikmix.mixing.weights import read_influence_matrix
+from tikmix.mixing.weights import normalised_matrix, read_influence_matrix, row_scales
 
 BENEFIT_PREFIX = "benefit:"
 
@@ -33,10 +34,10 @@ def _tokens(domain_meta: Mapping[str, str | Path]) -> pd.Series:
     )
 
 
-def _predicted(B: pd.DataFrame, w: pd.Series, eps: float) -> dict[str, Any]:
+def _predicted(B: pd.DataFrame, w: pd.Series, eps: float, normaliser: str) -> dict[str, Any]:
     """Predicted per-task benefit B·w and its normalised form P̂ (eq. 6) for a mixture."""
     raw = B.to_numpy() @ w.reindex(B.columns).to_numpy()
-    scale = np.abs(B.to_numpy()).max(axis=1) + eps
+    scale = row_scales(B.to_numpy(), eps, normaliser)
     return {
         "benefit": dict(zip(B.index, raw.tolist(), strict=True)),
         "normalised_benefit": dict(zip(B.index, (raw / scale).tolist(), strict=True)),
@@ -59,6 +60,7 @@ def write_method(
     method: str,
     influence_csv: str | Path | None = None,
     eps: float = 1e-8,
+    normaliser: str = "max",
     solver: Mapping | None = None,
     compute: Mapping | None = None,
     upstream_compute: Mapping | None = None,
@@ -85,7 +87,9 @@ def write_method(
         },
     )
     if influence_csv is not None:
-        document["predicted"] = _predicted(read_influence_matrix(influence_csv), weights, eps)
+        document["predicted"] = _predicted(
+            read_influence_matrix(influence_csv), weights, eps, normaliser
+        )
     write_mixture(path, document)
     return document
 
@@ -95,6 +99,8 @@ def baseline_mixture(
     domain_meta: Mapping[str, str | Path],
     out: str | Path,
     influence_csv: str | Path | None = None,
+    eps: float = 1e-8,
+    normaliser: str = "max",
 ) -> dict:
     """The natural (∝ available training tokens) or uniform mixture."""
     if method == "natural":
@@ -103,7 +109,14 @@ def baseline_mixture(
         weights = uniform_prior(list(domain_meta))
     else:
         raise ValueError(f"unknown baseline mixture {method!r}; expected natural or uniform")
-    return write_method(out, weights, method=method, influence_csv=influence_csv)
+    return write_method(
+        out,
+        weights,
+        method=method,
+        influence_csv=influence_csv,
+        eps=eps,
+        normaliser=normaliser,
+    )
 
 
 def tikmix_d_mixture(
@@ -116,6 +129,7 @@ def tikmix_d_mixture(
     beta: float,
     gamma: float,
     eps: float,
+    normaliser: str,
     max_epochs: float | None,
     stage_tokens: int | None,
     out: str | Path,
@@ -128,13 +142,16 @@ def tikmix_d_mixture(
         if stage_tokens is None:
             raise ValueError("mixing.tikmix_d.max_epochs needs mixing.stage_tokens")
         caps = availability_caps(_tokens(domain_meta), stage_tokens, max_epochs)
-    result = solve_tikmix_d(B, w_prior, alpha=alpha, beta=beta, gamma=gamma, eps=eps, caps=caps)
+    result = solve_tikmix_d(
+        B, w_prior, alpha=alpha, beta=beta, gamma=gamma, eps=eps, normaliser=normaliser, caps=caps
+    )
     return write_method(
         out,
         result.weights,
         method="tikmix_d",
         influence_csv=influence_csv,
         eps=eps,
+        normaliser=normaliser,
         solver=result.solver_report(),
         compute={"tokens": 0, "flops": 0.0},
         upstream_compute=influence_cost(influence_sidecar),
@@ -143,16 +160,46 @@ def tikmix_d_mixture(
     )
 
 
+def _pareto_set(
+    influence_csv: str | Path, prior: str | Path, eps: float, normaliser: str
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """``B``, its normalised rows ``B̂`` and the Pareto floor ``B̂ w_prior`` (TiKMiX's constraint)."""
+    B = read_influence_matrix(influence_csv)
+    B_hat = normalised_matrix(B.to_numpy(), eps, normaliser)
+    return B, B_hat, B_hat @ read_mixture(prior, domains=list(B.columns)).to_numpy()
+
+
 def tikmix_m_candidates(
-    *, prior: str | Path, n: int, low: float, high: float, seed: int, out: str | Path
+    *,
+    tikmix_d: str | Path,
+    influence_csv: str | Path,
+    prior: str | Path,
+    n: int,
+    low: float,
+    high: float,
+    seed: int,
+    eps: float,
+    normaliser: str,
+    out: str | Path,
 ) -> pd.DataFrame:
-    """Latin-hypercube candidates in ``[low, high] · w_orig`` (rule mixture_candidates)."""
-    w_orig = read_mixture(prior)
-    sample = latin_hypercube_mixtures(w_orig, n, low=low, high=high, seed=seed)
+    """TiKMiX-M's training mixtures (rule mixture_candidates): Latin-hypercube samples in the
+    box ``[low, high]·w_D`` around the search's start, kept only inside the Pareto set, so the
+    surrogate is trained exactly where the search looks."""
+    B, B_hat, floor = _pareto_set(influence_csv, prior, eps, normaliser)
+    w_d = read_mixture(tikmix_d, domains=list(B.columns))
+    lower, upper = (b.to_numpy() for b in support_box(w_d, low, high))
+    sample = latin_hypercube_mixtures(
+        w_d,
+        n,
+        low=low,
+        high=high,
+        seed=seed,
+        accept=lambda W: in_support(W, B_hat, floor, lower, upper),
+    )
     table = sample.weights.copy()
     table.index = pd.RangeIndex(len(table), name="mixture")
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out, float_format="%.12g")
+    with atomic_output(out) as tmp:
+        table.to_csv(tmp, float_format="%.12g")
     return table
 
 
@@ -165,65 +212,155 @@ def read_measurements(parts: Sequence[str | Path]) -> pd.DataFrame:
     return table
 
 
-def tikmix_m_mixture(
+def response_totals(
+    table: pd.DataFrame, B: pd.DataFrame, eps: float, normaliser: str
+) -> tuple[pd.Series, str]:
+    """Each measured mixture's total response and the response's kind.
+
+    Benefit responses (``curvature``, ``direct``) are normalised like eq. 6 and summed over tasks
+    (``Σ P̂``); ``lookahead`` ones are already relative loss decreases, comparable across tasks.
+    """
+    tasks = [c[len(BENEFIT_PREFIX) :] for c in table.columns if c.startswith(BENEFIT_PREFIX)]
+    missing = sorted(set(B.index) - set(tasks))
+    if missing:
+        raise ValueError(f"measurements lack task(s) {missing} of the influence matrix")
+    responses = set(table.get("response", pd.Series(["direct"])))
+    if len(responses) != 1:
+        raise ValueError(f"measurements mix responses {sorted(responses)}")
+    response = responses.pop()
+    scale = (
+        pd.Series(row_scales(B.to_numpy(), eps, normaliser), index=B.index)
+        if response != "lookahead"
+        else pd.Series(1.0, index=B.index)
+    )
+    return sum(table[BENEFIT_PREFIX + t] / scale[t] for t in B.index), response
+
+
+def curvature_departure(table: pd.DataFrame, B: pd.DataFrame) -> dict[str, dict[str, float]]:
+    """How far curvature responses depart from the linear prediction ``B·w``, per task.
+
+    ``pearson_r`` over the measured mixtures and ``relative_rms``: the root-mean-square of
+    (curvature − linear) over the spread (standard deviation) of the linear prediction. Both are
+    free of sampling noise, so they are the honest additivity measure of the curvature response.
+    """
+    linear = table[list(B.columns)].to_numpy() @ B.to_numpy().T
+    departure = {}
+    for i, task in enumerate(B.index):
+        curvature = table[BENEFIT_PREFIX + task].to_numpy()
+        spread = float(linear[:, i].std())
+        departure[str(task)] = {
+            "pearson_r": float(np.corrcoef(linear[:, i], curvature)[0, 1]),
+            "relative_rms": float(np.sqrt(np.mean((curvature - linear[:, i]) ** 2)) / spread)
+            if spread > 0
+            else None,
+        }
+    return departure
+
+
+def tikmix_m_search(
     *,
     measurements: Sequence[str | Path],
     influence_csv: str | Path,
     tikmix_d: str | Path,
     prior: str | Path,
     eps: float,
+    normaliser: str,
+    low: float,
+    high: float,
+    min_spearman: float,
+    replicates: int,
     seed: int,
     search: Mapping[str, Any],
-    out: str | Path,
+    out_mixtures: str | Path,
+    out_proposal: str | Path,
 ) -> dict:
-    """TiKMiX-M: LightGBM on directly measured Σ P̂ of the candidates, then Algorithm 1 from w_D.
+    """TiKMiX-M's surrogate, search and gate (rule tikmix_m_search).
 
-    The search only accepts mixtures that satisfy TiKMiX-D's Pareto constraint against ``prior``.
+    Writes the proposal (with the gate's verdict) and the confirmation design: ``replicates``
+    rows of w_D, then as many of w_M, for the response to compare them.
     """
-    B = read_influence_matrix(influence_csv)
+    B, B_hat, floor = _pareto_set(influence_csv, prior, eps, normaliser)
     table = read_measurements(measurements)
-    tasks = [c[len(BENEFIT_PREFIX) :] for c in table.columns if c.startswith(BENEFIT_PREFIX)]
-    missing = sorted(set(B.index) - set(tasks))
-    if missing:
-        raise ValueError(f"measurements lack task(s) {missing} of {influence_csv}")
-    scale = B.abs().max(axis=1) + eps
-    responses = set(table.get("response", pd.Series(["influence"])))
-    if len(responses) != 1:
-        raise ValueError(f"measurements mix responses {sorted(responses)}")
-    # Influence responses are normalised like eq. 6; lookahead ones are already relative
-    # loss decreases, comparable across tasks.
-    response = responses.pop()
-    divisor = scale if response == "influence" else pd.Series(1.0, index=B.index)
-    y = sum(table[BENEFIT_PREFIX + t] / divisor[t] for t in B.index)
-    W = table[list(B.columns)]
+    y, response = response_totals(table, B, eps, normaliser)
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
-    # Keep TiKMiX's Pareto guarantee B·w ≥ B·w_prior: every search candidate is projected onto
-    # the feasible set before the surrogate scores it (see tikmix.mixing.pareto for why not
-    # rejection), and the result is made exactly feasible against w_D, which is.
-    B_hat = B.to_numpy() / scale.to_numpy()[:, None]
-    floor = B_hat @ read_mixture(prior, domains=list(B.columns)).to_numpy()
-    result = solve_tikmix_m(
-        W, y, w_d, seed=seed, project=lambda ws: project_onto_pareto(ws, B_hat, floor), **search
+    proposal = propose_tikmix_m(
+        table[list(B.columns)],
+        y,
+        w_d,
+        B_hat=B_hat,
+        pareto_floor=floor,
+        low=low,
+        high=high,
+        min_spearman=min_spearman,
+        seed=seed,
+        **search,
     )
-    exact = pull_towards(result.weights.to_numpy(), w_d.to_numpy(), B_hat, floor)[0]
-    weights = pd.Series(exact, index=result.weights.index, name=result.weights.name)
-    d_doc = json.loads(Path(tikmix_d).read_text())
-    compute = {"tokens": int(table["tokens"].sum()), "flops": float(table["flops"].sum())}
-    solver = result.solver_report()
-    solver["n_measured_mixtures"] = len(table)
-    solver["response"] = response
-    solver["pareto_slack_min"] = float((B_hat @ exact - floor).min())
-    # What the search gained on the surrogate over its start, w_D.
-    solver["start_prediction"] = float(result.surrogate.predict(w_d.to_numpy()[None])[0])
+    document = {
+        **proposal.to_dict(),
+        "response": response,
+        "n_measured_mixtures": len(table),
+        "replicates": replicates,
+        "pareto_slack_min": float((B_hat @ proposal.weights.to_numpy() - floor).min()),
+    }
+    if response == "curvature":
+        document["curvature_vs_linear"] = curvature_departure(table, B)
+    confirm = pd.DataFrame(
+        [proposal.start.to_numpy()] * replicates + [proposal.weights.to_numpy()] * replicates,
+        columns=B.columns,
+    )
+    confirm.index.name = "mixture"
+    with atomic_output(out_mixtures) as tmp:
+        confirm.to_csv(tmp, float_format="%.17g")
+    write_json_atomic(out_proposal, document)
+    return document
+
+
+def tikmix_m_mixture(
+    *,
+    proposal: str | Path,
+    confirmations: Sequence[str | Path],
+    measurements: Sequence[str | Path],
+    influence_csv: str | Path,
+    tikmix_d: str | Path,
+    eps: float,
+    normaliser: str,
+    out: str | Path,
+    curvature_stores: Sequence[str | Path] = (),
+) -> dict:
+    """TiKMiX-M's mixture (rule mixture_tikmix_m): the proposal if the gate passed and the
+    response confirmed it against w_D, else w_D, with the reason in the document.
+
+    Its compute is every measured response's plus, for the curvature response, the per-domain
+    Λ passes (``curvature_stores``, whose ``compute`` attributes count them)."""
+    B = read_influence_matrix(influence_csv)
+    search = json.loads(Path(proposal).read_text())
+    confirmed = read_measurements(confirmations)
+    totals, _ = response_totals(confirmed, B, eps, normaliser)
+    replicates = search["replicates"]
+    weights, decision = confirm_tikmix_m(
+        search, totals.iloc[:replicates].to_numpy(), totals.iloc[replicates:].to_numpy()
+    )
+    measured = pd.concat([read_measurements(measurements), confirmed])
+    passes = [open_store(path).attrs["compute"] for path in curvature_stores]
+    solver = {
+        "name": "TiKMiX-M (LightGBM surrogate + Dirichlet search, Algorithm 1, gate)",
+        **{k: v for k, v in search.items() if k not in ("start", "proposal")},
+        "proposal": search["proposal"],
+        "decision": decision,
+    }
     return write_method(
         out,
-        weights,
+        weights.reindex(B.columns),
         method="tikmix_m",
         influence_csv=influence_csv,
         eps=eps,
+        normaliser=normaliser,
         solver=solver,
-        compute=compute,
-        upstream_compute=d_doc["total_compute"],
+        compute={
+            "tokens": int(measured["tokens"].sum() + sum(c["tokens"] for c in passes)),
+            "flops": float(measured["flops"].sum() + sum(c["flops"] for c in passes)),
+        },
+        upstream_compute=json.loads(Path(tikmix_d).read_text())["total_compute"],
         provenance={"influence": str(influence_csv), "start": str(tikmix_d)},
     )
 

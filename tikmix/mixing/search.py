@@ -1,22 +1,31 @@
 """TiKMiX-M: surrogate-guided iterative search for the mixture (paper sec. 3.3, Algorithm 1).
 
-From ``w_best = w0`` (the TiKMiX-D mixture in the paper), each of ``T`` iterations draws
-``N`` candidates from ``Dirichlet(κ_t · w_best + floor)``, predicts their response with the
-surrogate and moves ``w_best`` to the mean of the ``k`` best predicted candidates. The
-concentration κ_t rises log-spaced from ``kappa_min`` to ``kappa_max``: a Dirichlet with
-mean ``w_best`` has per-weight variance ``w(1 − w)/(κ + 1)``, so small κ explores broadly and
-large κ refines locally. The ``floor`` added to every concentration lets a domain whose weight
-is 0 in ``w_best`` still be drawn with a small positive weight.
+From ``w_best = w0`` (the TiKMiX-D mixture), each of ``T`` iterations draws ``N`` candidates
+from ``Dirichlet(κ_t · w_best)``, maps them onto the feasible set (``project``: the Pareto
+constraint intersected with the box the surrogate's training mixtures were sampled in), predicts
+their response with the surrogate and moves ``w_best`` to the mean of the ``k`` best. The
+concentration κ_t rises log-spaced from ``kappa_min`` to ``kappa_max``: a Dirichlet with mean
+``w_best`` has per-weight variance ``w(1 − w)/(κ + 1)``, so small κ explores broadly and large κ
+refines locally. A domain whose weight is exactly 0 gets concentration ``floor`` (a Dirichlet
+needs positive concentrations); every other domain gets ``κ·w`` alone, so the draws have mean
+``w_best`` and an uninformative surrogate does not pull the search towards uniform.
+
+:func:`propose_tikmix_m` is the whole procedure behind both the workflow and ``python -m tikmix
+mix-m``: the box ``[low·w_start, high·w_start]`` ∩ Pareto set, the surrogate, the search and the
+gate; :func:`confirm_tikmix_m` then checks the proposal with the response itself.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from tikmix.mixing.candidates import support_box
+from tikmix.mixing.pareto import project_onto_pareto, pull_towards
 from tikmix.mixing.surrogate import Surrogate, SurrogateQuality, fit_surrogate
 from tikmix.mixing.weights import MixtureInputError, validate_weights
 
@@ -35,30 +44,6 @@ class SearchResult:
 
     weights: pd.Series
     trace: pd.DataFrame
-
-
-@dataclass
-class TikmixMResult:
-    """The TiKMiX-M mixture, the surrogate behind it and its cross-validated quality."""
-
-    weights: pd.Series
-    quality: SurrogateQuality
-    trace: pd.DataFrame
-    surrogate: Surrogate
-
-    def solver_report(self) -> dict:
-        """A JSON-serialisable summary (the ``solver`` section of a mixture document)."""
-        last = self.trace.iloc[-1]
-        return {
-            "name": "TiKMiX-M (LightGBM surrogate + Dirichlet search, Algorithm 1)",
-            "surrogate_quality": self.quality.to_dict(),
-            "iterations": int(len(self.trace)),
-            "final_kappa": float(last["kappa"]),
-            "final_center_prediction": float(last["center_prediction"]),
-            "trace": self.trace[
-                ["kappa", "best_prediction", "topk_mean_prediction", "center_prediction"]
-            ].to_dict(orient="list"),
-        }
 
 
 def kappa_schedule(kappa_min: float, kappa_max: float, iters: int) -> np.ndarray:
@@ -80,9 +65,7 @@ def search_mixture(
     kappa_min: float = 20.0,
     kappa_max: float = 5000.0,
     floor: float = 0.05,
-    bounds: tuple[pd.Series, pd.Series] | None = None,
     project: Callable[[np.ndarray], np.ndarray] | None = None,
-    max_draws: int = 20,
     seed: int = 0,
 ) -> SearchResult:
     """Run Algorithm 1 on ``surrogate`` from ``w0``.
@@ -92,17 +75,11 @@ def search_mixture(
         w0: the starting mixture over ``surrogate.domains``.
         iters, samples, top_k: T, N and k of Algorithm 1.
         kappa_min, kappa_max: the concentration schedule (see :func:`kappa_schedule`).
-        floor: added to every Dirichlet concentration (> 0, since a zero concentration is
-            not a Dirichlet distribution).
-        bounds: optional ``(lower, upper)`` per domain; candidates outside are rejected and
-            more are drawn (up to ``max_draws`` batches) until ``samples`` are inside.
-            ``w0`` must satisfy them; the mean of in-bounds candidates stays in bounds.
-        project: optional map of a ``[n, D]`` batch of candidates onto a convex feasible set,
-            e.g. TiKMiX's Pareto constraint ``B·w ≥ B·w_prior``
-            (:func:`~tikmix.mixing.pareto.project_onto_pareto`). Candidates are projected before
-            the surrogate scores them, so the search walks along the set's boundary instead of
-            starving on rejections; the top-k mean of feasible points stays feasible. It acts
-            after the bounds check, so projected candidates may leave ``bounds``.
+        floor: the Dirichlet concentration of a domain whose weight is exactly 0 (> 0).
+        project: map of a ``[n, D]`` batch of candidates onto a convex feasible set (TiKMiX's
+            Pareto constraint within the sampled box: :func:`propose_tikmix_m`). Candidates are
+            projected before the surrogate scores them, so it only ever scores points of the
+            set; the top-k mean of points of a convex set stays in it.
         seed: the search is deterministic for a seed.
     """
     domains = surrogate.domains
@@ -113,17 +90,11 @@ def search_mixture(
         )
     if not floor > 0:
         raise MixtureInputError(f"floor must be > 0 (Dirichlet concentrations), got {floor}")
-    lower = upper = None
-    if bounds is not None:
-        lower, upper = (pd.Series(b, dtype=float).reindex(domains).to_numpy() for b in bounds)
-        if np.isnan(lower).any() or np.isnan(upper).any():
-            raise MixtureInputError(f"bounds must give a lower and upper value for {domains}")
-        if ((w_best < lower) | (w_best > upper)).any():
-            raise MixtureInputError("w0 lies outside the search bounds")
     rng = np.random.default_rng(seed)
     rows = []
     for kappa in kappa_schedule(kappa_min, kappa_max, iters):
-        candidates = _draw(rng, kappa * w_best + floor, samples, lower, upper, max_draws)
+        concentration = np.where(w_best > 0, kappa * w_best, floor)
+        candidates = rng.dirichlet(concentration, size=samples)
         if project is not None:
             candidates = project(candidates)
         predicted = surrogate.predict(candidates)
@@ -136,7 +107,6 @@ def search_mixture(
                 "best_prediction": float(predicted[top[0]]),
                 "topk_mean_prediction": float(predicted[top].mean()),
                 "center_prediction": float(surrogate.predict(w_best[None])[0]),
-                "accepted": int(len(candidates)),
                 **dict(zip(domains, w_best.tolist(), strict=True)),
             }
         )
@@ -145,39 +115,205 @@ def search_mixture(
     return SearchResult(pd.Series(w_best, index=domains, name="weight"), trace)
 
 
-def _draw(rng, concentration, samples, lower, upper, max_draws) -> np.ndarray:
-    """``samples`` Dirichlet draws, keeping only those inside the bounds."""
-    if lower is None:
-        return rng.dirichlet(concentration, size=samples)
-    kept, n_kept = [], 0
-    for _ in range(max_draws):
-        draws = rng.dirichlet(concentration, size=samples)
-        inside = draws[((draws >= lower) & (draws <= upper)).all(axis=1)]
-        kept.append(inside)
-        n_kept += len(inside)
-        if n_kept >= samples:
-            return np.vstack(kept)[:samples]
-    raise MixtureInputError(
-        f"only {n_kept} of {samples * max_draws} Dirichlet candidates fell inside the bounds; "
-        "widen the bounds, raise kappa_min or max_draws"
+def _finite_or_none(value: float) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+@dataclass
+class TikmixMProposal:
+    """The search's mixture and the gate's verdict on it, before the response confirms it.
+
+    Attributes:
+        start: the search's start ``w_start`` (w_D in the workflow).
+        weights: the searched mixture ``w_M`` (inside the box and the Pareto set).
+        lower, upper: the sampled and searched box ``[low·w_start, high·w_start]``.
+        quality: the surrogate's cross-validated quality.
+        trace: Algorithm 1's iterations.
+        predicted_start, predicted: the surrogate at ``w_start`` and at ``w_M``.
+        training_inside_box: share of the training mixtures inside the box (the support).
+        passed: whether the gate let ``w_M`` through to the confirmation.
+        reason: why (or why not), in words.
+    """
+
+    start: pd.Series
+    weights: pd.Series
+    lower: pd.Series
+    upper: pd.Series
+    quality: SurrogateQuality
+    trace: pd.DataFrame
+    predicted_start: float
+    predicted: float
+    training_inside_box: float
+    passed: bool
+    reason: str
+
+    @property
+    def predicted_gain(self) -> float:
+        return self.predicted - self.predicted_start
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable (non-finite numbers become ``null``)."""
+        quality = {
+            k: [_finite_or_none(x) for x in v] if isinstance(v, list) else _finite_or_none(v)
+            for k, v in self.quality.to_dict().items()
+        }
+        return {
+            "start": self.start.to_dict(),
+            "proposal": self.weights.to_dict(),
+            "box": {"lower": self.lower.to_dict(), "upper": self.upper.to_dict()},
+            "surrogate_quality": quality,
+            "predicted_start": self.predicted_start,
+            "predicted_proposal": self.predicted,
+            "predicted_gain": self.predicted_gain,
+            "training_inside_box": self.training_inside_box,
+            "gate_passed": self.passed,
+            "gate_reason": self.reason,
+            "trace": self.trace[
+                ["kappa", "best_prediction", "topk_mean_prediction", "center_prediction"]
+            ].to_dict(orient="list"),
+        }
+
+
+def in_support(
+    W: np.ndarray,
+    B_hat: np.ndarray,
+    floor: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    tolerance: float = 1e-7,
+) -> np.ndarray:
+    """Which rows of ``W`` lie in the box and satisfy the Pareto constraint ``B̂ w ≥ floor``."""
+    W = np.atleast_2d(W)
+    return (
+        (W >= lower - tolerance).all(axis=1)
+        & (W <= upper + tolerance).all(axis=1)
+        & (W @ np.atleast_2d(B_hat).T >= floor - tolerance).all(axis=1)
     )
 
 
-def solve_tikmix_m(
+def propose_tikmix_m(
     W: pd.DataFrame,
     y: pd.Series | np.ndarray,
-    w0: pd.Series,
+    start: pd.Series,
     *,
+    B_hat: np.ndarray,
+    pareto_floor: np.ndarray,
+    low: float = 0.5,
+    high: float = 2.0,
+    min_spearman: float = 0.5,
     seed: int = 0,
     num_threads: int = 1,
     surrogate_params: dict | None = None,
     **search_kwargs,
-) -> TikmixMResult:
-    """Fit the surrogate on ``(W, y)`` and run Algorithm 1 from ``w0``.
+) -> TikmixMProposal:
+    """TiKMiX-M up to the confirmation: surrogate, search in the support, and the gate.
 
-    ``surrogate_params`` are passed to :func:`~tikmix.mixing.surrogate.fit_surrogate`
-    (e.g. ``{"n_folds": 5}``); ``search_kwargs`` to :func:`search_mixture`.
+    The support is the box ``[low·w_start, high·w_start]`` intersected with the Pareto set
+    ``{w : B̂ w ≥ pareto_floor}`` (``pareto_floor = B̂ w_prior``); the training mixtures ``W`` should have been
+    sampled there (:func:`tikmix.mixing.candidates.latin_hypercube_mixtures` with an
+    ``accept`` filter), and the search never scores a point outside it. The gate fails, and the
+    proposal must not replace ``w_start``, when the surrogate's cross-validated Spearman is below
+    ``min_spearman`` (or undefined) or its predicted gain over ``w_start`` is within its
+    cross-validated RMSE.
     """
+    start = validate_weights(start, list(W.columns), source="TiKMiX-M start")
+    B_hat = np.atleast_2d(np.asarray(B_hat, dtype=float))
+    floor = np.asarray(pareto_floor, dtype=float)
+    lower, upper = support_box(start, low, high)
+    if not in_support(start.to_numpy()[None], B_hat, floor, lower.to_numpy(), upper.to_numpy())[0]:
+        raise MixtureInputError("the TiKMiX-M start violates the Pareto constraint")
     fit = fit_surrogate(W, y, seed=seed, num_threads=num_threads, **(surrogate_params or {}))
-    result = search_mixture(fit.model, w0, seed=seed, **search_kwargs)
-    return TikmixMResult(result.weights, fit.quality, result.trace, fit.model)
+
+    def project(points: np.ndarray) -> np.ndarray:
+        return project_onto_pareto(
+            points, B_hat, floor, lower=lower.to_numpy(), upper=upper.to_numpy()
+        )
+
+    result = search_mixture(fit.model, start, seed=seed, project=project, **search_kwargs)
+    # Dykstra converges to the set; remove its round-off on the Pareto side against w_start.
+    exact = pull_towards(result.weights.to_numpy(), start.to_numpy(), B_hat, floor)[0]
+    weights = pd.Series(exact, index=start.index, name="weight")
+    predicted_start = float(fit.model.predict(start.to_numpy()[None])[0])
+    predicted = float(fit.model.predict(exact[None])[0])
+    inside = in_support(W.to_numpy(dtype=float), B_hat, floor, lower.to_numpy(), upper.to_numpy())
+    quality = fit.quality
+    gain = predicted - predicted_start
+    if not (quality.spearman >= min_spearman):
+        passed, reason = False, (
+            f"the surrogate's cross-validated Spearman {quality.spearman:.3f} is below "
+            f"{min_spearman:g}: its ranking of mixtures is not trusted"
+        )
+    elif not gain > quality.rmse:
+        passed, reason = False, (
+            f"the predicted gain over the start {gain:.4g} is within the surrogate's "
+            f"cross-validated error (RMSE {quality.rmse:.4g})"
+        )
+    else:
+        passed, reason = True, (
+            f"Spearman {quality.spearman:.3f} >= {min_spearman:g} and predicted gain "
+            f"{gain:.4g} > RMSE {quality.rmse:.4g}"
+        )
+    return TikmixMProposal(
+        start=start,
+        weights=weights,
+        lower=lower,
+        upper=upper,
+        quality=quality,
+        trace=result.trace,
+        predicted_start=predicted_start,
+        predicted=predicted,
+        training_inside_box=float(inside.mean()),
+        passed=passed,
+        reason=reason,
+    )
+
+
+def confirm_tikmix_m(
+    proposal: TikmixMProposal | dict,
+    start_responses: np.ndarray,
+    proposal_responses: np.ndarray,
+) -> tuple[pd.Series, dict]:
+    """The mixture TiKMiX-M recommends: ``w_M`` if the gate passed *and* the response itself
+    (not the surrogate) ranks it above the start, else the start.
+
+    ``proposal`` is a :class:`TikmixMProposal` or its :meth:`~TikmixMProposal.to_dict` form.
+
+    ``*_responses`` are the response of each mixture, one value per replicate measurement. With
+    one value each (a deterministic response such as ``curvature``) ``w_M`` must be strictly
+    better; with replicates, better by more than twice the standard error of the difference.
+    """
+    start_responses = np.atleast_1d(np.asarray(start_responses, dtype=float))
+    proposal_responses = np.atleast_1d(np.asarray(proposal_responses, dtype=float))
+    difference = float(proposal_responses.mean() - start_responses.mean())
+    if min(len(start_responses), len(proposal_responses)) > 1:
+        margin = 2.0 * math.sqrt(
+            start_responses.var(ddof=1) / len(start_responses)
+            + proposal_responses.var(ddof=1) / len(proposal_responses)
+        )
+    else:
+        margin = 0.0
+    decision = {
+        "start_response": float(start_responses.mean()),
+        "proposal_response": float(proposal_responses.mean()),
+        "response_gain": difference,
+        "response_margin": margin,
+        "replicates": int(len(proposal_responses)),
+    }
+    if isinstance(proposal, TikmixMProposal):
+        proposal = proposal.to_dict()
+    passed, reason = proposal["gate_passed"], proposal["gate_reason"]
+    if not passed:
+        chosen, why = "start", f"gate: {reason}"
+    elif difference > margin:
+        chosen, why = "proposal", (
+            f"{reason}; the response confirms it: {decision['proposal_response']:.6g} "
+            f"vs {decision['start_response']:.6g} at the start"
+        )
+    else:
+        chosen, why = "start", (
+            f"{reason}, but the response does not confirm it: "
+            f"{decision['proposal_response']:.6g} vs {decision['start_response']:.6g} at the start"
+            + (f" (margin {margin:.3g})" if margin else "")
+        )
+    decision.update(chosen=chosen, reason=why)
+    return pd.Series(proposal[chosen], dtype=float, name="weight"), decision

@@ -21,6 +21,39 @@ class MixtureInputError(ValueError):
     """A mixture, prior, influence matrix or run table that cannot be used as given."""
 
 
+#: The forms of the eq. 6 normaliser ``P̂_i = (B w)_i / s_i``: ``max`` is the paper's
+#: ``s_i = max_j B_ij``; ``abs_max`` is ``s_i = max_j |B_ij|``. See :func:`row_scales`.
+NORMALISERS = ("max", "abs_max")
+
+
+def row_scales(B: np.ndarray, eps: float = 1e-8, normaliser: str = "max") -> np.ndarray:
+    """The eq. 6 normaliser of every row of a benefit matrix (tasks × domains).
+
+    ``normaliser="max"`` is the paper's ``s_i = max_j B_ij``, the benefit of the task's best
+    domain, so ``P̂_i`` is the fraction of that best benefit a mixture attains. A row whose
+    largest entry is not positive (every domain hurts the task) would flip the sign of ``P̂_i``
+    under that form, so such a row falls back to ``max_j |B_ij|``. ``normaliser="abs_max"`` uses
+    ``max_j |B_ij|`` for every row. ``eps`` is *relative*: ``s_i · (1 + eps)``, so ``P̂`` and
+    every mixture derived from it are invariant to a global rescaling of ``B``. An all-zero row
+    gets scale 1 (its ``P̂`` is 0 for every mixture).
+    """
+    if normaliser not in NORMALISERS:
+        raise MixtureInputError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
+    if not eps >= 0:
+        raise MixtureInputError(f"eps must be >= 0, got {eps}")
+    B = np.atleast_2d(np.asarray(B, dtype=float))
+    magnitude = np.abs(B).max(axis=1)
+    scale = magnitude if normaliser == "abs_max" else B.max(axis=1)
+    scale = np.where(scale > 0, scale, magnitude)
+    return np.where(scale > 0, scale * (1.0 + eps), 1.0)
+
+
+def normalised_matrix(B: np.ndarray, eps: float = 1e-8, normaliser: str = "max") -> np.ndarray:
+    """``B̂ = B / s`` row by row (:func:`row_scales`): ``P̂(w) = B̂ w``."""
+    B = np.atleast_2d(np.asarray(B, dtype=float))
+    return B / row_scales(B, eps, normaliser)[:, None]
+
+
 def validate_weights(
     weights: Mapping[str, float] | pd.Series,
     domains: Iterable[str] | None = None,

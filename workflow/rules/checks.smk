@@ -53,6 +53,7 @@ rule additivity:
         high=ADDITIVITY["high"],
         tokens=ADDITIVITY["tokens"],
         outlier_threshold=ADDITIVITY["outlier_threshold"],
+        noise=ADDITIVITY["noise"],
         seq_len=config["data"]["seq_len"],
         batch_size=INFLUENCE["batch_size"],
         seed=config["seed"],

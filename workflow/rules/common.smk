@@ -106,6 +106,14 @@ EKFAC_SAMPLE_PARAMS = dict(
 )
 
 
+# TiKMiX-M's curvature response: the same Λ pass as the EK-FAC fit, on each domain alone.
+DOMAIN_LAMBDA_PARAMS = {
+    key: value
+    for key, value in EKFAC_SAMPLE_PARAMS.items()
+    if key not in ("tokens", "shards", "domain_dirs")
+} | {"tokens": config["mixing"]["tikmix_m"]["curvature"]["tokens_per_domain"]}
+
+
 def domain_gradient_parts(wildcards):
     return expand(
         "results/influence/{ckpt}/grads/{domain}/part-{shard}.zarr",
@@ -116,6 +124,16 @@ def domain_gradient_parts(wildcards):
 
 
 MIXING = config["mixing"]
+TIKMIX_M = MIXING["tikmix_m"]
+# Eq. 6's normaliser, used wherever P̂ is computed (mixtures, responses, figure 4).
+NORMALISATION = {
+    "eps": MIXING["tikmix_d"]["eps"],
+    "normaliser": MIXING["tikmix_d"]["normaliser"],
+}
+# TiKMiX-M confirms its proposal against w_D with the response: once if it is deterministic.
+CONFIRM_REPLICATES = (
+    1 if TIKMIX_M["response"] == "curvature" else TIKMIX_M["gate"]["replicates"]
+)
 MIXTURE_METHODS = ["natural", "uniform", "tikmix_d", "tikmix_m"]
 MEGATRON_PREFIXES = {
     domain: spec["megatron_prefixes"]
@@ -135,6 +153,21 @@ def measurement_parts(ckpt, design):
         ckpt=ckpt,
         design=design,
         shard=range(MIXING["measurement"]["shards"]),
+    )
+
+
+def tikmix_m_responses(ckpt, design):
+    """A TiKMiX-M design's measured responses: one curvature table, or the measurement parts."""
+    if TIKMIX_M["response"] == "curvature":
+        return [f"results/measurements/{ckpt}/{design}/curvature.csv"]
+    return measurement_parts(ckpt, design)
+
+
+def domain_lambda_stores(ckpt):
+    return expand(
+        "results/influence/{ckpt}/ekfac/domain_lambda/{domain}.zarr",
+        ckpt=ckpt,
+        domain=DOMAINS,
     )
 
 

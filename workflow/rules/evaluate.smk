@@ -57,6 +57,7 @@ rule mixture_random:
     params:
         domains=DOMAINS,
         seed=config["seed"],
+        normalisation=NORMALISATION,
     script:
         script_path("mixture_random.py")
 
@@ -175,6 +176,7 @@ rule evaluation_table:
         methods=STAGE2_METHODS,
         random_mixtures=RANDOM_MIXTURES,
         reference=STAGE2["improvement_reference"],
+        normalisation=NORMALISATION,
         checkpoint=EVAL_CKPT,
         figure_stem=lambda wildcards, output: output.figure.removesuffix(".png"),
     script:

@@ -155,6 +155,31 @@ rule ekfac_lambda:
         script_path("ekfac_lambda.py")
 
 
+rule ekfac_domain_lambda:
+    input:
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
+        stream="results/data/domains/{domain}/train.npy",
+        eigen="results/influence/{ckpt}/ekfac/eigen.zarr",
+        code=code("ekfac_domain_lambda.py"),
+    output:
+        directory("results/influence/{ckpt}/ekfac/domain_lambda/{domain}.zarr"),
+    log:
+        "logs/ekfac_domain_lambda/{ckpt}/{domain}.log",
+    benchmark:
+        "benchmarks/rules/ekfac_domain_lambda/{ckpt}/{domain}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    params:
+        **DOMAIN_LAMBDA_PARAMS,
+        domain_dir=lambda wildcards: domain_dir(wildcards.domain),
+    script:
+        script_path("ekfac_domain_lambda.py")
+
+
 rule ekfac_factors:
     input:
         eigen="results/influence/{ckpt}/ekfac/eigen.zarr",

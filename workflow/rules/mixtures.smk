@@ -1,5 +1,6 @@
 # Mixtures for the next stage (paper sections 3.2-3.3): the natural and uniform baselines,
-# TiKMiX-D on each checkpoint's influence matrix, and TiKMiX-M on directly measured mixtures.
+# TiKMiX-D on each checkpoint's influence matrix, and TiKMiX-M: responses of mixtures sampled
+# around w_D, a surrogate, a search in the sampled support, a gate and a confirmation.
 
 
 rule mixture_baseline:
@@ -23,6 +24,7 @@ rule mixture_baseline:
         runtime=5,
     params:
         domains=DOMAINS,
+        normalisation=NORMALISATION,
     script:
         script_path("mixture_baseline.py")
 
@@ -56,6 +58,8 @@ rule mixture_tikmix_d:
 
 rule mixture_candidates:
     input:
+        tikmix_d="results/mixtures/{ckpt}/tikmix_d.json",
+        influence="results/influence/{ckpt}/influence.csv",
         prior="results/mixtures/prior.json",
         code=code("mixture_candidates.py"),
     output:
@@ -71,9 +75,10 @@ rule mixture_candidates:
         mem_mb=1000,
         runtime=5,
     params:
-        n=MIXING["tikmix_m"]["candidates"],
-        low=MIXING["tikmix_m"]["low"],
-        high=MIXING["tikmix_m"]["high"],
+        **NORMALISATION,
+        n=TIKMIX_M["candidates"],
+        low=TIKMIX_M["low"],
+        high=TIKMIX_M["high"],
         seed=config["seed"],
     script:
         script_path("mixture_candidates.py")
@@ -102,12 +107,8 @@ rule measure_mixtures:
     params:
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
         tokens=MIXING["measurement"]["tokens"],
-        response=lambda wildcards: (
-            MIXING["tikmix_m"]["response"]
-            if wildcards.design == "tikmix_m"
-            else "influence"
-        ),
-        lookahead=MIXING["tikmix_m"]["lookahead"],
+        response=TIKMIX_M["response"],
+        lookahead=TIKMIX_M["lookahead"],
         task_files=TASK_FILES,
         shards=MIXING["measurement"]["shards"],
         seq_len=config["data"]["seq_len"],
@@ -121,12 +122,80 @@ rule measure_mixtures:
         script_path("measure_mixtures.py")
 
 
-rule mixture_tikmix_m:
+rule curvature_responses:
     input:
-        measurements=lambda wildcards: measurement_parts(wildcards.ckpt, "tikmix_m"),
+        mixtures="results/measurements/{ckpt}/{design}/mixtures.csv",
+        eigen="results/influence/{ckpt}/ekfac/eigen.zarr",
+        preconditioned="results/influence/{ckpt}/preconditioned_tasks.zarr",
+        tasks=expand("results/influence/{{ckpt}}/task_grads/{task}.zarr", task=TASKS),
+        domains=expand("results/influence/{{ckpt}}/grads/{domain}.zarr", domain=DOMAINS),
+        domain_lambdas=lambda wildcards: domain_lambda_stores(wildcards.ckpt),
+        code=code("curvature_responses.py"),
+    output:
+        "results/measurements/{ckpt}/{design}/curvature.csv",
+    log:
+        "logs/curvature_responses/{ckpt}/{design}.log",
+    benchmark:
+        "benchmarks/rules/curvature_responses/{ckpt}/{design}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        tasks=TASKS,
+        domains=DOMAINS,
+    script:
+        script_path("curvature_responses.py")
+
+
+rule tikmix_m_search:
+    input:
+        measurements=lambda wildcards: tikmix_m_responses(wildcards.ckpt, "tikmix_m"),
         influence="results/influence/{ckpt}/influence.csv",
         tikmix_d="results/mixtures/{ckpt}/tikmix_d.json",
         prior="results/mixtures/prior.json",
+        code=code("tikmix_m_search.py"),
+    output:
+        mixtures="results/measurements/{ckpt}/tikmix_m_confirm/mixtures.csv",
+        proposal="results/measurements/{ckpt}/tikmix_m/proposal.json",
+    log:
+        "logs/tikmix_m_search/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/tikmix_m_search/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        **NORMALISATION,
+        low=TIKMIX_M["low"],
+        high=TIKMIX_M["high"],
+        min_spearman=TIKMIX_M["gate"]["min_spearman"],
+        replicates=CONFIRM_REPLICATES,
+        seed=config["seed"],
+        search=TIKMIX_M["search"],
+    script:
+        script_path("tikmix_m_search.py")
+
+
+rule mixture_tikmix_m:
+    input:
+        proposal="results/measurements/{ckpt}/tikmix_m/proposal.json",
+        confirmations=lambda wildcards: tikmix_m_responses(
+            wildcards.ckpt, "tikmix_m_confirm"
+        ),
+        measurements=lambda wildcards: tikmix_m_responses(wildcards.ckpt, "tikmix_m"),
+        curvature_stores=lambda wildcards: (
+            domain_lambda_stores(wildcards.ckpt)
+            if TIKMIX_M["response"] == "curvature"
+            else []
+        ),
+        influence="results/influence/{ckpt}/influence.csv",
+        tikmix_d="results/mixtures/{ckpt}/tikmix_d.json",
         code=code("mixture_tikmix_m.py"),
     output:
         "results/mixtures/{ckpt}/tikmix_m.json",
@@ -141,9 +210,7 @@ rule mixture_tikmix_m:
         mem_mb=2000,
         runtime=30,
     params:
-        eps=MIXING["tikmix_d"]["eps"],
-        seed=config["seed"],
-        search=MIXING["tikmix_m"]["search"],
+        **NORMALISATION,
     script:
         script_path("mixture_tikmix_m.py")
 

@@ -1,0 +1,11 @@
+from tikmix.influence.mixture_curvature import domain_lambda_store
+from tikmix.workflow import script_logging
+
+with script_logging(snakemake):
+    domain_lambda_store(
+        eigen=snakemake.input.eigen,
+        checkpoint=snakemake.input.checkpoint,
+        domain=snakemake.wildcards.domain,
+        out=snakemake.output[0],
+        **dict(snakemake.params.items()),
+    )

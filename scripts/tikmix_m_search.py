@@ -1,0 +1,14 @@
+from tikmix.mixing.pipeline import tikmix_m_search
+from tikmix.workflow import script_logging
+
+with script_logging(snakemake) as log:
+    document = tikmix_m_search(
+        measurements=list(snakemake.input.measurements),
+        influence_csv=snakemake.input.influence,
+        tikmix_d=snakemake.input.tikmix_d,
+        prior=snakemake.input.prior,
+        out_mixtures=snakemake.output.mixtures,
+        out_proposal=snakemake.output.proposal,
+        **dict(snakemake.params.items()),
+    )
+    log.info("TiKMiX-M gate: %s", document["gate_reason"])

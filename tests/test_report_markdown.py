@@ -23,9 +23,28 @@ from tikmix.report.markdown import (
 DOMAINS = ["news", "fiction", "lore"]
 TASKS = ["mmlu", "trivia"]
 SURROGATE_SOLVER = {
-    "surrogate_quality": {"spearman": 0.31, "pearson": 0.42, "n_samples": 64, "n_folds": 5},
-    "start_prediction": 1.25,
-    "final_center_prediction": 1.5,
+    "surrogate_quality": {
+        "spearman": 0.31,
+        "pearson": 0.42,
+        "rmse": 0.05,
+        "n_samples": 64,
+        "n_folds": 5,
+    },
+    "response": "curvature",
+    "predicted_start": 1.25,
+    "predicted_proposal": 1.5,
+    "gate_passed": False,
+    "gate_reason": "the surrogate's cross-validated Spearman 0.310 is below 0.5",
+    "decision": {
+        "chosen": "start",
+        "reason": "gate: the surrogate's cross-validated Spearman 0.310 is below 0.5",
+        "start_response": 1.2,
+        "proposal_response": 1.3,
+    },
+    "curvature_vs_linear": {
+        "mmlu": {"pearson_r": 0.999, "relative_rms": 0.02},
+        "trivia": {"pearson_r": 0.98, "relative_rms": 0.1},
+    },
 }
 
 
@@ -223,12 +242,24 @@ def _stage2_results(root):
     return files, points, stats
 
 
+def summary_margin(summary_csv, method, other):
+    """The margin of ``method`` over ``other`` recomputed from the summary CSV."""
+    summary = pd.read_csv(summary_csv).set_index("method")
+    gap = summary.loc[other, "average_loss_mean"] - summary.loc[method, "average_loss_mean"]
+    spread = summary.loc[other, "average_loss_std"] + summary.loc[method, "average_loss_std"]
+    return {"gap": gap, "spread": spread, "beats": gap > spread}
+
+
 def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp_path):
     results.evaluation, points, stats = _stage2_results(tmp_path / "results")
     text = write_report(tmp_path / "report.md", results).read_text()
     section = _section(text, "Stage-2 evaluation")
     header = _table_row(section, "task")
-    assert header[1:] == ["Natural (prior)", "TiKMiX-D", "RegMix"]  # no random mixtures
+    # No random mixtures; TiKMiX-M kept w_D, so TiKMiX-D's mixture is the recommended one.
+    assert header[1:] == ["Natural (prior)", "TiKMiX-D (recommended)", "RegMix"]
+    margin = summary_margin(results.evaluation.summary, "tikmix_d", "natural")
+    verdict = "beats" if margin["beats"] else "does not beat (a tie within the seed spread)"
+    assert f"The recommended mixture (TiKMiX-D) {verdict} Natural (prior)" in section
     # mmlu: natural 3.1 ± 0.14, TiKMiX-D 2.85 ± 0.071 (best, bold), RegMix 2.95 ± 0.071.
     mmlu = _table_row(section, "mmlu")
     assert mmlu[1] == f"3.1 ± {np.std([3.0, 3.2], ddof=1):.2g}"
@@ -306,9 +337,16 @@ def test_projection_section_reads_its_table_and_names_the_safe_rank(results, tmp
     assert "The largest tested rank does not keep" in _section(text, "Gradient projection")
 
 
-def test_mixture_section_states_the_surrogate_quality_and_warns_when_it_is_poor(results, tmp_path):
+def test_mixture_section_states_the_gate_and_recommends_one_mixture(results, tmp_path):
     text = write_report(tmp_path / "results" / "report" / "report.md", results).read_text()
     mixtures = _section(text, "Mixtures")
-    assert "fitted on 64 directly measured mixtures" in mixtures
-    assert "Spearman 0.31 and Pearson 0.42" in mixtures and "from 1.25 at w_D to 1.5" in mixtures
-    assert "prefer TiKMiX-D's mixture" in mixtures  # 0.31 < 0.5
+    assert "fitted on 64 mixtures sampled in the box" in mixtures
+    assert "Spearman 0.31, Pearson 0.42 and RMSE 0.05" in mixtures
+    assert "from 1.25 at w_D to 1.5" in mixtures
+    assert "Gate: kept w_D (the surrogate's cross-validated Spearman 0.310 is below 0.5)" in mixtures
+    assert "TiKMiX-M returns w_D" in mixtures
+    # The curvature response's departure from B·w, per task.
+    tikmix_m = _section(text, "TiKMiX-M")  # the "### TiKMiX-M" subsection
+    assert _table_row(tikmix_m, "task")[1:] == ["pearson_r", "relative_rms"]
+    assert float(_table_row(tikmix_m, "trivia")[1]) == pytest.approx(0.98)
+    assert "**TiKMiX-D** is this study's recommended mixture" in mixtures

@@ -238,7 +238,8 @@ def benefit_vs_improvement(
         {
             "kind": {m: RANDOM if m in random_mixtures else METHOD for m in weights},
             "predicted_benefit": {
-                m: float(normalised_benefit(benefit, w, eps, normaliser).sum()) for m, w in weights.items()
+                m: float(normalised_benefit(benefit, w, eps, normaliser).sum())
+                for m, w in weights.items()
             },
             "improvement_mean": {m: float(np.mean(v)) for m, v in improvements.items()},
             "improvement_std": {
@@ -353,3 +354,33 @@ def write_evaluation_tables(
             frame.to_csv(tmp, index=index)
     write_json_atomic(figure4_stats_path, stats)
     return points, stats
+
+
+def recommended_mixture(tikmix_m_document: Mapping) -> tuple[str, str]:
+    """The method whose mixture the study recommends, and why (TiKMiX-M's own decision).
+
+    TiKMiX-M's mixture is recommended when its gate passed and the response confirmed it
+    against w_D; otherwise TiKMiX-D's, which is then also what TiKMiX-M returned.
+    """
+    decision = tikmix_m_document["solver"]["decision"]
+    method = "tikmix_m" if decision["chosen"] == "proposal" else "tikmix_d"
+    return method, decision["reason"]
+
+
+def margins_over(summary: pd.DataFrame, method: str, others: Sequence[str]) -> list[dict]:
+    """How far ``method``'s mean average loss lies below each of ``others``', against the seed
+    spread: ``beats`` is true only when the gap exceeds the sum of the two seed standard
+    deviations (a difference smaller than the spread is a tie, and is reported as one)."""
+    rows = []
+    for other in others:
+        if other == method or other not in summary.index or method not in summary.index:
+            continue
+        gap = float(
+            summary.loc[other, "average_loss_mean"] - summary.loc[method, "average_loss_mean"]
+        )
+        spread = float(
+            np.nan_to_num(summary.loc[other, "average_loss_std"])
+            + np.nan_to_num(summary.loc[method, "average_loss_std"])
+        )
+        rows.append({"other": other, "gap": gap, "spread": spread, "beats": gap > spread})
+    return rows

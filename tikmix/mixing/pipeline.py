@@ -188,12 +188,16 @@ def tikmix_m_candidates(
     B, B_hat, floor = _pareto_set(influence_csv, prior, eps, normaliser)
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
     lower, upper = (b.to_numpy() for b in support_box(w_d, low, high))
+    # w_D sits on several Pareto constraints at once, so only a few percent of the box is
+    # feasible (about 1% on the demo): draw large rounds, and many of them.
     sample = latin_hypercube_mixtures(
         w_d,
         n,
         low=low,
         high=high,
         seed=seed,
+        batch_size=max(n, 4096),
+        max_rounds=1000,
         accept=lambda W: in_support(W, B_hat, floor, lower, upper),
     )
     table = sample.weights.copy()

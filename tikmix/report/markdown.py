@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tikmix.analysis.additivity import PAPER_PEARSON_R, predicted_benefits
-from tikmix.analysis.evaluation import AVERAGE, RANDOM
+from tikmix.analysis.evaluation import AVERAGE, RANDOM, margins_over, recommended_mixture
 from tikmix.analysis.ranking import checkpoint_positions
 from tikmix.data.atomic import atomic_output
 from tikmix.mixing.exports import read_mixture
@@ -235,28 +235,53 @@ def _mixture_section(w: _Writer, inputs: ReportInputs, B: pd.DataFrame) -> pd.Da
         markdown_table(table),
     )
     if "tikmix_m" in inputs.mixtures:
-        w.add(_surrogate_sentence(_read_json(Path(inputs.mixtures["tikmix_m"]))["solver"]))
+        document = _read_json(Path(inputs.mixtures["tikmix_m"]))
+        _tikmix_m_part(w, document["solver"])
+        method, reason = recommended_mixture(document)
+        w.add(
+            "### Recommended mixture",
+            f"**{method_label(method)}** is this study's recommended mixture for the next stage: "
+            f"{reason}.",
+        )
     return predicted
 
 
-def _surrogate_sentence(solver: Mapping) -> str:
-    """How far TiKMiX-M's search can be trusted: its surrogate's cross-validated quality."""
+def _tikmix_m_part(w: _Writer, solver: Mapping) -> None:
+    """TiKMiX-M's surrogate quality, gate, confirmation and (curvature) departure from B·w."""
     quality = solver["surrogate_quality"]
-    sentence = (
-        f"TiKMiX-M's LightGBM surrogate, fitted on {quality['n_samples']} directly measured "
-        f"mixtures, predicts held-out responses with Spearman "
-        f"{format_number(quality['spearman'])} and Pearson {format_number(quality['pearson'])} "
-        f"({quality['n_folds']}-fold cross-validation); its search moved the surrogate's "
-        f"prediction from {format_number(solver['start_prediction'])} at w_D to "
-        f"{format_number(solver['final_center_prediction'])}."
+    decision = solver["decision"]
+    response = {
+        "curvature": "the Newton-step benefit under each mixture's own curvature "
+        "Λ(w) = Σ_d w_d Λ_d (exact, no sampling noise)",
+        "direct": "each mixture's directly measured group influence (fixed curvature)",
+        "lookahead": "each mixture's relative loss decrease after a few optimizer steps",
+    }[solver["response"]]
+    w.add(
+        "### TiKMiX-M",
+        f"TiKMiX-M's LightGBM surrogate was fitted on {quality['n_samples']} mixtures sampled "
+        "in the box [low·w_D, high·w_D] cut by the Pareto set (the search never leaves it), "
+        f"with response {response}. It predicts held-out responses with Spearman "
+        f"{format_number(quality['spearman'])}, Pearson {format_number(quality['pearson'])} and "
+        f"RMSE {format_number(quality['rmse'])} ({quality['n_folds']}-fold cross-validation). "
+        f"Its search moved the surrogate's prediction from "
+        f"{format_number(solver['predicted_start'])} at w_D to "
+        f"{format_number(solver['predicted_proposal'])}. Gate: "
+        f"{'passed' if solver['gate_passed'] else 'kept w_D'} ({solver['gate_reason']}). "
+        f"Confirmation by the response: w_D {format_number(decision['start_response'])}, "
+        f"proposal {format_number(decision['proposal_response'])}; "
+        f"TiKMiX-M returns {'its proposal' if decision['chosen'] == 'proposal' else 'w_D'}.",
     )
-    if quality["spearman"] < 0.5:
-        sentence += (
-            " A held-out Spearman this low means the measured responses are dominated by "
-            "sampling noise at this measurement budget (`mixing.measurement.tokens`), so the "
-            "search follows noise: prefer TiKMiX-D's mixture, or raise the budget."
+    departure = solver.get("curvature_vs_linear")
+    if departure:
+        table = pd.DataFrame(departure).T
+        table.index.name = "task"
+        w.add(
+            "Table: how far the curvature response departs from the linear prediction B·w over "
+            "TiKMiX-M's sampled mixtures (Pearson r, and the RMS difference relative to the "
+            "spread of B·w). Both are free of sampling noise: the honest measure of additivity "
+            "under the fixed-eigenbasis EK-FAC.",
+            markdown_table(table),
         )
-    return sentence
 
 
 def _additivity_section(w: _Writer, inputs: ReportInputs) -> None:
@@ -276,7 +301,8 @@ def _additivity_section(w: _Writer, inputs: ReportInputs) -> None:
             markdown_table(summary),
             f"Pearson r ranges from {format_number(low)} to {format_number(high)} over "
             f"{len(summary)} tasks, with {format_number(int(summary['n_outliers'].sum()))} "
-            "flagged outlier(s) in total.",
+            "flagged outlier(s) in total."
+            + _noise_sentence(summary),
         )
     paper = pd.DataFrame(
         {
@@ -290,6 +316,21 @@ def _additivity_section(w: _Writer, inputs: ReportInputs) -> None:
         markdown_table(paper, index=False),
     )
     w.figure("additivity", "Direct against predicted benefit per task, y = x and the OLS fit.")
+
+
+def _noise_sentence(summary: pd.DataFrame) -> str:
+    """r beside the noise ceiling that replicate measurements allow (when they were made)."""
+    if "noise_ceiling" not in summary or summary["noise_ceiling"].isna().all():
+        return ""
+    pairs = ", ".join(
+        f"{task} {format_number(row['pearson_r'])} / {format_number(row['noise_ceiling'])}"
+        for task, row in summary.iterrows()
+    )
+    return (
+        " With θ and the curvature fixed, the direct benefit is linear in w up to sampling "
+        "noise, so r cannot exceed the noise ceiling sqrt(1 − σ²/var(direct)) measured from "
+        f"replicates (r / ceiling: {pairs})."
+    )
 
 
 def _ranking_section(w: _Writer, inputs: ReportInputs) -> None:
@@ -380,7 +421,10 @@ def _wide_table(table: pd.DataFrame, methods: list[str], row_label) -> pd.DataFr
 
 
 def _evaluation_section(
-    w: _Writer, files: EvaluationFiles, compute: pd.DataFrame | None = None
+    w: _Writer,
+    files: EvaluationFiles,
+    compute: pd.DataFrame | None = None,
+    recommended: str | None = None,
 ) -> None:
     table = _read_csv(files.table, "stage-2 evaluation table")
     summary = _read_csv(files.summary, "stage-2 summary").set_index("method")
@@ -399,6 +443,10 @@ def _evaluation_section(
     loss = table[table["metric"] == "loss"]
     wide = _wide_table(loss, methods, lambda task, _metric: task)
     labels = [method_label(m) for m in methods]
+    if recommended in methods:
+        recommended_label = f"{method_label(recommended)} (recommended)"
+        wide = wide.rename(columns={method_label(recommended): recommended_label})
+        labels = [recommended_label if m == recommended else method_label(m) for m in methods]
     wide.loc["best on (loss)"] = [summary.loc[m, "best_on_text"] for m in methods]
     wide.loc["FLOPs to determine the mixture"] = [
         format_number(summary.loc[m, "mixture_flops"]) for m in methods
@@ -414,6 +462,7 @@ def _evaluation_section(
     accuracy = table[table["metric"] != "loss"]
     if not accuracy.empty:
         acc = _wide_table(accuracy, methods, lambda task, metric: f"{task} ({metric})")
+        acc.columns = wide.columns
         w.add(
             "Table: accuracy of the multiple-choice tasks (fraction of items whose answer has "
             "the highest summed log-likelihood; `accuracy_norm` ranks by log-likelihood "
@@ -425,6 +474,15 @@ def _evaluation_section(
     sentences = [
         f"{method_label(best)} has the lowest average loss ({format_number(average[best])})."
     ]
+    if recommended in summary.index:
+        for row in margins_over(summary, recommended, ["natural", "uniform"]):
+            verdict = "beats" if row["beats"] else "does not beat (a tie within the seed spread)"
+            sentences.append(
+                f"The recommended mixture ({method_label(recommended)}) {verdict} "
+                f"{method_label(row['other'])}: average loss lower by {format_number(row['gap'])} "
+                f"against a seed spread of {format_number(row['spread'])} (sum of the two seed "
+                "standard deviations)."
+            )
     flops = summary["mixture_flops"]
     if {"tikmix_d", "regmix"} <= set(flops.index) and flops["regmix"] > 0:
         ratio = flops["tikmix_d"] / flops["regmix"]
@@ -529,6 +587,11 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     _setup_section(w, inputs, B, positions)
     _influence_section(w, inputs, matrices)
     _mixture_section(w, inputs, B)
+    recommended = (
+        recommended_mixture(_read_json(Path(inputs.mixtures["tikmix_m"])))[0]
+        if "tikmix_m" in inputs.mixtures
+        else None
+    )
     _additivity_section(w, inputs)
     _ranking_section(w, inputs)
     if inputs.projection is not None:
@@ -536,7 +599,7 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     _compute_section(w, inputs)
     if inputs.evaluation is not None:
         compute = _read_csv(inputs.compute, "compute table")
-        _evaluation_section(w, inputs.evaluation, compute)
+        _evaluation_section(w, inputs.evaluation, compute, recommended)
     with atomic_output(path) as tmp:
         tmp.write_text(w.text())
     return path

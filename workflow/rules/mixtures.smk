@@ -22,6 +22,7 @@ rule mixture_baseline:
         mem_mb=1000,
         runtime=5,
     params:
+        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, wildcards.baseline),
         domains=DOMAINS,
     script:
         script_path("mixture_baseline.py")
@@ -48,6 +49,7 @@ rule mixture_tikmix_d:
         runtime=5,
     params:
         **MIXING["tikmix_d"],
+        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_d"),
         domains=DOMAINS,
         stage_tokens=MIXING["stage_tokens"],
     script:
@@ -71,6 +73,7 @@ rule mixture_candidates:
         mem_mb=1000,
         runtime=5,
     params:
+        upstream=lambda wildcards: candidates_digest(wildcards.ckpt),
         n=MIXING["tikmix_m"]["candidates"],
         low=MIXING["tikmix_m"]["low"],
         high=MIXING["tikmix_m"]["high"],
@@ -100,6 +103,7 @@ rule measure_mixtures:
         mem_mb=4000,
         runtime=120,
     params:
+        upstream=lambda wildcards: measurements_digest(wildcards.ckpt, wildcards.design),
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
         tokens=MIXING["measurement"]["tokens"],
         response=lambda wildcards: (
@@ -141,6 +145,7 @@ rule mixture_tikmix_m:
         mem_mb=2000,
         runtime=30,
     params:
+        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_m"),
         eps=MIXING["tikmix_d"]["eps"],
         seed=config["seed"],
         search=MIXING["tikmix_m"]["search"],
@@ -171,6 +176,7 @@ rule export_mixtures:
         mem_mb=500,
         runtime=5,
     params:
+        upstream=lambda wildcards: mixtures_digest(wildcards.ckpt, MIXTURE_METHODS),
         methods=MIXTURE_METHODS,
         formats=EXPORT_FORMATS,
         prefixes=MEGATRON_PREFIXES,

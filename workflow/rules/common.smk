@@ -4,15 +4,15 @@ import os
 import re
 from pathlib import Path
 
-from tikmix.config import check_config
+from snakemake.exceptions import WorkflowError
+
+from tikmix.config import ConfigError, check_config
 from tikmix.provenance import FileDigests, settings_digest
 from tikmix.workflow import library_dependencies
 
 REPO = os.path.dirname(os.path.abspath(workflow.main_snakefile))
 DEMO = config["demo"]["fetch"]
 DEMO_MANIFEST = "resources/demo/manifest.json"
-
-check_config(config, demo=DEMO)
 
 DOMAINS = sorted(config["domains"])
 TASKS = sorted(config["tasks"])
@@ -22,6 +22,12 @@ STAGE1_CHECKPOINTS = {
     for fraction in config["stage1"]["checkpoint_fractions"]
 }
 CHECKPOINTS = list(USER_CHECKPOINTS) if USER_CHECKPOINTS else list(STAGE1_CHECKPOINTS)
+# Fails in seconds, naming the key or the file, before any job: settings the code cannot finish
+# with, user checkpoints (files, architecture, vocabulary) and the data files' structure.
+try:
+    check_config(config, demo=DEMO, checkpoints=CHECKPOINTS)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 
 
 wildcard_constraints:

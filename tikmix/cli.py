@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tikmix import __version__
+from tikmix.config import MIN_SURROGATE_ROWS
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,12 +163,15 @@ def _add_mix_m(subparsers) -> None:
         "mix-m",
         help="TiKMiX-M: surrogate-guided mixture search over measured runs (Algorithm 1)",
         description="Fit a LightGBM surrogate (RegMix settings) to a table of mixtures and "
-        "their measured response, report its 5-fold held-out Spearman, and search for the "
+        f"their measured response (at least {MIN_SURROGATE_ROWS} rows), report its 5-fold held-out Spearman, and search for the "
         "mixture with the best predicted response (Dirichlet sampling around the current "
         "best, concentration rising log-spaced, mean of the top-k).",
     )
     parser.add_argument(
-        "--table", required=True, help="CSV, one run per row: domain weight columns + response"
+        "--table",
+        required=True,
+        help="CSV, one run per row: domain weight columns + response; at least "
+        f"{MIN_SURROGATE_ROWS} rows (the surrogate's 5-fold cross-validation)",
     )
     parser.add_argument(
         "--response", required=True, help="column of the table to maximise (larger is better)"
@@ -227,6 +231,16 @@ def _run_mix_m(args: argparse.Namespace) -> int:
     from tikmix.mixing.weights import read_runs_table
 
     W, y = read_runs_table(args.table, args.response, args.weights_columns)
+    if len(y) < MIN_SURROGATE_ROWS:
+        raise ValueError(
+            f"{args.table}: {len(y)} runs, but the surrogate needs at least "
+            f"{MIN_SURROGATE_ROWS} rows (5-fold cross-validation, 4 rows per fold)"
+        )
+    if len(set(y.tolist())) < 2:
+        raise ValueError(
+            f"{args.table}: column {args.response!r} has the same value in all {len(y)} rows: "
+            "there is nothing for the surrogate to learn"
+        )
     if args.start:
         start = read_mixture(args.start, W.columns)
     else:

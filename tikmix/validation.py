@@ -112,7 +112,10 @@ def checkpoint_embedding_rows(directory: Path, key: str) -> int:
     if rows is None:
         rows = config.get("vocab_size")
     if not isinstance(rows, int):
-        _fail(key, f"cannot tell the embedding rows of '{directory}' (no embedding tensor, no vocab_size)")
+        _fail(
+            key,
+            f"cannot tell the embedding rows of '{directory}' (no embedding tensor, no vocab_size)",
+        )
     return rows
 
 

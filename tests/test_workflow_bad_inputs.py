@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import safetensors.torch
+import yaml
 from conftest import tiny_config
 from snakemake.utils import validate
 from workflow_helpers import REPO, Workflow
@@ -162,6 +163,26 @@ def _prior_file_missing(study: Study) -> list[str]:
     return ["stage1.prior", "weights.yaml"]
 
 
+def _prior_file(extra: dict):
+    """A prior weights file: every domain at an equal weight, then ``extra``."""
+
+    def change(study: Study) -> list[str]:
+        path = study.files / "weights.yaml"
+        weights = {d: 1 / len(study.config["domains"]) for d in study.config["domains"]}
+        path.write_text(yaml.safe_dump({**weights, **extra}))
+        study.config["stage1"]["prior"] = str(path)
+        return ["stage1.prior", str(path)]
+
+    return change
+
+
+def _tokenizer_file(study: Study) -> list[str]:
+    path = study.files / "tokenizer.json"
+    path.write_text('{"version": "1.0", "model": ')
+    study.config["tokenizer"]["path"] = str(path)
+    return ["tokenizer.path", str(path)]
+
+
 def _gzip_rows(study: Study) -> list[str]:
     path = study.domain_file("domain.jsonl.gz", gzip.compress(b"not json\n" + _rows(TEXT)))
     return [f"domains.{study.first_domain}.paths", f"{path}:1"]
@@ -239,6 +260,13 @@ BAD_INPUTS = [
     ),
     # Files the config names.
     ("prior file missing", _prior_file_missing, []),
+    (
+        "prior file names an unknown domain",
+        _prior_file({"not_a_domain": 0.0}),
+        ["not_a_domain"],
+    ),
+    ("prior file with a negative weight", _prior_file({"domain0": -0.5}), []),
+    ("tokenizer file malformed", _tokenizer_file, ["not a tokenizers tokenizer.json"]),
     (
         "tokenizer file missing",
         _set("tokenizer", "path", "/nonexistent/tokenizer.json"),

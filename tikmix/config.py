@@ -174,6 +174,12 @@ def check_config(
     prior = config["stage1"]["prior"]
     if not (prior in ("natural", "uniform") or prior.startswith("natural:")):
         _require(Path(prior).is_file(), "stage1.prior", f"no such weights file '{prior}'")
+        from tikmix.mixing.priors import read_prior
+
+        try:  # the prior_mixture job's own reading: domains, weights >= 0, summing to 1
+            read_prior(prior, sorted(config["domains"]))
+        except ValueError as error:
+            raise ConfigError(f"config key 'stage1.prior': {error}") from None
     check_settings(config, list(checkpoints or config["checkpoints"]))
     from tikmix import validation
 

@@ -123,7 +123,11 @@ def tokenizer_vocab_size(path: str | Path) -> int:
     """Token ids of a tokenizer.json, special tokens included (as tikmix.data.tokenizer counts)."""
     from tokenizers import Tokenizer
 
-    return Tokenizer.from_file(str(path)).get_vocab_size(with_added_tokens=True)
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises a bare Exception for a malformed file
+        _fail("tokenizer.path", f"{path} is not a tokenizers tokenizer.json ({error})")
+    return tokenizer.get_vocab_size(with_added_tokens=True)
 
 
 def check_checkpoints(checkpoints: dict[str, str], vocab_size: int | None) -> None:

@@ -1,7 +1,12 @@
 # TiKMiX: semi-dynamic data mixtures via Group Influence.
 # The DAG follows the paper's figure 2: data -> checkpoints -> influence (gradients, EK-FAC, matrix)
 # -> mixtures (TiKMiX-D, TiKMiX-M, baselines) -> checks -> stage-2 evaluation -> report.
+import os
+
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
+
+from tikmix.config import ConfigError, check_schema
 
 min_version("9.0")
 
@@ -9,6 +14,13 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# One line naming an unknown key or a bad value (Snakemake's validate would print the schema).
+try:
+    check_schema(
+        config, os.path.join(workflow.basedir, "workflow/schemas/config.schema.yaml")
+    )
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
 
 

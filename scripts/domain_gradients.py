@@ -1,5 +1,5 @@
 from tikmix.influence.pipeline import domain_gradient_part
-from tikmix.workflow import script_logging
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
     domain_gradient_part(
@@ -8,5 +8,5 @@ with script_logging(snakemake):
         domain_dir=snakemake.params.domain_dir,
         shard=int(snakemake.wildcards.shard),
         out=snakemake.output[0],
-        **{k: snakemake.params[k] for k in snakemake.params.keys() if k != "domain_dir"},
+        **{k: v for k, v in rule_settings(snakemake).items() if k != "domain_dir"},
     )

@@ -1,5 +1,5 @@
 from tikmix.influence.mixture_curvature import domain_lambda_store
-from tikmix.workflow import script_logging
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
     domain_lambda_store(
@@ -7,5 +7,5 @@ with script_logging(snakemake):
         checkpoint=snakemake.input.checkpoint,
         domain=snakemake.wildcards.domain,
         out=snakemake.output[0],
-        **dict(snakemake.params.items()),
+        **rule_settings(snakemake),
     )

@@ -1,6 +1,6 @@
 from tikmix.influence.pipeline import lambda_part
 from tikmix.models.stage1 import read_weights
-from tikmix.workflow import script_logging
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
     lambda_part(
@@ -9,5 +9,5 @@ with script_logging(snakemake):
         weights=read_weights(snakemake.input.prior),
         shard=int(snakemake.wildcards.shard),
         out=snakemake.output[0],
-        **dict(snakemake.params.items()),
+        **rule_settings(snakemake),
     )

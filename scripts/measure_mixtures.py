@@ -1,5 +1,5 @@
 from tikmix.influence.pipeline import measure_mixtures_part
-from tikmix.workflow import script_logging
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
     measure_mixtures_part(
@@ -9,5 +9,5 @@ with script_logging(snakemake):
         design=snakemake.wildcards.design,
         shard=int(snakemake.wildcards.shard),
         out=snakemake.output[0],
-        **dict(snakemake.params.items()),
+        **rule_settings(snakemake),
     )

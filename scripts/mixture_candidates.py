@@ -1,5 +1,5 @@
 from tikmix.mixing.pipeline import tikmix_m_candidates
-from tikmix.workflow import script_logging
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
     tikmix_m_candidates(
@@ -7,5 +7,5 @@ with script_logging(snakemake):
         influence_csv=snakemake.input.influence,
         prior=snakemake.input.prior,
         out=snakemake.output[0],
-        **dict(snakemake.params.items()),
+        **rule_settings(snakemake),
     )

@@ -1,5 +1,5 @@
 from tikmix.mixing.pipeline import tikmix_m_mixture
-from tikmix.workflow import script_logging
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake) as log:
     document = tikmix_m_mixture(
@@ -10,6 +10,6 @@ with script_logging(snakemake) as log:
         influence_csv=snakemake.input.influence,
         tikmix_d=snakemake.input.tikmix_d,
         out=snakemake.output[0],
-        **dict(snakemake.params.items()),
+        **rule_settings(snakemake),
     )
     log.info("TiKMiX-M: %s (%s)", document["weights"], document["solver"]["decision"]["reason"])

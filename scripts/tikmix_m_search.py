@@ -1,5 +1,5 @@
 from tikmix.mixing.pipeline import tikmix_m_search
-from tikmix.workflow import script_logging
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake) as log:
     document = tikmix_m_search(
@@ -9,6 +9,6 @@ with script_logging(snakemake) as log:
         prior=snakemake.input.prior,
         out_mixtures=snakemake.output.mixtures,
         out_proposal=snakemake.output.proposal,
-        **dict(snakemake.params.items()),
+        **rule_settings(snakemake),
     )
     log.info("TiKMiX-M gate: %s", document["gate_reason"])

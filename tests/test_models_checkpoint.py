@@ -220,3 +220,13 @@ def test_checkpoint_hash_tracks_weights_only(tmp_path, hf_dir):
     assert len(checkpoint_hash(hf_dir[0])) == 64
     with pytest.raises(FileNotFoundError, match="no safetensors"):
         checkpoint_hash(tmp_path / "missing")
+
+
+def test_start_up_check_reads_the_embedding_rows_the_loader_finds(tmp_path, hf_dir):
+    """tikmix.validation reads safetensors headers (no torch, no transformers import) at start-up;
+    its embedding rows must be those of the loaded model, for both formats."""
+    from tikmix.validation import checkpoint_embedding_rows
+
+    for directory in (hf_dir[0], save(tmp_path / "ckpt", builtin(tie=False))):
+        _, info = load_checkpoint(directory)
+        assert checkpoint_embedding_rows(directory, "checkpoints.x") == info.vocab_size == 50

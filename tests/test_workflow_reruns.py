@@ -19,7 +19,14 @@ import shutil
 from pathlib import Path
 
 import pytest
-from workflow_helpers import Job, Workflow, describe, job_counts, not_downstream
+from workflow_helpers import (
+    Job,
+    Workflow,
+    assert_plan_is_forcerun_of,
+    describe,
+    job_counts,
+    not_downstream,
+)
 
 from tikmix.workflow import library_dependencies
 
@@ -36,17 +43,6 @@ def _keys(jobs: list[Job]) -> set:
 
 def _checkpoints(flow: Workflow) -> set[str]:
     return {path.name for path in (flow.workdir / "results/influence").iterdir()}
-
-
-def _assert_plan_is_forcerun_of(planned: list[Job], forced: list[Job], roots: list[Job]) -> None:
-    spurious = not_downstream(planned, roots)
-    assert not spurious, "jobs neither changed nor downstream of a change:\n" + describe(spurious)
-    missing = [job for job in forced if job.key not in _keys(planned)]
-    extra = [job for job in planned if job.key not in _keys(forced)]
-    assert not missing and not extra, (
-        f"planned but not downstream of the roots:\n{describe(extra)}"
-        f"downstream of the roots but not planned:\n{describe(missing)}"
-    )
 
 
 @pytest.fixture
@@ -82,7 +78,7 @@ def test_tikmix_d_parameter_reruns_only_tikmix_d_and_what_follows(workflow_copy)
     assert all(job.reason.startswith("Params have changed") for job in roots), describe(roots)
     assert not {job.rule for job in planned} & (GRADIENT_RULES | CURVATURE_RULES)
     assert "influence_matrix" not in job_counts(planned)
-    _assert_plan_is_forcerun_of(planned, forced, roots)
+    assert_plan_is_forcerun_of(planned, forced, roots)
 
 
 def test_ekfac_damping_reruns_preconditioning_and_what_follows(workflow_copy):
@@ -100,7 +96,7 @@ def test_ekfac_damping_reruns_preconditioning_and_what_follows(workflow_copy):
     counts = job_counts(planned)
     assert counts.get("influence_matrix") == len(roots), counts
     assert not set(counts) & (GRADIENT_RULES | CURVATURE_RULES), counts
-    _assert_plan_is_forcerun_of(planned, forced, roots)
+    assert_plan_is_forcerun_of(planned, forced, roots)
 
 
 @pytest.mark.parametrize(
@@ -162,7 +158,7 @@ def test_library_edit_reruns_exactly_the_rules_whose_scripts_import_it(
     assert all(
         job.reason.startswith("Updated input files") and str(path) in job.reason for job in first
     ), describe(first)
-    _assert_plan_is_forcerun_of(planned, forced, roots)
+    assert_plan_is_forcerun_of(planned, forced, roots)
 
 
 @pytest.fixture(scope="module")

@@ -150,6 +150,23 @@ def not_downstream(jobs: Iterable[Job], roots: Iterable[Job]) -> list[Job]:
     ]
 
 
+def assert_plan_is_forcerun_of(
+    planned: Iterable[Job], forced: Iterable[Job], roots: Iterable[Job]
+) -> None:
+    """``planned`` is exactly ``forced`` (a `--forcerun` of the roots) and every planned job is a
+    root or consumes a planned job's output: a change reran all that follows it and no more."""
+    planned, forced = list(planned), list(forced)
+    spurious = not_downstream(planned, roots)
+    assert not spurious, "jobs neither changed nor downstream of a change:\n" + describe(spurious)
+    planned_keys, forced_keys = {job.key for job in planned}, {job.key for job in forced}
+    missing = [job for job in forced if job.key not in planned_keys]
+    extra = [job for job in planned if job.key not in forced_keys]
+    assert not missing and not extra, (
+        f"planned but not downstream of the roots:\n{describe(extra)}"
+        f"downstream of the roots but not planned:\n{describe(missing)}"
+    )
+
+
 @dataclass(frozen=True)
 class Workflow:
     """A working directory of the workflow and the code it runs (the checkout by default)."""

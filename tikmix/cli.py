@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from tikmix import __version__
+from tikmix.config import MIN_SURROGATE_ROWS
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -174,7 +175,8 @@ def _add_mix_m(subparsers) -> None:
         "mix-m",
         help="TiKMiX-M: surrogate-guided mixture search over measured runs (Algorithm 1)",
         description="TiKMiX-M, the same procedure as the workflow's: fit a LightGBM surrogate "
-        "(RegMix settings) to a table of mixtures and their measured response, report its "
+        f"(RegMix settings) to a table of mixtures and their measured response (at least "
+        f"{MIN_SURROGATE_ROWS} rows), report its "
         "5-fold held-out Spearman and RMSE, and search from --start (TiKMiX-D's mixture) inside "
         "the box [LOW*w_start, HIGH*w_start] intersected with the Pareto set B.w >= B.w_prior "
         "(Dirichlet sampling around the current best, concentration rising log-spaced, mean of "
@@ -185,7 +187,10 @@ def _add_mix_m(subparsers) -> None:
         "response and keep the proposal only if it wins.",
     )
     parser.add_argument(
-        "--table", required=True, help="CSV, one run per row: domain weight columns + response"
+        "--table",
+        required=True,
+        help="CSV, one run per row: domain weight columns + response; at least "
+        f"{MIN_SURROGATE_ROWS} rows (the surrogate's 5-fold cross-validation)",
     )
     parser.add_argument(
         "--response", required=True, help="column of the table to maximise (larger is better)"
@@ -259,6 +264,16 @@ def _run_mix_m(args: argparse.Namespace) -> int:
     from tikmix.mixing.weights import normalised_matrix, read_influence_matrix, read_runs_table
 
     W, y = read_runs_table(args.table, args.response, args.weights_columns)
+    if len(y) < MIN_SURROGATE_ROWS:
+        raise ValueError(
+            f"{args.table}: {len(y)} runs, but the surrogate needs at least "
+            f"{MIN_SURROGATE_ROWS} rows (5-fold cross-validation, 4 rows per fold)"
+        )
+    if len(set(y.tolist())) < 2:
+        raise ValueError(
+            f"{args.table}: column {args.response!r} has the same value in all {len(y)} rows: "
+            "there is nothing for the surrogate to learn"
+        )
     B = read_influence_matrix(args.influence).reindex(columns=W.columns)
     B_hat = normalised_matrix(B.to_numpy(), args.eps, args.normaliser)
     prior = resolve_prior(args.prior, W.columns)

@@ -6,9 +6,17 @@ the config points to exists, so a typo fails in seconds, naming the key, before 
 
 from __future__ import annotations
 
+import difflib
 import glob
 from pathlib import Path
 from typing import Any
+
+#: Mixtures a stage-2 method can name: results/mixtures/{ckpt}/{method}.json has a rule for each.
+STAGE2_METHODS = ("natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi")
+#: Rows the TiKMiX-M surrogate needs: tikmix.mixing.surrogate.fit_surrogate's 5 folds x 4 rows.
+MIN_SURROGATE_ROWS = 20
+#: Mixtures the additivity check needs (tikmix.analysis.additivity: studentized residuals).
+MIN_ADDITIVITY_MIXTURES = 4
 
 
 class ConfigError(ValueError):
@@ -20,10 +28,121 @@ def _require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"config key '{key}': {message}")
 
 
-def check_config(config: dict[str, Any], demo: bool = False) -> None:
+def _schema_errors(config: Any, schema: dict[str, Any], path: str) -> None:
+    """Raise one line for the first key the schema does not know (with the closest valid key)."""
+    if not isinstance(config, dict) or schema.get("type") not in ("object", None):
+        return
+    properties = schema.get("properties", {})
+    extra = schema.get("additionalProperties", True)
+    for key, value in config.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key in properties:
+            _schema_errors(value, properties[key], where)
+        elif extra is False:
+            close = difflib.get_close_matches(str(key), list(properties), n=1, cutoff=0.5)
+            hint = f"; did you mean '{path + '.' if path else ''}{close[0]}'?" if close else ""
+            known = ", ".join(sorted(properties))
+            raise ConfigError(f"unknown config key '{where}'{hint} (valid here: {known})")
+        elif isinstance(extra, dict):
+            _schema_errors(value, extra, where)
+
+
+def check_schema(config: dict[str, Any], schema_path: str | Path) -> None:
+    """Raise ConfigError in one line for an unknown key or a value the schema rejects.
+
+    Snakemake's own ``validate`` prints the whole schema (about a thousand lines) for an unknown
+    key; this runs first and names the key, the closest valid one, and what is wrong.
+    """
+    import jsonschema
+    import yaml
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    _schema_errors(config, schema, "")
+    validator = jsonschema.Draft202012Validator(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ConfigError(f"config key '{where}': {error.message}")
+
+
+def check_settings(config: dict[str, Any], checkpoints: list[str]) -> None:
+    """Settings the schema accepts but the code cannot finish with (cross-field rules, minima).
+
+    ``checkpoints`` are the names the workflow computes influence at (the user's or stage 1's).
+    """
+    tikmix_m = config["mixing"]["tikmix_m"]
+    _require(
+        tikmix_m["candidates"] >= MIN_SURROGATE_ROWS,
+        "mixing.tikmix_m.candidates",
+        f"TiKMiX-M's surrogate needs at least {MIN_SURROGATE_ROWS} measured mixtures "
+        f"(5-fold cross-validation), got {tikmix_m['candidates']}",
+    )
+    _require(tikmix_m["low"] < tikmix_m["high"], "mixing.tikmix_m.low", "must be below high")
+    search = tikmix_m["search"]
+    _require(
+        search["top_k"] <= search["samples"],
+        "mixing.tikmix_m.search.top_k",
+        f"must be <= search.samples ({search['samples']}), got {search['top_k']}",
+    )
+    _require(
+        search["kappa_min"] <= search["kappa_max"],
+        "mixing.tikmix_m.search.kappa_min",
+        f"must be <= kappa_max ({search['kappa_max']}), got {search['kappa_min']}",
+    )
+    additivity = config["checks"]["additivity"]
+    _require(
+        additivity["mixtures"] >= MIN_ADDITIVITY_MIXTURES,
+        "checks.additivity.mixtures",
+        f"the additivity check needs at least {MIN_ADDITIVITY_MIXTURES} mixtures, "
+        f"got {additivity['mixtures']}",
+    )
+    _require(additivity["low"] < additivity["high"], "checks.additivity.low", "must be below high")
+    regmix = config["baselines"]["regmix"]
+    _require(
+        regmix["top_k"] <= regmix["n_simulations"],
+        "baselines.regmix.top_k",
+        f"must be <= baselines.regmix.n_simulations ({regmix['n_simulations']}), "
+        f"got {regmix['top_k']}",
+    )
+    dirichlet = regmix["dirichlet"]
+    _require(
+        dirichlet["min_strength"] <= dirichlet["max_strength"],
+        "baselines.regmix.dirichlet.min_strength",
+        f"must be <= max_strength ({dirichlet['max_strength']})",
+    )
+    stage2 = config["stage2"]
+    methods = list(stage2["methods"])
+    for i, method in enumerate(methods):
+        close = difflib.get_close_matches(method, STAGE2_METHODS, n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        _require(
+            method in STAGE2_METHODS,
+            f"stage2.methods[{i}]",
+            f"unknown method '{method}' (known: {', '.join(STAGE2_METHODS)}){hint}",
+        )
+    reference = stage2["improvement_reference"]
+    _require(
+        reference == "checkpoint" or reference in methods,
+        "stage2.improvement_reference",
+        f"'{reference}' is neither 'checkpoint' nor one of stage2.methods {methods}",
+    )
+    if stage2["checkpoint"] is not None:
+        _require(
+            stage2["checkpoint"] in checkpoints,
+            "stage2.checkpoint",
+            f"'{stage2['checkpoint']}' is not one of the checkpoints {checkpoints}",
+        )
+
+
+def check_config(
+    config: dict[str, Any], demo: bool = False, checkpoints: list[str] | None = None
+) -> None:
     """Raise ConfigError for paths that do not exist and settings that contradict each other.
 
     With ``demo`` the domain and task files are produced by ``fetch_demo_data`` and are not checked.
+    Otherwise every data and task file gets a fast structural check and every user checkpoint a
+    check of its files against the tokenizer (:mod:`tikmix.validation`); ``checkpoints`` are the
+    names influence is computed at (see :func:`check_settings`).
     """
     if not demo:
         for domain, spec in config["domains"].items():
@@ -40,8 +159,6 @@ def check_config(config: dict[str, Any], demo: bool = False) -> None:
     tokenizer = config["tokenizer"]["path"]
     if tokenizer is not None:
         _require(Path(tokenizer).is_file(), "tokenizer.path", f"no tokenizer file '{tokenizer}'")
-    for name, path in config["checkpoints"].items():
-        _require(Path(path).is_dir(), f"checkpoints.{name}", f"no checkpoint directory '{path}'")
     if config["checkpoints"]:
         _require(
             tokenizer is not None,
@@ -57,3 +174,16 @@ def check_config(config: dict[str, Any], demo: bool = False) -> None:
     prior = config["stage1"]["prior"]
     if not (prior in ("natural", "uniform") or prior.startswith("natural:")):
         _require(Path(prior).is_file(), "stage1.prior", f"no such weights file '{prior}'")
+        from tikmix.mixing.priors import read_prior
+
+        try:  # the prior_mixture job's own reading: domains, weights >= 0, summing to 1
+            read_prior(prior, sorted(config["domains"]))
+        except ValueError as error:
+            raise ConfigError(f"config key 'stage1.prior': {error}") from None
+    check_settings(config, list(checkpoints or config["checkpoints"]))
+    from tikmix import validation
+
+    if not demo:
+        validation.check_data_files(config["domains"], config["tasks"])
+    vocab = validation.tokenizer_vocab_size(tokenizer) if tokenizer is not None else None
+    validation.check_checkpoints(config["checkpoints"], vocab)

@@ -79,6 +79,16 @@ def library_dependencies(script: str | Path, root: str | Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in seen.values())
 
 
+#: The provenance digest every rule gets as a param (common.smk); it is for Snakemake's rerun
+#: trigger, not an argument of the library function a script calls.
+PROVENANCE_PARAM = "upstream"
+
+
+def rule_settings(snakemake) -> dict:  # noqa: ANN001 - Snakemake's object
+    """A rule's params as keyword arguments, without the provenance digest."""
+    return {k: v for k, v in snakemake.params.items() if k != PROVENANCE_PARAM}
+
+
 @contextlib.contextmanager
 def script_logging(snakemake) -> Iterator[logging.Logger]:  # noqa: ANN001 - Snakemake's object
     """Send the library's log records and any traceback of a rule script to the rule's log file."""
@@ -100,6 +110,8 @@ def script_logging(snakemake) -> Iterator[logging.Logger]:  # noqa: ANN001 - Sna
     torch.set_num_threads(max(1, int(snakemake.threads)))
     logger = logging.getLogger(f"tikmix.rule.{snakemake.rule}")
     logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    # The digest of the settings and user inputs the job's inputs came from (tikmix.provenance).
+    logger.info("provenance: upstream %s", getattr(snakemake.params, PROVENANCE_PARAM, "-"))
     # Where the job ran: on a cluster this ties a log to its scheduler record and its GPU.
     logger.info(
         "job environment: SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s threads=%d",

@@ -7,6 +7,7 @@ Snakemake rerun check) could mistake for a finished one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from collections.abc import Iterator
@@ -34,7 +35,37 @@ def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
         raise
 
 
+def finite_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by null, for strict JSON parsers.
+
+    In a mapping, a replaced value ``key`` gets a sibling ``key_null_reason`` saying what it was
+    (a correlation of a constant response is NaN, for instance), unless that key is taken.
+    """
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            out[key] = finite_json(value)
+            if isinstance(value, float) and not math.isfinite(value):
+                reason = f"{key}_null_reason"
+                if reason not in obj:
+                    out[reason] = f"not a finite number ({value}): undefined for these inputs"
+        return out
+    if isinstance(obj, list | tuple):
+        return [finite_json(value) for value in obj]
+    return obj
+
+
+def dumps_json(obj: Any, **kwargs: Any) -> str:
+    """``json.dumps`` that never writes the bare ``NaN``/``Infinity`` strict parsers reject."""
+    return json.dumps(finite_json(obj), allow_nan=False, **kwargs)
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON (trailing newline) through :func:`atomic_output`."""
+    """Write ``obj`` as indented JSON (trailing newline) through :func:`atomic_output`.
+
+    Non-finite floats are written as null with a reason (:func:`finite_json`).
+    """
     with atomic_output(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        tmp.write_text(dumps_json(obj, indent=2) + "\n")

@@ -9,7 +9,6 @@ and where it came from (checkpoint hash, token range, seed, ``projection``, ``pr
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tikmix.data.atomic import dumps_json
 from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
 from tikmix.influence.api import BENEFIT_NOTE, influence_matrix, precondition, task_gradient
 from tikmix.influence.ekfac import (
@@ -484,7 +484,7 @@ def influence_outputs(
         Path(path).parent.mkdir(parents=True, exist_ok=True)
     matrix.to_csv(matrix_csv, float_format="%.10g")
     per_module.to_parquet(per_module_parquet, index=False)
-    Path(sidecar_json).write_text(json.dumps(sidecar, indent=2) + "\n")
+    Path(sidecar_json).write_text(dumps_json(sidecar, indent=2) + "\n")
     return matrix
 
 

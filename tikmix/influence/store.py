@@ -66,10 +66,13 @@ def write_store(
     An existing store at ``path`` is replaced only once the new one is complete. If anything
     raises, the temporary directory is removed and ``path`` is left as it was. A writer killed
     outright (SIGKILL, a node lost) cannot clean up; its temporary directory, never trusted
-    (it has no completion mark), is removed by the next successful write of the same store.
+    (it has no completion mark), is removed when the same store is next written.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # A killed writer of this store left its temporary directory: never trusted (no completion
+    # mark), and removed now so that a failing rerun does not keep it either.
+    _remove_leftovers(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         group = zarr.open_group(tmp, mode="w")
@@ -95,9 +98,13 @@ def write_store(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _remove_leftovers(path)
+    return path
+
+
+def _remove_leftovers(path: Path) -> None:
     for leftover in path.parent.glob(f".{path.name}.tmp-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    return path
 
 
 def _jsonable(value: Any) -> Any:

@@ -19,7 +19,6 @@ reads (sum to 1, no NaN, non-negative, known domains).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -29,6 +28,7 @@ import pandas as pd
 import yaml
 
 from tikmix import __version__
+from tikmix.data.atomic import dumps_json
 from tikmix.mixing.priors import load_mapping
 from tikmix.mixing.weights import MixtureInputError, validate_weights
 
@@ -182,7 +182,7 @@ def format_mixture(
     """Render a mixture document as the text of one of :data:`FORMATS`."""
     weights = validate_weights(document["weights"], source=f"{document.get('method')} weights")
     if fmt == "json":
-        return json.dumps(document, indent=2) + "\n"
+        return dumps_json(document, indent=2) + "\n"
     if fmt == "megatron":
         if prefixes is None:
             raise MixtureInputError("the megatron format needs shard prefixes per domain")

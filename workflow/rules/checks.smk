@@ -42,6 +42,7 @@ rule additivity:
         mem_mb=4000,
         runtime=120,
     params:
+        upstream=lambda wildcards: additivity_digest(wildcards.ckpt),
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
         tasks=TASKS,
         figure_stems=lambda wildcards: additivity_stems(wildcards.ckpt),
@@ -105,6 +106,7 @@ rule ranking:
         mem_mb=2000,
         runtime=10,
     params:
+        upstream=ranking_digest(),
         checkpoints=CHECKPOINTS,
         checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
         trajectories_stem=lambda wildcards, output: output.figures[0].removesuffix(
@@ -148,6 +150,7 @@ rule projection_agreement:
         mem_mb=4000,
         runtime=240,
     params:
+        upstream=lambda wildcards: projection_digest(wildcards.ckpt),
         tasks=TASKS,
         figure_stem=lambda wildcards, output: output.figure.removesuffix(".png"),
         options=dict(

@@ -4,14 +4,15 @@ import os
 import re
 from pathlib import Path
 
-from tikmix.config import check_config
+from snakemake.exceptions import WorkflowError
+
+from tikmix.config import ConfigError, check_config
+from tikmix.provenance import FileDigests, settings_digest
 from tikmix.workflow import library_dependencies
 
 REPO = os.path.dirname(os.path.abspath(workflow.main_snakefile))
 DEMO = config["demo"]["fetch"]
 DEMO_MANIFEST = "resources/demo/manifest.json"
-
-check_config(config, demo=DEMO)
 
 DOMAINS = sorted(config["domains"])
 TASKS = sorted(config["tasks"])
@@ -21,6 +22,12 @@ STAGE1_CHECKPOINTS = {
     for fraction in config["stage1"]["checkpoint_fractions"]
 }
 CHECKPOINTS = list(USER_CHECKPOINTS) if USER_CHECKPOINTS else list(STAGE1_CHECKPOINTS)
+# Fails in seconds, naming the key or the file, before any job: settings the code cannot finish
+# with, user checkpoints (files, architecture, vocabulary) and the data files' structure.
+try:
+    check_config(config, demo=DEMO, checkpoints=CHECKPOINTS)
+except ConfigError as error:
+    raise WorkflowError(str(error)) from None
 
 
 wildcard_constraints:
@@ -332,3 +339,300 @@ EVALUATION_FIGURE_STEM = f"{FIGURES}/benefit_vs_improvement"
 # The stage-2 files report.md reads (none when no method is evaluated).
 REPORT_EVALUATION_KEYS = list(EVALUATION_FILES) if STAGE2_METHODS else []
 REPORT_EVALUATION_FIGURES = [f"{EVALUATION_FIGURE_STEM}.png"] if STAGE2_METHODS else []
+
+
+# Provenance (tikmix.provenance): every rule's `upstream` param is the digest of all settings and
+# user inputs (by content) that its inputs were computed from. A change to any of them changes
+# the param of every rule downstream, so the params trigger fires at every level of the chain,
+# even when an interrupted rerun lost the outputs that recorded the change. The digests of a
+# stage list the settings its rule reads (its params); a rule's own params stay in its params.
+FILE_DIGESTS = FileDigests()
+_digest = settings_digest
+
+
+def _source_digest(kind, name, spec, paths):
+    # The demo's files are written by fetch_demo_data, whose code is an input of it.
+    return _digest(kind, name, spec, "demo" if DEMO else FILE_DIGESTS.files(paths))
+
+
+SOURCE_DIGESTS = {
+    domain: _source_digest(
+        "domain", domain, config["domains"][domain], source_files(domain)
+    )
+    for domain in DOMAINS
+}
+TOKENIZER_DIGEST = (
+    _digest("file", FILE_DIGESTS.file(config["tokenizer"]["path"]))
+    if config["tokenizer"]["path"]
+    else _digest({**config["tokenizer"], "path": None}, SOURCE_DIGESTS)
+)
+DATA_DIGESTS = {
+    domain: _digest(
+        TOKENIZER_DIGEST,
+        SOURCE_DIGESTS[domain],
+        config["data"]["heldout_fraction"],
+        config["data"]["max_tokens_per_domain"],
+        config["seed"],
+    )
+    for domain in DOMAINS
+}
+TASK_DIGESTS = {
+    task: _digest(
+        TOKENIZER_DIGEST,
+        _source_digest(
+            "task",
+            task,
+            config["tasks"][task],
+            [] if DEMO else [config["tasks"][task]["path"]],
+        ),
+        config["data"]["seq_len"],
+    )
+    for task in TASKS
+}
+ALL_DATA_DIGEST = _digest(DATA_DIGESTS)
+ALL_TASKS_DIGEST = _digest(TASK_DIGESTS)
+
+
+def prior_file():
+    """The weights file named by stage1.prior, or None for natural / uniform / natural:<t>."""
+    spec = config["stage1"]["prior"]
+    return (
+        None if spec in ("natural", "uniform") or spec.startswith("natural:") else spec
+    )
+
+
+PRIOR_DIGEST = _digest(
+    ALL_DATA_DIGEST,
+    config["stage1"]["prior"],
+    FILE_DIGESTS.file(prior_file()) if prior_file() else None,
+)
+STAGE1_DIGEST = _digest(
+    ALL_DATA_DIGEST,
+    TOKENIZER_DIGEST,
+    PRIOR_DIGEST,
+    config["model"],
+    config["stage1"],
+    config["data"]["seq_len"],
+    config["seed"],
+    config["device"],
+)
+CHECKPOINT_DIGESTS = {
+    ckpt: (
+        _digest("checkpoint", FILE_DIGESTS.directory(USER_CHECKPOINTS[ckpt]))
+        if ckpt in USER_CHECKPOINTS
+        else _digest(STAGE1_DIGEST, ckpt)
+    )
+    for ckpt in CHECKPOINTS
+}
+_GRADIENT_SETTINGS = _digest(
+    {k: v for k, v in INFLUENCE.items() if k not in ("ekfac", "task_batch_size")},
+    config["data"]["seq_len"],
+    config["seed"],
+    config["device"],
+)
+_TASK_GRADIENT_SETTINGS = _digest(
+    {
+        k: INFLUENCE[k]
+        for k in ("task_batch_size", "tracked_modules", "projection", "precision")
+    },
+    config["device"],
+)
+
+
+def gradients_digest(ckpt, domain):
+    return _digest(CHECKPOINT_DIGESTS[ckpt], DATA_DIGESTS[domain], _GRADIENT_SETTINGS)
+
+
+def task_gradients_digest(ckpt, task):
+    return _digest(
+        CHECKPOINT_DIGESTS[ckpt], TASK_DIGESTS[task], _TASK_GRADIENT_SETTINGS
+    )
+
+
+def ekfac_digest(ckpt):
+    return _digest(
+        CHECKPOINT_DIGESTS[ckpt], ALL_DATA_DIGEST, PRIOR_DIGEST, EKFAC_SAMPLE_PARAMS
+    )
+
+
+def preconditioned_digest(ckpt):
+    return _digest(
+        ekfac_digest(ckpt),
+        {task: task_gradients_digest(ckpt, task) for task in TASKS},
+        INFLUENCE["ekfac"]["damping"],
+        INFLUENCE["ekfac"]["damping_factor"],
+    )
+
+
+def influence_digest(ckpt):
+    return _digest(
+        preconditioned_digest(ckpt),
+        {domain: gradients_digest(ckpt, domain) for domain in DOMAINS},
+    )
+
+
+def domain_lambda_digest(ckpt, domain):
+    return _digest(ekfac_digest(ckpt), DATA_DIGESTS[domain], DOMAIN_LAMBDA_PARAMS)
+
+
+def candidates_digest(ckpt):
+    return _digest(
+        mixture_digest(ckpt, "tikmix_d"),
+        PRIOR_DIGEST,
+        NORMALISATION,
+        TIKMIX_M["candidates"],
+        TIKMIX_M["low"],
+        TIKMIX_M["high"],
+        config["seed"],
+    )
+
+
+def search_digest(ckpt):
+    """The digest of TiKMiX-M's proposal (and so of its confirmation design)."""
+    return _digest(
+        measurements_digest(ckpt, "tikmix_m"),
+        mixture_digest(ckpt, "tikmix_d"),
+        PRIOR_DIGEST,
+        NORMALISATION,
+        TIKMIX_M["low"],
+        TIKMIX_M["high"],
+        TIKMIX_M["gate"],
+        TIKMIX_M["search"],
+        CONFIRM_REPLICATES,
+        config["seed"],
+    )
+
+
+def measurements_digest(ckpt, design):
+    """The digest of a TiKMiX-M design's responses (its mixtures' digest included)."""
+    mixtures = candidates_digest(ckpt) if design == "tikmix_m" else search_digest(ckpt)
+    if TIKMIX_M["response"] == "curvature":
+        return _digest(
+            mixtures,
+            influence_digest(ckpt),
+            {domain: domain_lambda_digest(ckpt, domain) for domain in DOMAINS},
+        )
+    return _digest(
+        mixtures,
+        CHECKPOINT_DIGESTS[ckpt],
+        preconditioned_digest(ckpt),
+        ALL_DATA_DIGEST,
+        ALL_TASKS_DIGEST,
+        MIXING["measurement"],
+        TIKMIX_M["response"],
+        TIKMIX_M["lookahead"],
+        _GRADIENT_SETTINGS,
+    )
+
+
+def mixture_digest(ckpt, method):
+    """The digest of results/mixtures/{ckpt}/{method}.json (any method of mixtures.smk or evaluate.smk)."""
+    influence = influence_digest(ckpt)
+    if method in ("natural", "uniform"):
+        parts = (influence, ALL_DATA_DIGEST, NORMALISATION)
+    elif method == "tikmix_d":
+        parts = (
+            influence,
+            PRIOR_DIGEST,
+            ALL_DATA_DIGEST,
+            MIXING["tikmix_d"],
+            MIXING["stage_tokens"],
+        )
+    elif method == "tikmix_m":
+        parts = (
+            search_digest(ckpt),
+            measurements_digest(ckpt, "tikmix_m_confirm"),
+            NORMALISATION,
+        )
+    elif method == "regmix":
+        parts = (
+            mixture_digest(ckpt, "natural"),
+            TOKENIZER_DIGEST,
+            ALL_DATA_DIGEST,
+            ALL_TASKS_DIGEST,
+            BASELINES["regmix"],
+            STAGE2["tokens"],
+        )
+    elif method == "doremi":
+        parts = (
+            PRIOR_DIGEST,
+            CHECKPOINT_DIGESTS[ckpt],
+            TOKENIZER_DIGEST,
+            ALL_DATA_DIGEST,
+            BASELINES["doremi"],
+            STAGE2["tokens"],
+        )
+    else:  # random{k}
+        parts = (influence, NORMALISATION)
+    return _digest(
+        method, parts, config["data"]["seq_len"], config["seed"], config["device"]
+    )
+
+
+def stage2_digest(method):
+    return _digest(
+        mixture_digest(EVAL_CKPT, method),
+        CHECKPOINT_DIGESTS[EVAL_CKPT],
+        ALL_DATA_DIGEST,
+        ALL_TASKS_DIGEST,
+        STAGE2_SETTINGS,
+    )
+
+
+def additivity_digest(ckpt):
+    return _digest(
+        CHECKPOINT_DIGESTS[ckpt],
+        ALL_DATA_DIGEST,
+        influence_digest(ckpt),
+        mixture_digest(ckpt, "tikmix_d"),
+        ADDITIVITY,
+    )
+
+
+def ranking_digest():
+    return _digest(
+        {
+            ckpt: (CHECKPOINT_DIGESTS[ckpt], influence_digest(ckpt))
+            for ckpt in CHECKPOINTS
+        }
+    )
+
+
+def projection_digest(ckpt):
+    return _digest(
+        CHECKPOINT_DIGESTS[ckpt],
+        ALL_DATA_DIGEST,
+        ALL_TASKS_DIGEST,
+        PRIOR_DIGEST,
+        PROJECTION_CHECK,
+    )
+
+
+def evaluation_digest():
+    return _digest(
+        {m: stage2_digest(m) for m in STAGE2_METHODS + RANDOM_MIXTURES},
+        {m: mixture_digest(EVAL_CKPT, m) for m in STAGE2_METHODS},
+        influence_digest(EVAL_CKPT),
+        STAGE2["improvement_reference"],
+        NORMALISATION,
+    )
+
+
+def mixtures_digest(ckpt, methods):
+    return _digest(
+        influence_digest(ckpt), {m: mixture_digest(ckpt, m) for m in methods}
+    )
+
+
+def report_digest():
+    return _digest(
+        ranking_digest(),
+        mixtures_digest(EVAL_CKPT, STAGE2_METHODS),
+        additivity_digest(EVAL_CKPT),
+        [projection_digest(EVAL_CKPT) for _ in projection_check_targets()],
+        evaluation_digest() if STAGE2_METHODS else None,
+        None if USER_CHECKPOINTS else STAGE1_DIGEST,
+    )
+
+
+FILE_DIGESTS.save()

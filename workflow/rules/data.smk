@@ -44,6 +44,8 @@ if config["tokenizer"]["path"]:
         resources:
             mem_mb=1000,
             runtime=5,
+        params:
+            upstream=TOKENIZER_DIGEST,
         script:
             script_path("use_tokenizer.py")
 
@@ -66,6 +68,7 @@ else:
             mem_mb=4000,
             runtime=30,
         params:
+            upstream=TOKENIZER_DIGEST,
             domains=config["domains"],
             vocab_size=config["tokenizer"]["vocab_size"],
             sample_chars=config["tokenizer"]["sample_chars"],
@@ -93,6 +96,7 @@ rule tokenize_domain:
         mem_mb=4000,
         runtime=60,
     params:
+        upstream=lambda wildcards: DATA_DIGESTS[wildcards.domain],
         spec=lambda wildcards: config["domains"][wildcards.domain],
         heldout_fraction=config["data"]["heldout_fraction"],
         max_tokens=config["data"]["max_tokens_per_domain"],
@@ -119,6 +123,7 @@ rule tokenize_task:
         mem_mb=2000,
         runtime=10,
     params:
+        upstream=lambda wildcards: TASK_DIGESTS[wildcards.task],
         path=lambda wildcards: config["tasks"][wildcards.task]["path"],
         seq_len=config["data"]["seq_len"],
     script:
@@ -128,6 +133,8 @@ rule tokenize_task:
 rule prior_mixture:
     input:
         meta=expand("results/data/domains/{domain}/meta.json", domain=DOMAINS),
+        # A weights file named by stage1.prior is an input: editing it reruns the prior.
+        weights=[prior_file()] if prior_file() else [],
         code=code("prior_mixture.py"),
     output:
         "results/mixtures/prior.json",
@@ -142,6 +149,7 @@ rule prior_mixture:
         mem_mb=1000,
         runtime=5,
     params:
+        upstream=PRIOR_DIGEST,
         domains=DOMAINS,
         spec=config["stage1"]["prior"],
     script:

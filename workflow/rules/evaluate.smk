@@ -27,6 +27,7 @@ rule evaluate_stage2:
         mem_mb=8000,
         runtime=240,
     params:
+        upstream=lambda wildcards: stage2_digest(wildcards.method),
         domain_dirs=DOMAIN_DIRS,
         task_files=TASK_FILES,
         stage2=STAGE2_SETTINGS,
@@ -55,6 +56,9 @@ rule mixture_random:
         mem_mb=1000,
         runtime=5,
     params:
+        upstream=lambda wildcards: mixture_digest(
+            wildcards.ckpt, f"random{wildcards.k}"
+        ),
         domains=DOMAINS,
         seed=config["seed"],
         normalisation=NORMALISATION,
@@ -83,6 +87,7 @@ rule mixture_regmix:
         mem_mb=8000,
         runtime=240,
     params:
+        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "regmix"),
         regmix=BASELINES["regmix"],
         domain_dirs=DOMAIN_DIRS,
         task_files=TASK_FILES,
@@ -115,6 +120,7 @@ rule mixture_doremi:
         mem_mb=8000,
         runtime=240,
     params:
+        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "doremi"),
         doremi=BASELINES["doremi"],
         domain_dirs=DOMAIN_DIRS,
         seq_len=config["data"]["seq_len"],
@@ -173,6 +179,7 @@ rule evaluation_table:
         mem_mb=2000,
         runtime=10,
     params:
+        upstream=evaluation_digest(),
         methods=STAGE2_METHODS,
         random_mixtures=RANDOM_MIXTURES,
         reference=STAGE2["improvement_reference"],

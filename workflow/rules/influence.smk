@@ -21,6 +21,7 @@ rule domain_gradients:
         mem_mb=4000,
         runtime=120,
     params:
+        upstream=lambda wildcards: gradients_digest(wildcards.ckpt, wildcards.domain),
         domain_dir=lambda wildcards: domain_dir(wildcards.domain),
         tokens=INFLUENCE["domain_tokens"],
         shards=INFLUENCE["shards_per_domain"],
@@ -52,6 +53,8 @@ rule reduce_domain_gradients:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        upstream=lambda wildcards: gradients_digest(wildcards.ckpt, wildcards.domain),
     script:
         script_path("reduce_domain_gradients.py")
 
@@ -74,6 +77,7 @@ rule task_gradients:
         mem_mb=4000,
         runtime=60,
     params:
+        upstream=lambda wildcards: task_gradients_digest(wildcards.ckpt, wildcards.task),
         batch_size=INFLUENCE["task_batch_size"],
         tracked_modules=INFLUENCE["tracked_modules"],
         projection=INFLUENCE["projection"],
@@ -103,6 +107,7 @@ rule ekfac_covariances:
         runtime=120,
     params:
         **EKFAC_SAMPLE_PARAMS,
+        upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
     script:
         script_path("ekfac_covariances.py")
 
@@ -126,6 +131,8 @@ rule ekfac_eigen:
     resources:
         mem_mb=8000,
         runtime=60,
+    params:
+        upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
     script:
         script_path("ekfac_eigen.py")
 
@@ -151,6 +158,7 @@ rule ekfac_lambda:
         runtime=120,
     params:
         **EKFAC_SAMPLE_PARAMS,
+        upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
     script:
         script_path("ekfac_lambda.py")
 
@@ -174,6 +182,7 @@ rule ekfac_domain_lambda:
         mem_mb=4000,
         runtime=120,
     params:
+        upstream=lambda wildcards: domain_lambda_digest(wildcards.ckpt, wildcards.domain),
         **DOMAIN_LAMBDA_PARAMS,
         domain_dir=lambda wildcards: domain_dir(wildcards.domain),
     script:
@@ -201,6 +210,8 @@ rule ekfac_factors:
     resources:
         mem_mb=4000,
         runtime=30,
+    params:
+        upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
     script:
         script_path("ekfac_factors.py")
 
@@ -223,6 +234,7 @@ rule precondition_task_gradients:
         mem_mb=4000,
         runtime=30,
     params:
+        upstream=lambda wildcards: preconditioned_digest(wildcards.ckpt),
         tasks=TASKS,
         damping=INFLUENCE["ekfac"]["damping"],
         damping_factor=INFLUENCE["ekfac"]["damping_factor"],
@@ -255,6 +267,7 @@ rule influence_matrix:
         mem_mb=4000,
         runtime=30,
     params:
+        upstream=lambda wildcards: influence_digest(wildcards.ckpt),
         domains=DOMAINS,
     script:
         script_path("influence_matrix.py")

@@ -23,6 +23,7 @@ rule mixture_baseline:
         mem_mb=1000,
         runtime=5,
     params:
+        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, wildcards.baseline),
         domains=DOMAINS,
         normalisation=NORMALISATION,
     script:
@@ -50,6 +51,7 @@ rule mixture_tikmix_d:
         runtime=5,
     params:
         **MIXING["tikmix_d"],
+        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_d"),
         domains=DOMAINS,
         stage_tokens=MIXING["stage_tokens"],
     script:
@@ -75,7 +77,7 @@ rule mixture_candidates:
         mem_mb=1000,
         runtime=5,
     params:
-        **NORMALISATION,
+        upstream=lambda wildcards: candidates_digest(wildcards.ckpt),
         n=TIKMIX_M["candidates"],
         low=TIKMIX_M["low"],
         high=TIKMIX_M["high"],
@@ -105,6 +107,7 @@ rule measure_mixtures:
         mem_mb=4000,
         runtime=120,
     params:
+        upstream=lambda wildcards: measurements_digest(wildcards.ckpt, wildcards.design),
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
         tokens=MIXING["measurement"]["tokens"],
         response=TIKMIX_M["response"],
@@ -210,6 +213,7 @@ rule mixture_tikmix_m:
         mem_mb=2000,
         runtime=30,
     params:
+        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_m"),
         **NORMALISATION,
     script:
         script_path("mixture_tikmix_m.py")
@@ -238,6 +242,7 @@ rule export_mixtures:
         mem_mb=500,
         runtime=5,
     params:
+        upstream=lambda wildcards: mixtures_digest(wildcards.ckpt, MIXTURE_METHODS),
         methods=MIXTURE_METHODS,
         formats=EXPORT_FORMATS,
         prefixes=MEGATRON_PREFIXES,

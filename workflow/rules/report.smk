@@ -33,6 +33,7 @@ rule mixture_figures:
         mem_mb=2000,
         runtime=10,
     params:
+        upstream=lambda wildcards: mixtures_digest(wildcards.ckpt, STAGE2_METHODS),
         methods=STAGE2_METHODS,
         weights_stem=lambda wildcards: MIXTURE_FIGURES["weights"].format(
             ckpt=wildcards.ckpt
@@ -81,6 +82,7 @@ rule compute_table:
         mem_mb=2000,
         runtime=10,
     params:
+        upstream=mixtures_digest(EVAL_CKPT, STAGE2_METHODS),
         sources=COMPUTE_SOURCES,
         reference="regmix",
         figure_stem=lambda wildcards, output: output.figure.removesuffix(".png"),
@@ -124,6 +126,7 @@ rule report:
         mem_mb=2000,
         runtime=10,
     params:
+        upstream=report_digest(),
         checkpoints=CHECKPOINTS,
         checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
         mixture_checkpoint=EVAL_CKPT,

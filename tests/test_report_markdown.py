@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -157,6 +158,25 @@ def test_report_has_every_section_and_numbers_from_the_files(results, tmp_path):
     first = stability.iloc[0]
     assert f"| {first['task']} | {first['comparison']} |" in ranking
     assert format_number(first["spearman_rho"]) in _table_row(ranking, first["task"])
+
+
+def test_checks_switched_off_are_named_as_not_run_instead_of_failing(results, tmp_path):
+    """A mixtures-only study with every check off: the report lists what was not run and why."""
+    off = dataclasses.replace(results, additivity={}, ranking=None, projection=None)
+    text = write_report(tmp_path / "results" / "report" / "report.md", off).read_text()
+    assert "## Additivity of group influence" not in text
+    assert "## Ranking invariance over training" not in text
+    assert "## Mixtures" in text and "## Compute" in text
+    not_run = _section(text, "Not run")
+    for setting in [
+        "`checks.additivity.enabled: false`",
+        "`checks.ranking.enabled: false`",
+        "`checks.projection.ranks: []`",
+        "`stage2.methods: []`",
+    ]:
+        assert setting in not_run
+    full = write_report(tmp_path / "full.md", results).read_text()
+    assert "`checks.additivity.enabled: false`" not in full
 
 
 def _stage2_results(root):

@@ -101,8 +101,10 @@ class ReportInputs:
         checkpoint_dirs: checkpoint → directory (its ``tikmix.json`` places it in training).
         mixture_checkpoint: the checkpoint the mixtures were determined at.
         mixtures: method → canonical mixture JSON of ``mixture_checkpoint``.
-        additivity: checkpoint → additivity summary CSV (one row per task).
-        ranking: ranking-stability CSV (:func:`tikmix.analysis.ranking.ranking_stability`).
+        additivity: checkpoint → additivity summary CSV (one row per task); empty when the
+            check was switched off.
+        ranking: ranking-stability CSV (:func:`tikmix.analysis.ranking.ranking_stability`), or
+            None when the check was switched off.
         compute: compute summary CSV; ``compute_components`` the per-component one.
         figures: section (``influence``, ``mixtures``, ``additivity``, ``ranking``,
             ``compute``, ``evaluation``) → PNG files to show in it.
@@ -117,7 +119,7 @@ class ReportInputs:
     mixture_checkpoint: str
     mixtures: dict[str, Path]
     additivity: dict[str, Path]
-    ranking: Path
+    ranking: Path | None
     compute: Path
     compute_components: Path
     figures: dict[str, list[Path]] = field(default_factory=dict)
@@ -504,6 +506,48 @@ def _figure4_part(w: _Writer, points: pd.DataFrame, stats: Mapping) -> None:
     )
 
 
+#: What each optional part of the study is, and the config setting that leaves it out.
+NOT_RUN = {
+    "additivity": (
+        "Additivity check (appendix D)",
+        "`checks.additivity.enabled: false`",
+    ),
+    "ranking": (
+        "Ranking-invariance check and the influence heatmaps",
+        "`checks.ranking.enabled: false`",
+    ),
+    "projection": ("Gradient-projection check", "`checks.projection.ranks: []`"),
+    "evaluation": (
+        "Stage-2 evaluation (no mixture was trained on, so no method is ranked by measured "
+        "improvement)",
+        "`stage2.methods: []`",
+    ),
+}
+
+
+def not_run(inputs: ReportInputs) -> list[str]:
+    """The optional parts (keys of :data:`NOT_RUN`) the study's config left out."""
+    given = {
+        "additivity": bool(inputs.additivity),
+        "ranking": inputs.ranking is not None,
+        "projection": inputs.projection is not None,
+        "evaluation": inputs.evaluation is not None,
+    }
+    return [part for part in NOT_RUN if not given[part]]
+
+
+def _not_run_section(w: _Writer, inputs: ReportInputs) -> None:
+    parts = not_run(inputs)
+    if not parts:
+        return
+    rows = pd.DataFrame([NOT_RUN[part] for part in parts], columns=["not run", "because of"])
+    w.add(
+        "## Not run",
+        "This study's config switched these parts off; nothing above depends on them.",
+        markdown_table(rows, index=False),
+    )
+
+
 def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     """Write the Markdown report to ``path`` (atomically) and return it.
 
@@ -529,14 +573,17 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     _setup_section(w, inputs, B, positions)
     _influence_section(w, inputs, matrices)
     _mixture_section(w, inputs, B)
-    _additivity_section(w, inputs)
-    _ranking_section(w, inputs)
+    if inputs.additivity:
+        _additivity_section(w, inputs)
+    if inputs.ranking is not None:
+        _ranking_section(w, inputs)
     if inputs.projection is not None:
         _projection_section(w, inputs.projection)
     _compute_section(w, inputs)
     if inputs.evaluation is not None:
         compute = _read_csv(inputs.compute, "compute table")
         _evaluation_section(w, inputs.evaluation, compute)
+    _not_run_section(w, inputs)
     with atomic_output(path) as tmp:
         tmp.write_text(w.text())
     return path

@@ -83,7 +83,7 @@ def all_targets():
     targets = ["results/stage1/metrics.json"] if not USER_CHECKPOINTS else []
     targets += expand("results/influence/{ckpt}/influence.csv", ckpt=CHECKPOINTS)
     targets += mixture_targets()
-    targets += evaluation_targets()
+    targets += evaluation_targets() if STAGE2_METHODS else []
     targets += ["results/report/report.md"]
     return targets
 
@@ -157,6 +157,9 @@ BASELINES = config["baselines"]
 EVAL_CKPT = STAGE2["checkpoint"] or CHECKPOINTS[-1]
 STAGE2_METHODS = list(STAGE2["methods"])
 STAGE2_SEEDS = list(STAGE2["seeds"])
+# The mixtures the report and its figures compare: a mixtures-only study (stage2.methods: [])
+# shows the workflow's own mixtures.
+REPORT_METHODS = STAGE2_METHODS or MIXTURE_METHODS
 DOMAIN_DIRS = {domain: domain_dir(domain) for domain in DOMAINS}
 TASK_FILES = {task: f"results/data/tasks/{task}.npz" for task in TASKS}
 # Settings of tikmix.models.stage2.run_stage2 (STAGE2_KEYS), without the evaluation plan.
@@ -191,6 +194,7 @@ def evaluation_targets():
 # Appendix D's defaults; `checks: additivity:` in the config overrides them.
 ADDITIVITY = config["checks"]["additivity"]
 PROJECTION_CHECK = config["checks"]["projection"]
+RANKING_CHECK = config["checks"]["ranking"]
 FIGURES = "results/report/figures"
 
 
@@ -256,7 +260,7 @@ def compute_sources(ckpt, methods):
     return sources
 
 
-COMPUTE_SOURCES = compute_sources(EVAL_CKPT, STAGE2_METHODS)
+COMPUTE_SOURCES = compute_sources(EVAL_CKPT, REPORT_METHODS)
 MIXTURE_FIGURES = {
     "weights": f"{FIGURES}/mixture_weights_{{ckpt}}",
     "benefit": f"{FIGURES}/predicted_benefit_{{ckpt}}",
@@ -268,14 +272,19 @@ EVALUATION_TABLE = "results/evaluation/table.csv"
 def report_figures():
     """Section of report.md -> the PNG figures shown in it."""
     fill = lambda stem: stem.format(ckpt=EVAL_CKPT) + ".png"
+    ranking = RANKING_CHECK["enabled"]
     return {
-        "influence": [f"{stem}.png" for stem in heatmap_stems()],
+        "influence": [f"{stem}.png" for stem in heatmap_stems()] if ranking else [],
         "mixtures": [
             fill(MIXTURE_FIGURES["weights"]),
             fill(MIXTURE_FIGURES["benefit"]),
         ],
-        "additivity": [f"{stem}.png" for stem in additivity_stems(EVAL_CKPT)],
-        "ranking": [f"{TRAJECTORIES_STEM}.png"],
+        "additivity": [
+            f"{stem}.png"
+            for stem in additivity_stems(EVAL_CKPT)
+            if ADDITIVITY["enabled"]
+        ],
+        "ranking": [f"{TRAJECTORIES_STEM}.png"] if ranking else [],
         "compute": [f"{COMPUTE_STEM}.png"],
         "projection": [
             PROJECTION_STEM.format(ckpt=EVAL_CKPT) + ".png"
@@ -299,3 +308,10 @@ EVALUATION_FIGURE_STEM = f"{FIGURES}/benefit_vs_improvement"
 # The stage-2 files report.md reads (none when no method is evaluated).
 REPORT_EVALUATION_KEYS = list(EVALUATION_FILES) if STAGE2_METHODS else []
 REPORT_EVALUATION_FIGURES = [f"{EVALUATION_FIGURE_STEM}.png"] if STAGE2_METHODS else []
+# The checks report.md reads: each switched off in the config is absent (the report says so).
+REPORT_ADDITIVITY = (
+    [f"results/checks/{EVAL_CKPT}/additivity_summary.csv"]
+    if ADDITIVITY["enabled"]
+    else []
+)
+REPORT_RANKING = ["results/checks/ranking.csv"] if RANKING_CHECK["enabled"] else []

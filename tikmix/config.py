@@ -39,7 +39,11 @@ def check_config(config: dict[str, Any], demo: bool = False) -> None:
             )
     tokenizer = config["tokenizer"]["path"]
     if tokenizer is not None:
-        _require(Path(tokenizer).is_file(), "tokenizer.path", f"no tokenizer file '{tokenizer}'")
+        _require(
+            Path(tokenizer).is_file() or (Path(tokenizer) / "tokenizer.json").is_file(),
+            "tokenizer.path",
+            f"no tokenizer file '{tokenizer}' (nor a directory holding tokenizer.json)",
+        )
     for name, path in config["checkpoints"].items():
         _require(Path(path).is_dir(), f"checkpoints.{name}", f"no checkpoint directory '{path}'")
     if config["checkpoints"]:

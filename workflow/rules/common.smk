@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from tikmix.config import check_config
+from tikmix.data.tokenizer import agreed_special_tokens, tokenizer_file
 from tikmix.workflow import library_dependencies
 
 REPO = os.path.dirname(os.path.abspath(workflow.main_snakefile))
@@ -21,6 +22,14 @@ STAGE1_CHECKPOINTS = {
     for fraction in config["stage1"]["checkpoint_fractions"]
 }
 CHECKPOINTS = list(USER_CHECKPOINTS) if USER_CHECKPOINTS else list(STAGE1_CHECKPOINTS)
+# The EOS (document separator) and BOS ids your checkpoints' config.json name; None for stage 1.
+SPECIAL_TOKENS = agreed_special_tokens(USER_CHECKPOINTS)
+# A Hugging Face tokenizer directory stands for the tokenizer.json inside it.
+TOKENIZER_FILE = (
+    str(tokenizer_file(config["tokenizer"]["path"]))
+    if config["tokenizer"]["path"]
+    else None
+)
 
 
 wildcard_constraints:

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tikmix.analysis.additivity import PAPER_PEARSON_R, predicted_benefits
-from tikmix.analysis.evaluation import AVERAGE, RANDOM
+from tikmix.analysis.evaluation import AVERAGE, METHOD, RANDOM
 from tikmix.analysis.ranking import checkpoint_positions
 from tikmix.data.atomic import atomic_output
 from tikmix.mixing.exports import read_mixture
@@ -424,8 +424,12 @@ def _evaluation_section(
         )
     average = summary["average_loss_mean"].reindex(methods)
     best = average.idxmin()
+    worse = _all_worse_warning(points, stats)
+    if worse:
+        w.add(worse)
     sentences = [
-        f"{method_label(best)} has the lowest average loss ({format_number(average[best])})."
+        f"{method_label(best)} has the lowest average loss ({format_number(average[best])})"
+        + (", i.e. it hurt the model least." if worse else ".")
     ]
     flops = summary["mixture_flops"]
     if {"tikmix_d", "regmix"} <= set(flops.index) and flops["regmix"] > 0:
@@ -440,6 +444,27 @@ def _evaluation_section(
         sentences += _flops_disagreement(flops, compute)
     w.add(" ".join(sentences))
     _figure4_part(w, points, stats)
+
+
+def _all_worse_warning(points: pd.DataFrame, stats: Mapping) -> str | None:
+    """A plain warning when every method's stage-2 run ended worse than its checkpoint."""
+    methods = points[points["kind"] == METHOD]
+    if stats["reference"] != "checkpoint" or methods.empty:
+        return None
+    if not (methods["improvement_mean"] < 0).all():
+        return None
+    least, most = -methods["improvement_mean"].max(), -methods["improvement_mean"].min()
+    return (
+        "**Every stage-2 run ended worse than the checkpoint it continued**: the average task "
+        f"loss rose by {format_number(least)} to {format_number(most)} nats. No mixture "
+        "improved the model, so the table below ranks mixtures by how little they hurt, not by "
+        "how much they help. The likely cause is the continued training, not the mixtures: a "
+        "learning rate too high for this checkpoint (`stage2.lr`) and AdamW moments restarted "
+        "from zero (a Hugging Face checkpoint has no `optimizer.pt`) push a converged model out "
+        "of its minimum. Continue near the checkpoint's final pre-training learning rate "
+        "(about 1e-5 to 1e-4) with a longer warm-up (`stage2.warmup_fraction`), as in "
+        "`config/examples/user.yaml`, or give more stage-2 tokens."
+    )
 
 
 def _flops_disagreement(flops: pd.Series, compute: pd.DataFrame) -> list[str]:

@@ -11,7 +11,11 @@ from tikmix.config import ConfigError, check_schema
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The embedded demo's config is read only when no --configfile is given: a user's file is the
+# whole study (Snakemake would otherwise merge it into the demo's domains, tasks and checkpoints).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 # One line naming an unknown key or a bad value (Snakemake's validate would print the schema).

@@ -10,8 +10,9 @@ with script_logging(snakemake):
             checkpoint_dirs=p.checkpoint_dirs,
             mixture_checkpoint=p.mixture_checkpoint,
             mixtures=dict(zip(p.methods, snakemake.input.mixtures, strict=True)),
-            additivity={p.mixture_checkpoint: snakemake.input.additivity},
-            ranking=snakemake.input.ranking,
+            # No summary when the check is switched off: an empty mapping.
+            additivity=dict(zip([p.mixture_checkpoint], snakemake.input.additivity, strict=False)),
+            ranking=snakemake.input.ranking[0] if snakemake.input.ranking else None,
             compute=snakemake.input.compute,
             compute_components=snakemake.input.compute_components,
             figures=p.figures,

@@ -14,6 +14,7 @@ with script_logging(snakemake) as log:
         seed=snakemake.params.seed,
         heldout_fraction=snakemake.params.heldout_fraction,
         max_tokens=snakemake.params.max_tokens,
+        special_tokens=snakemake.params.special_tokens,
     )
     log.info(
         "%s: %d train / %d held-out tokens",

@@ -15,6 +15,7 @@ from tikmix.data.tokenizer import train_tokenizer
 META_KEYS = {
     "domain", "dtype", "vocab_size", "seed", "heldout_fraction", "n_documents_train",
     "n_documents_heldout", "n_tokens_train", "n_tokens_heldout", "sources", "tokenizer_sha256",
+    "eos_id", "eos_source", "bos_id", "bos_added",
 }  # fmt: skip
 
 
@@ -172,3 +173,58 @@ def test_empty_domain_and_failed_run_leave_nothing(tmp_path, tok_path):
             tmp_path / "x",
             heldout_fraction=1.0,
         )
+
+
+def test_checkpoint_eos_separates_documents_and_bos_handling_is_recorded(
+    corpus, tok_path, tmp_path
+):
+    """The document separator is the checkpoint's EOS (config.json), not the tokenizer's guess;
+    a Hugging Face tokenizer directory stands for its tokenizer.json."""
+    import shutil
+
+    from tikmix.data.tokenizer import checkpoint_special_tokens, load_tokenizer
+
+    source, docs = corpus
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"model_type": "llama", "bos_token_id": 1}))
+    (ckpt / "generation_config.json").write_text(json.dumps({"eos_token_id": [7, 9]}))
+    special = checkpoint_special_tokens(ckpt)
+    assert (special["eos"], special["bos"]) == (7, 1)
+    assert special["eos_source"].endswith("generation_config.json")
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    shutil.copy2(tok_path, tok_dir / "tokenizer.json")
+    meta = tokenize_domain(
+        source, tok_dir, tmp_path / "out", heldout_fraction=0.0, special_tokens=special
+    )
+    train = np.load(tmp_path / "out" / "train.npy")
+    tok = load_tokenizer(tok_path)
+    assert train[-1] == 7 and np.count_nonzero(train == 7) >= len(docs)
+    first = tok.decode(train[: np.flatnonzero(train == 7)[0]].tolist())
+    assert first == docs[0]
+    assert meta["eos_id"] == 7 and meta["eos_source"] == special["eos_source"]
+    assert meta["bos_id"] == 1 and meta["bos_added"] is False
+    assert meta["tokenizer_sha256"] == file_sha256(tok_path)
+    plain = tokenize_domain(source, tok_path, tmp_path / "plain", heldout_fraction=0.0)
+    assert plain["eos_id"] == 0 and plain["eos_source"] == "tokenizer" and plain["bos_id"] is None
+
+
+def test_checkpoint_eos_outside_the_vocabulary_fails_naming_the_file(corpus, tok_path, tmp_path):
+    from tikmix.data.tokenizer import agreed_special_tokens
+
+    source, _ = corpus
+    dirs = {}
+    for name, eos in (("a", 5000), ("b", 5001)):
+        dirs[name] = tmp_path / name
+        dirs[name].mkdir()
+        (dirs[name] / "config.json").write_text(json.dumps({"eos_token_id": eos}))
+    with pytest.raises(
+        DataError, match=r"eos_token_id differs between checkpoints: 5000 .*a/config"
+    ):
+        agreed_special_tokens(dirs)
+    special = agreed_special_tokens({"a": dirs["a"]})
+    with pytest.raises(DataError, match=r"a/config.json: eos_token_id 5000 is outside .* 320 ids"):
+        tokenize_domain(source, tok_path, tmp_path / "out", special_tokens=special)
+    with pytest.raises(DataError, match=r"tokenizer directory .*a has no tokenizer.json"):
+        tokenize_domain(source, dirs["a"], tmp_path / "out")

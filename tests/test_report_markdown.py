@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -178,9 +179,29 @@ def test_report_has_every_section_and_numbers_from_the_files(results, tmp_path):
     assert format_number(first["spearman_rho"]) in _table_row(ranking, first["task"])
 
 
-def _stage2_results(root):
+def test_checks_switched_off_are_named_as_not_run_instead_of_failing(results, tmp_path):
+    """A mixtures-only study with every check off: the report lists what was not run and why."""
+    off = dataclasses.replace(results, additivity={}, ranking=None, projection=None)
+    text = write_report(tmp_path / "results" / "report" / "report.md", off).read_text()
+    assert "## Additivity of group influence" not in text
+    assert "## Ranking invariance over training" not in text
+    assert "## Mixtures" in text and "## Compute" in text
+    not_run = _section(text, "Not run")
+    for setting in [
+        "`checks.additivity.enabled: false`",
+        "`checks.ranking.enabled: false`",
+        "`checks.projection.ranks: []`",
+        "`stage2.methods: []`",
+    ]:
+        assert setting in not_run
+    full = write_report(tmp_path / "full.md", results).read_text()
+    assert "`checks.additivity.enabled: false`" not in full
+
+
+def _stage2_results(root, before=3.0):
     """Stage-2 records of three methods and two random mixtures, two seeds, through the
-    library's writer; returns the files and the records' average losses."""
+    library's writer (``before``: the checkpoint's average loss); returns the files and the
+    records' average losses."""
     losses = {  # method -> seed -> (mmlu loss, trivia loss)
         "natural": [(3.0, 2.0), (3.2, 2.2)],
         "tikmix_d": [(2.8, 2.1), (2.9, 2.1)],
@@ -213,7 +234,7 @@ def _stage2_results(root):
                         "weights": dict(zip(DOMAINS, weights[method], strict=True)),
                         "tasks": tasks,
                         "average_loss": (mmlu + trivia) / 2,
-                        "before": {"average_loss": 3.0},
+                        "before": {"average_loss": before},
                     }
                 )
             )
@@ -277,7 +298,8 @@ def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp
         "0.2 times RegMix's 3.5e+12" in section
         and "(the paper: 7.2e+17 / 3.7e+18 = 0.19)" in section
     )
-    assert "RegMix has the lowest average loss (2.4)" in section
+    assert "RegMix has the lowest average loss (2.4)." in section
+    assert "Every stage-2 run ended worse" not in section
     # compute.csv sums 1.235e12 for TiKMiX-D, its mixture file 7e11: the report says so.
     assert "TiKMiX-D's mixture file records 7e+11 FLOPs but the compute table sums 1.235e+12" in (
         section
@@ -291,6 +313,20 @@ def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp
     assert row[3].startswith(format_number(3.0 - 2.475))
     assert stats["n_mixtures"] == 5 and f"ρ = {format_number(stats['pearson'])}" in figure4
     assert "0.789" in figure4
+
+
+def test_stage2_runs_all_worse_than_the_checkpoint_are_stated_with_the_likely_cause(
+    results, tmp_path
+):
+    """Checkpoint at 2.0 nats, every method ends at 2.4-2.6: the report says so plainly."""
+    results.evaluation, _, _ = _stage2_results(tmp_path / "results", before=2.0)
+    section = _section(
+        write_report(tmp_path / "report.md", results).read_text(), "Stage-2 evaluation"
+    )
+    assert "**Every stage-2 run ended worse than the checkpoint it continued**" in section
+    assert "rose by 0.4 to 0.6 nats" in section
+    assert "`stage2.lr`" in section and "optimizer.pt" in section
+    assert "RegMix has the lowest average loss (2.4), i.e. it hurt the model least." in section
 
 
 def test_missing_result_file_is_named(results, tmp_path):

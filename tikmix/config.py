@@ -158,7 +158,11 @@ def check_config(
             )
     tokenizer = config["tokenizer"]["path"]
     if tokenizer is not None:
-        _require(Path(tokenizer).is_file(), "tokenizer.path", f"no tokenizer file '{tokenizer}'")
+        _require(
+            Path(tokenizer).is_file() or (Path(tokenizer) / "tokenizer.json").is_file(),
+            "tokenizer.path",
+            f"no tokenizer file '{tokenizer}' (nor a directory holding tokenizer.json)",
+        )
     if config["checkpoints"]:
         _require(
             tokenizer is not None,
@@ -185,5 +189,9 @@ def check_config(
 
     if not demo:
         validation.check_data_files(config["domains"], config["tasks"])
-    vocab = validation.tokenizer_vocab_size(tokenizer) if tokenizer is not None else None
+    from tikmix.data.tokenizer import tokenizer_file
+
+    vocab = (
+        validation.tokenizer_vocab_size(tokenizer_file(tokenizer)) if tokenizer is not None else None
+    )
     validation.check_checkpoints(config["checkpoints"], vocab)

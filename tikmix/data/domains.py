@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,13 @@ from tikmix.data.sources import (
     resolve_files,
     source_kind,
 )
-from tikmix.data.tokenizer import eos_id, load_tokenizer, token_dtype, vocab_size
+from tikmix.data.tokenizer import (
+    document_separator,
+    load_tokenizer,
+    token_dtype,
+    tokenizer_file,
+    vocab_size,
+)
 
 
 def is_heldout(seed: int, index: int, fraction: float) -> bool:
@@ -142,6 +148,7 @@ def tokenize_domain(
     max_tokens: int | None = None,
     batch_documents: int = 256,
     chunk_tokens: int = 1 << 20,
+    special_tokens: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Tokenize a domain into ``out_dir/{train,heldout}.npy`` and ``out_dir/meta.json``.
 
@@ -159,6 +166,8 @@ def tokenize_domain(
             crosses the cap is truncated so that exactly ``max_tokens`` tokens are written.
         batch_documents: texts encoded per ``encode_batch`` call.
         chunk_tokens: tokens buffered before a write to disk (bounds memory with batch_documents).
+        special_tokens: the checkpoint's EOS/BOS (:func:`tikmix.data.tokenizer.checkpoint_special_tokens`);
+            its EOS, when given, separates documents instead of the tokenizer's.
 
     Returns:
         The meta dict written to ``meta.json`` (keys as in docs/architecture.md).
@@ -175,7 +184,9 @@ def tokenize_domain(
         if cap is not None and cap < (2 if cap_name == "max_tokens" else 1):
             raise DataError(f"domain {source.name!r}: {cap_name}={cap} leaves no document")
     tokenizer = load_tokenizer(tokenizer_path)
-    eos, n_vocab = eos_id(tokenizer), vocab_size(tokenizer)
+    special = dict(special_tokens or {})
+    eos = document_separator(tokenizer, special.get("eos"), str(special.get("eos_source")))
+    n_vocab = vocab_size(tokenizer)
     dtype = token_dtype(n_vocab)
     files = resolve_files(source)
     if source_kind(files) == "text":
@@ -237,7 +248,13 @@ def tokenize_domain(
         "sources": [
             {"path": str(p), "sha256": file_sha256(p), "bytes": p.stat().st_size} for p in files
         ],
-        "tokenizer_sha256": file_sha256(tokenizer_path),
+        "tokenizer_sha256": file_sha256(tokenizer_file(tokenizer_path)),
+        # Documents are packed into windows, separated by eos_id only: no BOS is inserted, so a
+        # window starts mid-document as in pre-training with packing.
+        "eos_id": int(eos),
+        "eos_source": special.get("eos_source") or "tokenizer",
+        "bos_id": special.get("bos"),
+        "bos_added": False,
     }
     write_json_atomic(out_dir / "meta.json", meta)
     return meta

@@ -8,6 +8,7 @@ token; :func:`eos_id` says which id that is (0 for tokenizers trained here).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
@@ -55,9 +56,88 @@ def save_tokenizer(tokenizer: Tokenizer, out_path: str | Path) -> None:
         tokenizer.save(str(tmp))
 
 
-def load_tokenizer(path: str | Path) -> Tokenizer:
-    """Load a ``tokenizers`` ``tokenizer.json``; DataError if missing, unreadable or without EOS."""
+def tokenizer_file(path: str | Path) -> Path:
+    """The ``tokenizer.json`` of ``path``: the file itself, or the one inside a Hugging Face
+    tokenizer (or model) directory. DataError naming the directory when it has none."""
     path = Path(path)
+    if path.is_dir():
+        inside = path / "tokenizer.json"
+        if not inside.is_file():
+            found = sorted(p.name for p in path.iterdir())[:12]
+            raise DataError(
+                f"tokenizer directory {path} has no tokenizer.json (found {found}); tikmix reads "
+                "the fast-tokenizer file: save it with tokenizer.save_pretrained(...)"
+            )
+        return inside
+    return path
+
+
+def _first_id(value: object) -> int | None:
+    """A token id from a config value: an int, the first of a list, or None."""
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def checkpoint_special_tokens(checkpoint_dir: str | Path) -> dict[str, object]:
+    """EOS and BOS ids a Hugging Face checkpoint was trained with, and where each was read.
+
+    ``config.json`` first, then ``generation_config.json`` (a list of EOS ids gives its first).
+    A checkpoint without either file (a tikmix checkpoint) gives None for both.
+    """
+    found: dict[str, object] = {"eos": None, "bos": None, "eos_source": None, "bos_source": None}
+    for name in ("config.json", "generation_config.json"):
+        path = Path(checkpoint_dir) / name
+        if not path.is_file():
+            continue
+        values = json.loads(path.read_text())
+        for key in ("eos", "bos"):
+            token = _first_id(values.get(f"{key}_token_id"))
+            if found[key] is None and token is not None:
+                found[key], found[f"{key}_source"] = token, str(path)
+    return found
+
+
+def agreed_special_tokens(checkpoints: Mapping[str, str | Path]) -> dict[str, object]:
+    """:func:`checkpoint_special_tokens` shared by every checkpoint of a study (name -> dir).
+
+    All None without checkpoints. DataError naming both files when two checkpoints disagree.
+    """
+    agreed = {"eos": None, "bos": None, "eos_source": None, "bos_source": None}
+    for directory in checkpoints.values():
+        tokens = checkpoint_special_tokens(directory)
+        for key in ("eos", "bos"):
+            if tokens[key] is None:
+                continue
+            if agreed[key] is not None and agreed[key] != tokens[key]:
+                raise DataError(
+                    f"{key}_token_id differs between checkpoints: {agreed[key]} in "
+                    f"{agreed[key + '_source']}, {tokens[key]} in {tokens[key + '_source']}"
+                )
+            agreed[key], agreed[f"{key}_source"] = tokens[key], tokens[f"{key}_source"]
+    return agreed
+
+
+def document_separator(tokenizer: Tokenizer, model_eos: int | None, source: str = "") -> int:
+    """The id written between documents: the model's EOS when known, else the tokenizer's.
+
+    DataError naming ``source`` when the model's EOS is outside the tokenizer's vocabulary.
+    """
+    if model_eos is None:
+        return eos_id(tokenizer)
+    n_vocab = vocab_size(tokenizer)
+    if not 0 <= model_eos < n_vocab:
+        raise DataError(
+            f"{source or 'checkpoint'}: eos_token_id {model_eos} is outside the tokenizer's "
+            f"vocabulary of {n_vocab} ids: is tokenizer.path the checkpoint's tokenizer?"
+        )
+    return model_eos
+
+
+def load_tokenizer(path: str | Path) -> Tokenizer:
+    """Load a ``tokenizers`` ``tokenizer.json`` (or a Hugging Face tokenizer directory holding
+    one); DataError if missing, unreadable or without EOS."""
+    path = tokenizer_file(path)
     if not path.is_file():
         raise DataError(f"tokenizer file not found: {path}")
     try:

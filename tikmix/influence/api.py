@@ -214,11 +214,19 @@ def influence_matrix(
             for module, value in module_dot_products(pre, mean).items():
                 rows.append((task, domain, module, value))
     per_module = pd.DataFrame(rows, columns=["task", "domain", "module", "benefit"])
+    return benefit_matrix(per_module, list(preconditioned_task_grads), list(domain_grads))
+
+
+def benefit_matrix(
+    per_module: pd.DataFrame, tasks: list[str], domains: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tasks × domains matrix of per-module benefit terms (columns task, domain, module,
+    benefit), each summed over modules in the order they appear."""
     matrix = (
         per_module.groupby(["task", "domain"], sort=False)["benefit"]
         .sum()
         .unstack("domain")
-        .reindex(index=list(preconditioned_task_grads), columns=list(domain_grads))
+        .reindex(index=tasks, columns=domains)
     )
     matrix.index.name, matrix.columns.name = "task", "domain"
     matrix.attrs["orientation"] = per_module.attrs["orientation"] = BENEFIT_NOTE

@@ -31,6 +31,7 @@ from tikmix.influence.tracking import (
     projections_on,
     tracked_parameters_require_grad,
     unpack_batch,
+    weight_gradient_matrix,
     working_dtype,
 )
 from tikmix.models.loss import summed_loss
@@ -64,7 +65,9 @@ class GradientStats:
 
 
 def module_gradient(module: nn.Linear, weight_grad: torch.Tensor, bias_grad: torch.Tensor | None):
-    """The ``[out, in(+1)]`` gradient matrix of a Linear layer (bias as the last column)."""
+    """The ``[out, in(+1)]`` gradient matrix of a Linear (or Conv1D) layer (bias as the last
+    column)."""
+    weight_grad = weight_gradient_matrix(module, weight_grad)
     if module.bias is None:
         return weight_grad
     return torch.cat([weight_grad, bias_grad.unsqueeze(1)], dim=1)

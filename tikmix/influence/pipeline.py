@@ -22,7 +22,13 @@ import torch
 
 from tikmix.data.atomic import dumps_json
 from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
-from tikmix.influence.api import BENEFIT_NOTE, influence_matrix, precondition, task_gradient
+from tikmix.influence.api import (
+    BENEFIT_NOTE,
+    benefit_matrix,
+    influence_matrix,
+    precondition,
+    task_gradient,
+)
 from tikmix.influence.ekfac import (
     EkfacFactors,
     covariance_sums,
@@ -30,17 +36,15 @@ from tikmix.influence.ekfac import (
     lambda_sums,
     reduce,
 )
-from tikmix.influence.gradients import summed_gradients
+from tikmix.influence.gradients import GradientStats, summed_gradients
 from tikmix.influence.measure import measure_mixture_table
 from tikmix.influence.projection import projection_attrs, resolve_projections
 from tikmix.influence.store import (
     check_projection,
+    iter_module_factors,
     load_covariances,
     load_eigenbases,
-    load_factors,
-    load_gradients,
     load_lambdas,
-    load_mean_gradients,
     open_store,
     reduce_gradient_stores,
     save_covariances,
@@ -406,23 +410,28 @@ def preconditioned_task_store(
     damping_factor: float,
     out: str | Path,
 ) -> Path:
-    """(G + λI)⁻¹ ∇f_v for every task, one IHVP each (rule precondition_task_gradients)."""
-    projection = open_store(factors).attrs.get("projection")
+    """(G + λI)⁻¹ ∇f_v for every task, one IHVP each (rule precondition_task_gradients).
+
+    Streams one tracked module at a time (its factors and every task's gradient of it), so the
+    peak memory is set by the largest module, not by the model.
+    """
+    factor_store = open_store(factors, kind="factors")
+    projection = factor_store.attrs.get("projection")
     check_projection(projection, task_stores, "task gradient")
-    ekfac = damped(load_factors(factors), damping, damping_factor)
-    task_grads = {task: load_gradients(path) for task, path in task_stores.items()}
-    pre = precondition(ekfac, task_grads)
-    modules = ekfac.modules
+    tasks = {task: open_store(path, kind="gradient_sums") for task, path in task_stores.items()}
+    modules = factor_store.attrs["modules"]
+    shapes = factor_store.attrs["arrays"]
     flops = sum(
-        4 * ekfac.eigenvalues[m].numel() * sum(ekfac.eigenvalues[m].shape) for m in modules
-    ) * len(pre)
+        4 * int(np.prod(shapes[f"{m}/eigenvalues"])) * sum(shapes[f"{m}/eigenvalues"])
+        for m in modules
+    ) * len(tasks)
     attrs = {
         "kind": "preconditioned_tasks",
-        "tasks": list(pre),
+        "tasks": list(tasks),
         "modules": modules,
-        "damping": ekfac.damping,
-        "task_tokens": {t: g.n_tokens for t, g in task_grads.items()},
-        "checkpoint": open_store(factors).attrs["checkpoint"],
+        "damping": {},  # filled per module while streaming (written after the arrays)
+        "task_tokens": {t: store.attrs["n_tokens"] for t, store in tasks.items()},
+        "checkpoint": factor_store.attrs["checkpoint"],
         "projection": projection,
         "compute": _compute(0, flops),
         "total_compute": _total(
@@ -431,12 +440,23 @@ def preconditioned_task_store(
             *(_store_total(p) for p in task_stores.values()),
         ),
     }
-    arrays = (
-        (f"{task}/{module}", grads[module].detach().cpu().numpy())
-        for task, grads in pre.items()
-        for module in modules
-    )
-    return write_store(out, arrays, attrs)
+
+    def arrays() -> Iterator[tuple[str, np.ndarray]]:
+        for module, module_factors in iter_module_factors(factors):
+            ekfac = damped(module_factors, damping, damping_factor)
+            attrs["damping"][module] = ekfac.damping[module]
+            task_grads = {
+                task: GradientStats(
+                    sums={module: store.tensor(f"{module}/gradient")},
+                    n_tokens=store.attrs["n_tokens"],
+                    n_sequences=store.attrs["n_sequences"],
+                )
+                for task, store in tasks.items()
+            }
+            for task, grads in precondition(ekfac, task_grads).items():
+                yield f"{task}/{module}", grads[module].detach().cpu().numpy()
+
+    return write_store(out, arrays(), attrs)
 
 
 def load_preconditioned(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -457,14 +477,30 @@ def influence_outputs(
 ) -> pd.DataFrame:
     """The tasks × domains benefit matrix, its sign convention and per-module terms."""
     start = time.perf_counter()
-    check_projection(
-        open_store(preconditioned).attrs.get("projection"), domain_stores, "domain gradient"
-    )
-    pre = load_preconditioned(preconditioned)
-    domains = {d: load_mean_gradients(p)[0] for d, p in domain_stores.items()}
-    matrix, per_module = influence_matrix(pre, domains)
-    attrs = open_store(preconditioned).attrs
-    n_params = sum(v.numel() for v in next(iter(pre.values())).values())
+    pre_store = open_store(preconditioned, kind="preconditioned_tasks")
+    check_projection(pre_store.attrs.get("projection"), domain_stores, "domain gradient")
+    domains = {d: open_store(p, kind="gradient_mean") for d, p in domain_stores.items()}
+    tasks, modules = pre_store.attrs["tasks"], pre_store.attrs["modules"]
+    terms = []  # one module at a time: memory bounded by the largest module
+    for module in modules:
+        pre = {t: {module: pre_store.tensor(f"{t}/{module}")} for t in tasks}
+        means = {d: {module: store.tensor(f"{module}/gradient")} for d, store in domains.items()}
+        terms.append(influence_matrix(pre, means)[1])
+    # Rows in the order of the whole-model computation (domain, task, module): the same sums.
+    per_module = pd.concat(terms, ignore_index=True)
+    order = {name: i for i, name in enumerate(modules)}
+    per_module = per_module.iloc[
+        np.lexsort(
+            (
+                per_module["module"].map(order),
+                per_module["task"].map({t: i for i, t in enumerate(tasks)}),
+                per_module["domain"].map({d: i for i, d in enumerate(domains)}),
+            )
+        )
+    ].reset_index(drop=True)
+    matrix, per_module = benefit_matrix(per_module, list(tasks), list(domains))
+    attrs = pre_store.attrs
+    n_params = sum(int(np.prod(pre_store.attrs["arrays"][f"{tasks[0]}/{m}"])) for m in modules)
     sidecar = {
         "orientation": "benefit",
         "sign_convention": BENEFIT_NOTE,

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from tikmix.influence.tracking import layer_dims
 from tikmix.seeds import derive_seed
 
 
@@ -123,8 +124,8 @@ def make_projections(modules: Mapping[str, nn.Linear], spec: ProjectionSpec) -> 
     """
     projections = {}
     for name, module in modules.items():
-        out_dim = module.out_features
-        in_dim = module.in_features + (module.bias is not None)
+        out_dim, in_dim = layer_dims(module)
+        in_dim += module.bias is not None
         output = (
             gaussian_projection(
                 spec.rank_out, out_dim, derive_seed(spec.seed, "projection", name, "out")

@@ -76,7 +76,6 @@ def write_store(
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         group = zarr.open_group(tmp, mode="w")
-        group.attrs.update(_jsonable(attrs))
         shapes: dict[str, list[int]] = {}
         for name, array in arrays:
             array = np.ascontiguousarray(array)
@@ -91,6 +90,9 @@ def write_store(
             )
             target[...] = array
             shapes[name] = list(array.shape)
+        # The attributes are written after the arrays, so a streaming writer may fill in values
+        # it learns while producing them (e.g. each module's damping).
+        group.attrs.update(_jsonable(attrs))
         group.attrs.update({"arrays": shapes, "complete": True, "format_version": FORMAT_VERSION})
         if path.exists():
             shutil.rmtree(path)
@@ -317,9 +319,7 @@ def save_factors(
     return write_store(path, arrays(), attrs)
 
 
-def load_factors(path: str | os.PathLike) -> EkfacFactors:
-    store = open_store(path, kind="factors")
-    modules = store.attrs["modules"]
+def _module_factors(store: Store, modules: Sequence[str]) -> EkfacFactors:
     return EkfacFactors(
         activation_eigenvectors={m: store.tensor(f"{m}/activation_eigenvectors") for m in modules},
         gradient_eigenvectors={m: store.tensor(f"{m}/gradient_eigenvectors") for m in modules},
@@ -327,6 +327,19 @@ def load_factors(path: str | os.PathLike) -> EkfacFactors:
         damping={m: float(store.attrs["damping"][m]) for m in modules},
         kind=store.attrs["factor_kind"],
     )
+
+
+def load_factors(path: str | os.PathLike) -> EkfacFactors:
+    store = open_store(path, kind="factors")
+    return _module_factors(store, store.attrs["modules"])
+
+
+def iter_module_factors(path: str | os.PathLike) -> Iterator[tuple[str, EkfacFactors]]:
+    """``(module, its factors alone)``, one module read at a time: memory bounded by the largest
+    module, not the model (preconditioning streams through these)."""
+    store = open_store(path, kind="factors")
+    for module in store.attrs["modules"]:
+        yield module, _module_factors(store, [module])
 
 
 def check_projection(

@@ -1,8 +1,9 @@
 """Which layers influence is computed for, and hooks that see their inputs and output gradients.
 
-Every tracked module is an ``nn.Linear``. Its gradient is laid out as a matrix
+Every tracked module is an ``nn.Linear`` or a ``transformers`` ``Conv1D`` (GPT-2's linear layer,
+whose weight is stored transposed, ``[in, out]``). Its gradient is laid out as a matrix
 ``[out_features, in_features (+1)]``: the weight, with the bias appended as a last column when the
-layer has one. The layer input ``a`` gets a matching constant 1 appended, so that the gradient of
+layer has one (a ``Conv1D``'s weight gradient is transposed into this layout). The layer input ``a`` gets a matching constant 1 appended, so that the gradient of
 one token is ``g aᵀ`` with ``g`` the gradient with respect to the layer output (the layout
 kronfluence uses).
 
@@ -16,17 +17,30 @@ from __future__ import annotations
 
 import contextlib
 import re
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from torch import nn
 
-from tikmix.influence.projection import ModuleProjection
+if TYPE_CHECKING:  # projection.py imports layer_dims from here
+    from tikmix.influence.projection import ModuleProjection
 
-#: Attention and MLP projections of Llama-style models (built-in and Hugging Face alike).
-DEFAULT_MODULE_PATTERN = r"(^|\.)layers\.\d+\.(self_attn|mlp)\.\w+_proj$"
+#: The attention and MLP layers inside the transformer blocks of the families that dominate open
+#: pre-training (the LM head, embeddings and norms are not matched):
+#: Llama/Mistral/Qwen2/OLMo2/Gemma/Phi-3 and the built-in model ``layers.N.(self_attn|mlp).*_proj``;
+#: GPT-NeoX/Pythia ``layers.N.attention.(query_key_value|dense)``, ``mlp.dense_h_to_4h|dense_4h_to_h``;
+#: GPT-2 ``h.N.attn.(c_attn|c_proj)``, ``h.N.mlp.(c_fc|c_proj)`` (Conv1D);
+#: Phi ``layers.N.self_attn.(q|k|v)_proj|dense``, ``layers.N.mlp.fc1|fc2``.
+DEFAULT_MODULE_PATTERN = (
+    r"(^|\.)(layers|h)\.\d+\.(self_attn|mlp|attention|attn)\."
+    r"(\w+_proj|query_key_value|dense|dense_h_to_4h|dense_4h_to_h|c_attn|c_fc|fc1|fc2)$"
+)
+
+#: config.json keys whose value > 1 marks a mixture-of-experts model (Mixtral, OLMoE, Qwen-MoE, ...).
+EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts")
 
 Batch = torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]
 
@@ -54,14 +68,72 @@ def autocast(
     return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def select_modules(model: nn.Module, pattern: str = DEFAULT_MODULE_PATTERN) -> dict[str, nn.Linear]:
-    """The ``nn.Linear`` modules of ``model`` whose qualified name matches ``pattern`` (``re.search``).
+def _conv1d_class() -> type | None:
+    """``transformers``' Conv1D when ``transformers`` is loaded (a model using it imported it)."""
+    return getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+
+
+def is_trackable(module: nn.Module) -> bool:
+    """``nn.Linear`` or ``transformers`` ``Conv1D``: the layers whose gradient is ``g aᵀ``."""
+    conv1d = _conv1d_class()
+    return isinstance(module, nn.Linear) or (conv1d is not None and isinstance(module, conv1d))
+
+
+def layer_dims(module: nn.Module) -> tuple[int, int]:
+    """``(out_features, in_features)`` of a tracked layer (without the bias column)."""
+    if isinstance(module, nn.Linear):
+        return module.out_features, module.in_features
+    in_features, out_features = module.weight.shape  # Conv1D stores [in, out]
+    return out_features, in_features
+
+
+def weight_gradient_matrix(module: nn.Module, weight_grad: torch.Tensor) -> torch.Tensor:
+    """The weight's gradient as ``[out, in]`` (a Conv1D's ``[in, out]`` gradient transposed)."""
+    return weight_grad if isinstance(module, nn.Linear) else weight_grad.T
+
+
+def mixture_of_experts(model_config: Mapping) -> str | None:
+    """The family name (``model_type``) of a mixture-of-experts checkpoint config, else None."""
+    if any((model_config.get(key) or 0) > 1 for key in EXPERT_COUNT_KEYS):
+        return str(model_config.get("model_type", "mixture-of-experts"))
+    return None
+
+
+def check_model_family(model_config: Mapping, pattern: str, source: str = "checkpoint") -> None:
+    """Refuse the default tracked modules on a mixture-of-experts model, naming family and key.
+
+    The expert layers of MoE families (Mixtral, OLMoE, ...) are fused 3-D parameters that are run
+    on the tokens routed to them; they are not ``nn.Linear`` layers and cannot be tracked, so the
+    default pattern would silently measure influence through attention only. Setting
+    ``influence.tracked_modules`` explicitly (e.g. to the attention projections) accepts that.
+    ``model_config`` is the checkpoint's ``config.json``; ``source`` names it in the message.
+    Meant for the workflow's start-up validation as well as every job that selects modules.
+    """
+    family = mixture_of_experts(model_config)
+    if family is not None and pattern == DEFAULT_MODULE_PATTERN:
+        raise ValueError(
+            f"{source}: {family} is a mixture-of-experts model; its expert layers are fused "
+            "3-D parameters that tikmix cannot track (only nn.Linear and Conv1D layers). Set "
+            "the config key influence.tracked_modules to the layers to track, e.g. the "
+            "attention projections: '(^|\\.)layers\\.\\d+\\.self_attn\\.\\w+_proj$' "
+            "(influence is then measured through attention only)."
+        )
+
+
+def select_modules(model: nn.Module, pattern: str = DEFAULT_MODULE_PATTERN) -> dict[str, nn.Module]:
+    """The ``nn.Linear`` / ``Conv1D`` modules of ``model`` whose qualified name matches
+    ``pattern`` (``re.search``).
 
     The LM head, embeddings and norms are not matched by the default pattern. Raises ``ValueError``
-    naming the pattern (and some Linear names it could have matched) when nothing matches.
+    naming the pattern (and some layer names it could have matched) when nothing matches, and
+    for a Hugging Face mixture-of-experts model with the default pattern
+    (:func:`check_model_family`).
     """
+    model_config = getattr(model, "config", None)
+    if hasattr(model_config, "to_dict"):
+        check_model_family(model_config.to_dict(), pattern, type(model).__name__)
     regex = re.compile(pattern)
-    linear = {name: m for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    linear = {name: m for name, m in model.named_modules() if is_trackable(m)}
     selected = {name: m for name, m in linear.items() if regex.search(name)}
     if not selected:
         examples = ", ".join(list(linear)[:8]) or "none"
@@ -81,8 +153,10 @@ def resolve_modules(
     if isinstance(modules, str):
         return select_modules(model, modules)
     for name, module in modules.items():
-        if not isinstance(module, nn.Linear):
-            raise TypeError(f"tracked module {name!r} is {type(module).__name__}, not nn.Linear")
+        if not is_trackable(module):
+            raise TypeError(
+                f"tracked module {name!r} is {type(module).__name__}, not nn.Linear or Conv1D"
+            )
     return dict(modules)
 
 
@@ -93,7 +167,8 @@ def gradient_shape(
 
     With a projection, the shape of the projected gradient ``P_out G P_inᵀ``.
     """
-    shape = module.out_features, module.in_features + (module.bias is not None)
+    out_features, in_features = layer_dims(module)
+    shape = out_features, in_features + (module.bias is not None)
     return shape if projection is None else projection.shape(*shape)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from tikmix.analysis.additivity import PAPER_PEARSON_R, predicted_benefits
-from tikmix.analysis.evaluation import AVERAGE, RANDOM, margins_over, recommended_mixture
+from tikmix.analysis.evaluation import AVERAGE, METHOD, RANDOM, margins_over, recommended_mixture
 from tikmix.analysis.ranking import checkpoint_positions
 from tikmix.data.atomic import atomic_output
 from tikmix.mixing.exports import read_mixture
@@ -101,8 +101,10 @@ class ReportInputs:
         checkpoint_dirs: checkpoint → directory (its ``tikmix.json`` places it in training).
         mixture_checkpoint: the checkpoint the mixtures were determined at.
         mixtures: method → canonical mixture JSON of ``mixture_checkpoint``.
-        additivity: checkpoint → additivity summary CSV (one row per task).
-        ranking: ranking-stability CSV (:func:`tikmix.analysis.ranking.ranking_stability`).
+        additivity: checkpoint → additivity summary CSV (one row per task); empty when the
+            check was switched off.
+        ranking: ranking-stability CSV (:func:`tikmix.analysis.ranking.ranking_stability`), or
+            None when the check was switched off.
         compute: compute summary CSV; ``compute_components`` the per-component one.
         figures: section (``influence``, ``mixtures``, ``additivity``, ``ranking``,
             ``compute``, ``evaluation``) → PNG files to show in it.
@@ -117,7 +119,7 @@ class ReportInputs:
     mixture_checkpoint: str
     mixtures: dict[str, Path]
     additivity: dict[str, Path]
-    ranking: Path
+    ranking: Path | None
     compute: Path
     compute_components: Path
     figures: dict[str, list[Path]] = field(default_factory=dict)
@@ -471,8 +473,12 @@ def _evaluation_section(
         )
     average = summary["average_loss_mean"].reindex(methods)
     best = average.idxmin()
+    worse = _all_worse_warning(points, stats)
+    if worse:
+        w.add(worse)
     sentences = [
-        f"{method_label(best)} has the lowest average loss ({format_number(average[best])})."
+        f"{method_label(best)} has the lowest average loss ({format_number(average[best])})"
+        + (", i.e. it hurt the model least." if worse else ".")
     ]
     if recommended in summary.index:
         for row in margins_over(summary, recommended, ["natural", "uniform"]):
@@ -496,6 +502,27 @@ def _evaluation_section(
         sentences += _flops_disagreement(flops, compute)
     w.add(" ".join(sentences))
     _figure4_part(w, points, stats)
+
+
+def _all_worse_warning(points: pd.DataFrame, stats: Mapping) -> str | None:
+    """A plain warning when every method's stage-2 run ended worse than its checkpoint."""
+    methods = points[points["kind"] == METHOD]
+    if stats["reference"] != "checkpoint" or methods.empty:
+        return None
+    if not (methods["improvement_mean"] < 0).all():
+        return None
+    least, most = -methods["improvement_mean"].max(), -methods["improvement_mean"].min()
+    return (
+        "**Every stage-2 run ended worse than the checkpoint it continued**: the average task "
+        f"loss rose by {format_number(least)} to {format_number(most)} nats. No mixture "
+        "improved the model, so the table below ranks mixtures by how little they hurt, not by "
+        "how much they help. The likely cause is the continued training, not the mixtures: a "
+        "learning rate too high for this checkpoint (`stage2.lr`) and AdamW moments restarted "
+        "from zero (a Hugging Face checkpoint has no `optimizer.pt`) push a converged model out "
+        "of its minimum. Continue near the checkpoint's final pre-training learning rate "
+        "(about 1e-5 to 1e-4) with a longer warm-up (`stage2.warmup_fraction`), as in "
+        "`config/examples/user.yaml`, or give more stage-2 tokens."
+    )
 
 
 def _flops_disagreement(flops: pd.Series, compute: pd.DataFrame) -> list[str]:
@@ -562,6 +589,48 @@ def _figure4_part(w: _Writer, points: pd.DataFrame, stats: Mapping) -> None:
     )
 
 
+#: What each optional part of the study is, and the config setting that leaves it out.
+NOT_RUN = {
+    "additivity": (
+        "Additivity check (appendix D)",
+        "`checks.additivity.enabled: false`",
+    ),
+    "ranking": (
+        "Ranking-invariance check and the influence heatmaps",
+        "`checks.ranking.enabled: false`",
+    ),
+    "projection": ("Gradient-projection check", "`checks.projection.ranks: []`"),
+    "evaluation": (
+        "Stage-2 evaluation (no mixture was trained on, so no method is ranked by measured "
+        "improvement)",
+        "`stage2.methods: []`",
+    ),
+}
+
+
+def not_run(inputs: ReportInputs) -> list[str]:
+    """The optional parts (keys of :data:`NOT_RUN`) the study's config left out."""
+    given = {
+        "additivity": bool(inputs.additivity),
+        "ranking": inputs.ranking is not None,
+        "projection": inputs.projection is not None,
+        "evaluation": inputs.evaluation is not None,
+    }
+    return [part for part in NOT_RUN if not given[part]]
+
+
+def _not_run_section(w: _Writer, inputs: ReportInputs) -> None:
+    parts = not_run(inputs)
+    if not parts:
+        return
+    rows = pd.DataFrame([NOT_RUN[part] for part in parts], columns=["not run", "because of"])
+    w.add(
+        "## Not run",
+        "This study's config switched these parts off; nothing above depends on them.",
+        markdown_table(rows, index=False),
+    )
+
+
 def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     """Write the Markdown report to ``path`` (atomically) and return it.
 
@@ -592,14 +661,17 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
         if "tikmix_m" in inputs.mixtures
         else None
     )
-    _additivity_section(w, inputs)
-    _ranking_section(w, inputs)
+    if inputs.additivity:
+        _additivity_section(w, inputs)
+    if inputs.ranking is not None:
+        _ranking_section(w, inputs)
     if inputs.projection is not None:
         _projection_section(w, inputs.projection)
     _compute_section(w, inputs)
     if inputs.evaluation is not None:
         compute = _read_csv(inputs.compute, "compute table")
         _evaluation_section(w, inputs.evaluation, compute, recommended)
+    _not_run_section(w, inputs)
     with atomic_output(path) as tmp:
         tmp.write_text(w.text())
     return path

@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from tikmix.config import ConfigError, check_config
+from tikmix.data.tokenizer import agreed_special_tokens, tokenizer_file
 from tikmix.provenance import FileDigests, settings_digest
 from tikmix.workflow import library_dependencies
 
@@ -28,6 +29,15 @@ try:
     check_config(config, demo=DEMO, checkpoints=CHECKPOINTS)
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
+
+# The EOS (document separator) and BOS ids your checkpoints' config.json name; None for stage 1.
+SPECIAL_TOKENS = agreed_special_tokens(USER_CHECKPOINTS)
+# A Hugging Face tokenizer directory stands for the tokenizer.json inside it.
+TOKENIZER_FILE = (
+    str(tokenizer_file(config["tokenizer"]["path"]))
+    if config["tokenizer"]["path"]
+    else None
+)
 
 
 wildcard_constraints:
@@ -90,7 +100,7 @@ def all_targets():
     targets = ["results/stage1/metrics.json"] if not USER_CHECKPOINTS else []
     targets += expand("results/influence/{ckpt}/influence.csv", ckpt=CHECKPOINTS)
     targets += mixture_targets()
-    targets += evaluation_targets()
+    targets += evaluation_targets() if STAGE2_METHODS else []
     targets += ["results/report/report.md"]
     return targets
 
@@ -197,6 +207,9 @@ BASELINES = config["baselines"]
 EVAL_CKPT = STAGE2["checkpoint"] or CHECKPOINTS[-1]
 STAGE2_METHODS = list(STAGE2["methods"])
 STAGE2_SEEDS = list(STAGE2["seeds"])
+# The mixtures the report and its figures compare: a mixtures-only study (stage2.methods: [])
+# shows the workflow's own mixtures.
+REPORT_METHODS = STAGE2_METHODS or MIXTURE_METHODS
 DOMAIN_DIRS = {domain: domain_dir(domain) for domain in DOMAINS}
 TASK_FILES = {task: f"results/data/tasks/{task}.npz" for task in TASKS}
 # Settings of tikmix.models.stage2.run_stage2 (STAGE2_KEYS), without the evaluation plan.
@@ -231,6 +244,7 @@ def evaluation_targets():
 # Appendix D's defaults; `checks: additivity:` in the config overrides them.
 ADDITIVITY = config["checks"]["additivity"]
 PROJECTION_CHECK = config["checks"]["projection"]
+RANKING_CHECK = config["checks"]["ranking"]
 FIGURES = "results/report/figures"
 
 
@@ -296,7 +310,7 @@ def compute_sources(ckpt, methods):
     return sources
 
 
-COMPUTE_SOURCES = compute_sources(EVAL_CKPT, STAGE2_METHODS)
+COMPUTE_SOURCES = compute_sources(EVAL_CKPT, REPORT_METHODS)
 MIXTURE_FIGURES = {
     "weights": f"{FIGURES}/mixture_weights_{{ckpt}}",
     "benefit": f"{FIGURES}/predicted_benefit_{{ckpt}}",
@@ -308,14 +322,19 @@ EVALUATION_TABLE = "results/evaluation/table.csv"
 def report_figures():
     """Section of report.md -> the PNG figures shown in it."""
     fill = lambda stem: stem.format(ckpt=EVAL_CKPT) + ".png"
+    ranking = RANKING_CHECK["enabled"]
     return {
-        "influence": [f"{stem}.png" for stem in heatmap_stems()],
+        "influence": [f"{stem}.png" for stem in heatmap_stems()] if ranking else [],
         "mixtures": [
             fill(MIXTURE_FIGURES["weights"]),
             fill(MIXTURE_FIGURES["benefit"]),
         ],
-        "additivity": [f"{stem}.png" for stem in additivity_stems(EVAL_CKPT)],
-        "ranking": [f"{TRAJECTORIES_STEM}.png"],
+        "additivity": [
+            f"{stem}.png"
+            for stem in additivity_stems(EVAL_CKPT)
+            if ADDITIVITY["enabled"]
+        ],
+        "ranking": [f"{TRAJECTORIES_STEM}.png"] if ranking else [],
         "compute": [f"{COMPUTE_STEM}.png"],
         "projection": [
             PROJECTION_STEM.format(ckpt=EVAL_CKPT) + ".png"
@@ -361,10 +380,13 @@ SOURCE_DIGESTS = {
     )
     for domain in DOMAINS
 }
-TOKENIZER_DIGEST = (
-    _digest("file", FILE_DIGESTS.file(config["tokenizer"]["path"]))
-    if config["tokenizer"]["path"]
-    else _digest({**config["tokenizer"], "path": None}, SOURCE_DIGESTS)
+TOKENIZER_DIGEST = _digest(
+    (
+        _digest("file", FILE_DIGESTS.file(TOKENIZER_FILE))
+        if TOKENIZER_FILE
+        else _digest({**config["tokenizer"], "path": None}, SOURCE_DIGESTS)
+    ),
+    SPECIAL_TOKENS,
 )
 DATA_DIGESTS = {
     domain: _digest(
@@ -636,3 +658,12 @@ def report_digest():
 
 
 FILE_DIGESTS.save()
+
+
+# The checks report.md reads: each switched off in the config is absent (the report says so).
+REPORT_ADDITIVITY = (
+    [f"results/checks/{EVAL_CKPT}/additivity_summary.csv"]
+    if ADDITIVITY["enabled"]
+    else []
+)
+REPORT_RANKING = ["results/checks/ranking.csv"] if RANKING_CHECK["enabled"] else []

@@ -30,7 +30,7 @@ if config["tokenizer"]["path"]:
 
     rule use_tokenizer:
         input:
-            tokenizer=config["tokenizer"]["path"],
+            tokenizer=TOKENIZER_FILE,
             code=code("use_tokenizer.py"),
         output:
             "results/tokenizer/tokenizer.json",
@@ -101,6 +101,7 @@ rule tokenize_domain:
         heldout_fraction=config["data"]["heldout_fraction"],
         max_tokens=config["data"]["max_tokens_per_domain"],
         seed=config["seed"],
+        special_tokens=SPECIAL_TOKENS,
     script:
         script_path("tokenize_domain.py")
 

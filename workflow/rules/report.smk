@@ -5,7 +5,7 @@ rule mixture_figures:
     input:
         influence="results/influence/{ckpt}/influence.csv",
         mixtures=expand(
-            "results/mixtures/{{ckpt}}/{method}.json", method=STAGE2_METHODS
+            "results/mixtures/{{ckpt}}/{method}.json", method=REPORT_METHODS
         ),
         code=code("mixture_figures.py"),
     output:
@@ -33,8 +33,8 @@ rule mixture_figures:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=lambda wildcards: mixtures_digest(wildcards.ckpt, STAGE2_METHODS),
-        methods=STAGE2_METHODS,
+        upstream=lambda wildcards: mixtures_digest(wildcards.ckpt, REPORT_METHODS),
+        methods=REPORT_METHODS,
         weights_stem=lambda wildcards: MIXTURE_FIGURES["weights"].format(
             ckpt=wildcards.ckpt
         ),
@@ -97,10 +97,10 @@ rule report:
         mixtures=expand(
             "results/mixtures/{ckpt}/{method}.json",
             ckpt=EVAL_CKPT,
-            method=STAGE2_METHODS,
+            method=REPORT_METHODS,
         ),
-        additivity=f"results/checks/{EVAL_CKPT}/additivity_summary.csv",
-        ranking="results/checks/ranking.csv",
+        additivity=REPORT_ADDITIVITY,
+        ranking=REPORT_RANKING,
         projection=projection_check_targets(),
         compute="results/checks/compute.csv",
         compute_components="results/checks/compute_components.csv",
@@ -130,7 +130,7 @@ rule report:
         checkpoints=CHECKPOINTS,
         checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
         mixture_checkpoint=EVAL_CKPT,
-        methods=STAGE2_METHODS,
+        methods=REPORT_METHODS,
         figures={**report_figures(), "evaluation": REPORT_EVALUATION_FIGURES},
         stage1_metrics=lambda wildcards, input: (
             input.metrics[0] if input.metrics else None

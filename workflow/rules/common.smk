@@ -175,6 +175,10 @@ STAGE2_SETTINGS = {
 }
 
 
+# The evaluation checkpoint's own task metrics: the "before" of every stage-2 record.
+CHECKPOINT_TASK_METRICS = "results/evaluation/checkpoint_tasks.json"
+
+
 def stage2_mixture(wildcards):
     return f"results/mixtures/{EVAL_CKPT}/{wildcards.method}.json"
 

@@ -1,8 +1,8 @@
-from tikmix.models.stage2 import run_stage2
+from tikmix.models.stage2 import read_checkpoint_task_metrics, run_stage2_seeds
 from tikmix.workflow import script_logging
 
 with script_logging(snakemake):
-    run_stage2(
+    run_stage2_seeds(
         method=snakemake.wildcards.method,
         mixture_path=snakemake.input.mixture,
         checkpoint_dir=snakemake.input.checkpoint,
@@ -10,7 +10,8 @@ with script_logging(snakemake):
         task_files=snakemake.params.task_files,
         stage2=snakemake.params.stage2,
         seq_len=snakemake.params.seq_len,
-        seed=int(snakemake.wildcards.seed),
-        out_path=snakemake.output[0],
+        seeds=snakemake.params.seeds,
+        out_paths=list(snakemake.output),
         device=snakemake.params.device,
+        before=read_checkpoint_task_metrics(snakemake.input.before),
     )

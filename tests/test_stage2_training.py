@@ -6,14 +6,18 @@ import numpy as np
 import pytest
 import torch
 
+from tikmix.data.atomic import write_json_atomic
 from tikmix.data.errors import DataError
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.evaluate import mean_loss
 from tikmix.models.llama import ModelConfig, TinyLlama, model_flops_per_token
 from tikmix.models.stage2 import (
+    checkpoint_task_metrics,
     continue_training,
     evaluate_tasks,
+    read_checkpoint_task_metrics,
     run_stage2,
+    run_stage2_seeds,
 )
 from tikmix.models.train import train
 from tikmix.seeds import derive_seed
@@ -253,3 +257,34 @@ def test_lookahead_response_prefers_the_mixture_that_helps_the_task(setup):
     )
     assert list(table.columns) == ["text"] and tokens == 2 * 40 * 8 * SEQ and flops > 0
     assert table.loc[0, "text"] > table.loc[1, "text"]
+
+
+def test_seeds_in_one_process_write_the_records_of_separate_runs(setup, tmp_path):
+    """The workflow's layout: the checkpoint's metrics once (through JSON), then all seeds of a
+    method in one call; each record equals the one a separate single-seed run writes."""
+    before_path = tmp_path / "checkpoint_tasks.json"
+    write_json_atomic(
+        before_path,
+        checkpoint_task_metrics(setup["checkpoint"], setup["tasks"], SETTINGS["eval_batch_size"]),
+    )
+    outs = [tmp_path / "seed0.json", tmp_path / "seed1.json"]
+    together = run_stage2_seeds(
+        method="half",
+        mixture_path=setup["mixture"],
+        checkpoint_dir=setup["checkpoint"],
+        domain_dirs=setup["domain_dirs"],
+        task_files=setup["tasks"],
+        stage2=SETTINGS,
+        seq_len=SEQ,
+        seeds=[0, 1],
+        out_paths=outs,
+        device="cpu",
+        before=read_checkpoint_task_metrics(before_path),
+    )
+    for seed, out, record in zip([0, 1], outs, together, strict=True):
+        alone = run(setup, tmp_path / f"alone{seed}.json", seed=seed)
+        assert record == alone
+        assert json.loads(out.read_text()) == json.loads(
+            (tmp_path / f"alone{seed}.json").read_text()
+        )
+    assert together[0]["tasks"] != together[1]["tasks"]

@@ -63,10 +63,10 @@ FisherKind = Literal["true", "empirical"]
 DAMPING_SCALE = 0.1  # damping="auto": λ = DAMPING_SCALE · mean(Λ), per module (as kronfluence)
 
 
-def _sequence_seed(seed: int, row: torch.Tensor) -> int:
+def _sequence_seed(seed: int, row: np.ndarray) -> int:
     digest = hashlib.blake2b(digest_size=8)
     digest.update(int(seed).to_bytes(8, "little", signed=True))
-    digest.update(row.detach().cpu().numpy().astype(np.int64).tobytes())
+    digest.update(row.astype(np.int64).tobytes())
     return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
 
 
@@ -77,25 +77,27 @@ def _sample_labels(
 
     Sequence ``n`` draws its uniforms from a generator seeded by ``seed`` and its token ids up
     to its last scored position, so its labels depend neither on the rest of the batch nor on
-    trailing padding.
+    trailing padding. Only drawing the uniforms is per sequence; the search runs on the batch.
+    Positions after a sequence's last scored one get label 0.
     """
-    targets = torch.zeros(ids.shape[0], ids.shape[1] - 1, dtype=torch.long, device=ids.device)
+    batch, length = mask.shape
+    positions = torch.arange(length, device=mask.device)
+    lengths = (torch.where(mask, positions, -1).max(dim=1).values + 1).tolist()
+    rows = ids.detach().cpu().numpy()
+    uniforms = torch.zeros(batch, length, 1, dtype=torch.float64)
+    for n, scored_length in enumerate(lengths):
+        if scored_length > 0:
+            generator = torch.Generator(device="cpu").manual_seed(
+                _sequence_seed(seed, rows[n, : scored_length + 1])
+            )
+            uniforms[n, :scored_length] = torch.rand(
+                scored_length, 1, dtype=torch.float64, generator=generator
+            )
     cdf = probs.double().cumsum(dim=-1)
-    for n in range(ids.shape[0]):
-        scored = mask[n].nonzero()
-        if len(scored) == 0:
-            continue
-        length = int(scored[-1]) + 1
-        generator = torch.Generator(device="cpu").manual_seed(
-            _sequence_seed(seed, ids[n, : length + 1])
-        )
-        uniforms = torch.rand(length, 1, dtype=torch.float64, generator=generator)
-        row_cdf = cdf[n, :length]
-        uniforms = uniforms.to(row_cdf.device) * row_cdf[:, -1:]
-        targets[n, :length] = (
-            torch.searchsorted(row_cdf, uniforms).squeeze(1).clamp_(max=probs.shape[-1] - 1)
-        )
-    return targets
+    targets = torch.searchsorted(cdf, uniforms.to(cdf.device) * cdf[..., -1:]).squeeze(-1)
+    targets.clamp_(max=probs.shape[-1] - 1)
+    unscored_tail = positions >= torch.tensor(lengths, device=mask.device).unsqueeze(1)
+    return targets.masked_fill_(unscored_tail, 0)
 
 
 def fisher_loss(
@@ -142,6 +144,29 @@ def _backward_recorded(
             loss, mask = fisher_loss(model, ids, loss_mask, fisher, seed)
         recorder.backward(loss)
     return mask
+
+
+def _gram_upper(x: torch.Tensor) -> torch.Tensor:
+    """``xᵀ x`` of ``x [n, d]``; only its upper triangle is meaningful.
+
+    On the CPU BLAS ``syrk`` computes just that triangle, half the FLOPs of a matrix product;
+    elsewhere it is a plain product. Callers symmetrise once (``_symmetric_from_upper``).
+    """
+    if x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64) and x.shape[0] > 0:
+        from scipy.linalg import blas  # lazily: only the CPU covariance pass needs it
+
+        syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
+        return torch.from_numpy(syrk(1.0, x.contiguous().numpy().T, trans=0, lower=0))
+    return x.T @ x
+
+
+def _symmetric_from_upper(matrix: torch.Tensor) -> torch.Tensor:
+    return matrix.triu() + matrix.triu(1).T
+
+
+def _scored_rows(x: torch.Tensor, mask: torch.Tensor, all_scored: bool) -> torch.Tensor:
+    """The ``[n_scored, features]`` rows of ``x [B, L, features]`` at scored positions."""
+    return x.reshape(-1, x.shape[-1]) if all_scored else x[mask]
 
 
 def _recorder(
@@ -243,18 +268,28 @@ def covariance_sums(
         gradient[name] = torch.zeros(out_dim, out_dim, dtype=dtype, device=device)
     n_tokens = dict.fromkeys(modules, 0)
     n_sequences = 0
+    # per-batch products in the working dtype (float32 for float32/bf16 models), summed in dtype
+    work = working_dtype(model)
     with evaluation_mode(model):
         for batch in batches:
             ids, loss_mask = unpack_batch(batch, device)
             mask = _backward_recorded(model, recorder, ids, loss_mask, fisher, seed, precision)
             count = int(mask.sum())
+            all_scored = count == mask.numel()
             n_sequences += ids.shape[0]
+            # one Σ a aᵀ per distinct layer input: modules reading the same input share `a`
+            input_products: dict[int, torch.Tensor] = {}
             for name in modules:
                 for a, g in recorder.pairs(name):
-                    a, g = a[mask].to(dtype), g[mask].to(dtype)
-                    activation[name].addmm_(a.T, a)
-                    gradient[name].addmm_(g.T, g)
+                    if id(a) not in input_products:
+                        input_products[id(a)] = _gram_upper(
+                            _scored_rows(a, mask, all_scored).to(work)
+                        )
+                    activation[name] += input_products[id(a)]
+                    gradient[name] += _gram_upper(_scored_rows(g, mask, all_scored).to(work))
                     n_tokens[name] += count
+    activation = {name: _symmetric_from_upper(m) for name, m in activation.items()}
+    gradient = {name: _symmetric_from_upper(m) for name, m in gradient.items()}
     return CovarianceSums(activation, gradient, n_tokens, n_sequences)
 
 
@@ -300,10 +335,12 @@ def lambda_sums(
         raise ValueError(f"no eigenbasis for tracked modules {sorted(missing)}")
     device = next(model.parameters()).device
     recorder, shapes = _recorder(model, modules, projections)
+    # rotations and per-batch products in the working dtype, sums in dtype
+    work = working_dtype(model)
     rotations = {
         name: (
-            eigenbases[name].activation_eigenvectors.to(device=device, dtype=dtype),
-            eigenbases[name].gradient_eigenvectors.to(device=device, dtype=dtype),
+            eigenbases[name].activation_eigenvectors.to(device=device, dtype=work),
+            eigenbases[name].gradient_eigenvectors.to(device=device, dtype=work),
         )
         for name in modules
     }
@@ -316,17 +353,39 @@ def lambda_sums(
             )
     sums = {name: torch.zeros(shape, dtype=dtype, device=device) for name, shape in shapes.items()}
     n_sequences = 0
+    same_bases: dict[tuple[str, str], bool] = {}
+
+    def same_basis(first: str, second: str) -> bool:
+        if (first, second) not in same_bases:
+            same_bases[first, second] = first == second or torch.equal(
+                rotations[first][0], rotations[second][0]
+            )
+        return same_bases[first, second]
+
     with evaluation_mode(model):
         for batch in batches:
             ids, loss_mask = unpack_batch(batch, device)
             _backward_recorded(model, recorder, ids, loss_mask, fisher, seed, precision)
             n_sequences += ids.shape[0]
+            # a Q_A once per distinct (input, Q_A): modules sharing an input share A, hence Q_A
+            rotated_inputs: dict[int, list[tuple[str, torch.Tensor]]] = {}
             for name in modules:
                 q_a, q_s = rotations[name]
-                rotated = sum(
-                    torch.bmm((g.to(dtype) @ q_s).transpose(1, 2), a.to(dtype) @ q_a)
-                    for a, g in recorder.pairs(name)
-                )
+                rotated = None
+                for a, g in recorder.pairs(name):
+                    rotated_a = next(
+                        (
+                            r
+                            for owner, r in rotated_inputs.get(id(a), ())
+                            if same_basis(owner, name)
+                        ),
+                        None,
+                    )
+                    if rotated_a is None:
+                        rotated_a = a.to(work) @ q_a
+                        rotated_inputs.setdefault(id(a), []).append((name, rotated_a))
+                    product = torch.bmm((g.to(work) @ q_s).transpose(1, 2), rotated_a)
+                    rotated = product if rotated is None else rotated + product
                 sums[name] += rotated.square().sum(dim=0)
     return LambdaSums(sums, n_sequences)
 

@@ -225,6 +225,11 @@ class LayerRecorder:
     features are ever held. A module called several times in one forward pass (shared weights)
     records one pair per call.
 
+    Modules that read the same input tensor in a pass (q/k/v of an attention block, gate/up of
+    a gated MLP: detected by the hook's input being the same object, for any architecture) and
+    transform it alike (same bias column, no input projection) record the *same* ``a`` object,
+    so consumers can compute products of ``a`` once per distinct input (``id(a)``).
+
     Use as ``with recorder.recording(B, L): loss = ...; recorder.backward(loss)``; ``pairs(name)``
     then returns what that pass saw. ``backward`` differentiates the loss with respect to a zero
     scalar added to every tracked output, which sends gradients through every tracked layer
@@ -242,6 +247,9 @@ class LayerRecorder:
         self._grads: dict[str, list[torch.Tensor | None]] = {}
         self._shape: tuple[int, int] = (0, 0)
         self._anchor: torch.Tensor | None = None
+        # (id of the raw input, bias column?) -> (raw input, recorded a); the raw input is held
+        # so that its id cannot be reused by another tensor within the pass
+        self._shared_inputs: dict[tuple[int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _as_sequences(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         batch, length = self._shape
@@ -258,6 +266,7 @@ class LayerRecorder:
         self._shape = (batch_size, length)
         self._inputs = {name: [] for name in self.modules}
         self._grads = {name: [] for name in self.modules}
+        self._shared_inputs = {}
         device = next(iter(self.modules.values())).weight.device
         self._anchor = torch.zeros((), device=device, requires_grad=True)
         handles = [
@@ -268,6 +277,7 @@ class LayerRecorder:
             yield self
         finally:
             self._anchor = None
+            self._shared_inputs = {}
             for handle in handles:
                 handle.remove()
 
@@ -281,11 +291,20 @@ class LayerRecorder:
         module = self.modules[name]
         projection = self.projections.get(name)
 
+        projects_input = projection is not None and projection.input is not None
+
         def hook(module_: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor):
-            a = with_bias_column(module, self._as_sequences(name, inputs[0]))
-            if projection is not None:
-                with torch.autocast(a.device.type, enabled=False):
-                    a = projection.project_activations(a)
+            a = None
+            key = (id(inputs[0]), module.bias is not None)
+            if not projects_input and key in self._shared_inputs:
+                a = self._shared_inputs[key][1]
+            if a is None:
+                a = with_bias_column(module, self._as_sequences(name, inputs[0]))
+                if projects_input:
+                    with torch.autocast(a.device.type, enabled=False):
+                        a = projection.project_activations(a)
+                else:
+                    self._shared_inputs[key] = (inputs[0], a)
             self._inputs[name].append(a)
             index = len(self._grads[name])
             self._grads[name].append(None)

@@ -26,9 +26,11 @@ convention of :func:`~tikmix.models.llama.model_flops_per_token` for the built-i
 
 from __future__ import annotations
 
+import copy
+import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -225,6 +227,36 @@ def average_loss(task_metrics: Mapping[str, Mapping[str, float]]) -> float:
     return math.fsum(m["loss"] for m in task_metrics.values()) / len(task_metrics)
 
 
+def checkpoint_task_metrics(
+    checkpoint_dir: str | Path,
+    task_files: Mapping[str, str | Path],
+    eval_batch_size: int,
+    *,
+    device: str = "auto",
+    model: nn.Module | None = None,
+) -> dict[str, Any]:
+    """The checkpoint's own task metrics ``{tasks, average_loss}``: every stage-2 record's
+    ``before``, computed once per checkpoint rather than once per (method, seed).
+
+    ``model``: the checkpoint already loaded (float32), to save reading it again.
+    """
+    if model is None:
+        model, _ = load_checkpoint(
+            checkpoint_dir, device=resolve_device(device), dtype=torch.float32
+        )
+    tasks = evaluate_tasks(model, task_files, eval_batch_size)
+    return {"tasks": tasks, "average_loss": average_loss(tasks)}
+
+
+def read_checkpoint_task_metrics(path: str | Path) -> dict[str, Any]:
+    """``{tasks, average_loss}`` as written by the checkpoint-evaluation rule."""
+    with open(path) as handle:
+        metrics = json.load(handle)
+    if not isinstance(metrics, dict) or {"tasks", "average_loss"} - set(metrics):
+        raise ValueError(f"{path}: expected checkpoint task metrics {{tasks, average_loss}}")
+    return {"tasks": metrics["tasks"], "average_loss": metrics["average_loss"]}
+
+
 def run_stage2(
     *,
     method: str,
@@ -237,60 +269,103 @@ def run_stage2(
     seed: int,
     out_path: str | Path,
     device: str = "auto",
+    before: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate the checkpoint, continue it on the mixture, evaluate again; write the record.
 
     ``stage2`` holds the keys of :data:`STAGE2_KEYS`. The record (also written to
     ``out_path``) is ``{method, seed, checkpoint, weights, tokens, optimizer_policy, tasks,
     average_loss, before: {tasks, average_loss}, compute: {tokens, flops}}``; ``before`` holds
-    the checkpoint's own metrics, the reference for measured improvements.
+    the checkpoint's own metrics (:func:`checkpoint_task_metrics`, computed here unless given),
+    the reference for measured improvements.
+    """
+    (record,) = run_stage2_seeds(
+        method=method,
+        mixture_path=mixture_path,
+        checkpoint_dir=checkpoint_dir,
+        domain_dirs=domain_dirs,
+        task_files=task_files,
+        stage2=stage2,
+        seq_len=seq_len,
+        seeds=[seed],
+        out_paths=[out_path],
+        device=device,
+        before=before,
+    )
+    return record
+
+
+def run_stage2_seeds(
+    *,
+    method: str,
+    mixture_path: str | Path,
+    checkpoint_dir: str | Path,
+    domain_dirs: Mapping[str, str | Path],
+    task_files: Mapping[str, str | Path],
+    stage2: Mapping[str, Any],
+    seq_len: int,
+    seeds: Sequence[int],
+    out_paths: Sequence[str | Path],
+    device: str = "auto",
+    before: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`run_stage2` for each of ``seeds`` in one process, one record per seed.
+
+    The checkpoint is read once and each seed trains its own copy of it, so every record is
+    identical to the one a separate :func:`run_stage2` call with that seed writes.
     """
     missing = [key for key in STAGE2_KEYS if key not in stage2]
     if missing:
         raise ValueError(f"stage2 settings lack key(s) {missing}")
+    if len(seeds) != len(out_paths):
+        raise ValueError(f"{len(seeds)} seeds but {len(out_paths)} output paths")
     weights = read_weights(mixture_path)
     unknown = sorted(set(weights) - set(domain_dirs))
     if unknown:
         raise ValueError(f"{mixture_path}: weights for unknown domain(s) {unknown}")
     torch_device = resolve_device(device)
-    model, _ = load_checkpoint(checkpoint_dir, device=torch_device, dtype=torch.float32)
+    checkpoint, _ = load_checkpoint(checkpoint_dir, device=torch_device, dtype=torch.float32)
     eval_batch = stage2["eval_batch_size"]
-    before = evaluate_tasks(model, task_files, eval_batch)
-    run = continue_training(
-        checkpoint_dir,
-        domain_dirs,
-        weights,
-        tokens=stage2["tokens"],
-        batch_size=stage2["batch_size"],
-        lr=stage2["lr"],
-        schedule=stage2["schedule"],
-        warmup_fraction=stage2["warmup_fraction"],
-        weight_decay=stage2["weight_decay"],
-        seq_len=seq_len,
-        seed=seed,
-        device=torch_device,
-        optimizer_policy=stage2["optimizer_policy"],
-        model=model,
-    )
-    after = evaluate_tasks(run.model, task_files, eval_batch)
-    record = {
-        "method": method,
-        "seed": int(seed),
-        "checkpoint": str(checkpoint_dir),
-        "weights": weights,
-        "tokens": run.tokens,
-        "optimizer_policy": run.optimizer_policy,
-        "tasks": after,
-        "average_loss": average_loss(after),
-        "before": {"tasks": before, "average_loss": average_loss(before)},
-        "compute": {"tokens": run.tokens, "flops": run.flops},
-    }
-    log.info(
-        "%s seed %d: average task loss %.4f (checkpoint %.4f)",
-        method,
-        seed,
-        record["average_loss"],
-        record["before"]["average_loss"],
-    )
-    write_json_atomic(out_path, record)
-    return record
+    if before is None:
+        before = checkpoint_task_metrics(checkpoint_dir, task_files, eval_batch, model=checkpoint)
+    records = []
+    for seed, out_path in zip(seeds, out_paths, strict=True):
+        run = continue_training(
+            checkpoint_dir,
+            domain_dirs,
+            weights,
+            tokens=stage2["tokens"],
+            batch_size=stage2["batch_size"],
+            lr=stage2["lr"],
+            schedule=stage2["schedule"],
+            warmup_fraction=stage2["warmup_fraction"],
+            weight_decay=stage2["weight_decay"],
+            seq_len=seq_len,
+            seed=seed,
+            device=torch_device,
+            optimizer_policy=stage2["optimizer_policy"],
+            model=copy.deepcopy(checkpoint),
+        )
+        after = evaluate_tasks(run.model, task_files, eval_batch)
+        record = {
+            "method": method,
+            "seed": int(seed),
+            "checkpoint": str(checkpoint_dir),
+            "weights": weights,
+            "tokens": run.tokens,
+            "optimizer_policy": run.optimizer_policy,
+            "tasks": after,
+            "average_loss": average_loss(after),
+            "before": {"tasks": before["tasks"], "average_loss": before["average_loss"]},
+            "compute": {"tokens": run.tokens, "flops": run.flops},
+        }
+        log.info(
+            "%s seed %d: average task loss %.4f (checkpoint %.4f)",
+            method,
+            seed,
+            record["average_loss"],
+            record["before"]["average_loss"],
+        )
+        write_json_atomic(out_path, record)
+        records.append(record)
+    return records

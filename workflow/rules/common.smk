@@ -228,6 +228,10 @@ STAGE2_SETTINGS = {
 }
 
 
+# The evaluation checkpoint's own task metrics: the "before" of every stage-2 record.
+CHECKPOINT_TASK_METRICS = "results/evaluation/checkpoint_tasks.json"
+
+
 def stage2_mixture(wildcards):
     return f"results/mixtures/{EVAL_CKPT}/{wildcards.method}.json"
 
@@ -591,8 +595,17 @@ def mixture_digest(ckpt, method):
     )
 
 
+def checkpoint_metrics_digest():
+    """The digest of the evaluation checkpoint's task metrics before stage 2."""
+    return _digest(
+        CHECKPOINT_DIGESTS[EVAL_CKPT], ALL_TASKS_DIGEST, STAGE2["eval_batch_size"]
+    )
+
+
 def stage2_digest(method):
     return _digest(
+        STAGE2_SEEDS,
+        checkpoint_metrics_digest(),
         mixture_digest(EVAL_CKPT, method),
         CHECKPOINT_DIGESTS[EVAL_CKPT],
         ALL_DATA_DIGEST,

@@ -4,33 +4,61 @@
 # random mixtures that join the methods in figure 4 (predicted benefit vs measured improvement).
 
 
-rule evaluate_stage2:
+rule evaluate_checkpoint:
     input:
-        mixture=stage2_mixture,
         checkpoint=checkpoint_dir(EVAL_CKPT),
-        streams=domain_files("train"),
         tasks=list(TASK_FILES.values()),
-        code=code("evaluate_stage2.py"),
+        code=code("evaluate_checkpoint.py"),
     output:
-        "results/evaluation/{method}/seed{seed}.json",
+        CHECKPOINT_TASK_METRICS,
     log:
-        "logs/evaluate_stage2/{method}/seed{seed}.log",
+        "logs/evaluate_checkpoint/evaluate_checkpoint.log",
     benchmark:
-        "benchmarks/rules/evaluate_stage2/{method}/seed{seed}.tsv"
-    wildcard_constraints:
-        method="[A-Za-z0-9_.-]+",
-        seed=r"\d+",
+        "benchmarks/rules/evaluate_checkpoint/evaluate_checkpoint.tsv"
     conda:
         "../../envs/tikmix.yaml"
     threads: 2
     resources:
         mem_mb=8000,
-        runtime=240,
+        runtime=120,
+    params:
+        upstream=checkpoint_metrics_digest(),
+        task_files=TASK_FILES,
+        eval_batch_size=STAGE2["eval_batch_size"],
+        device=config["device"],
+    script:
+        script_path("evaluate_checkpoint.py")
+
+
+# One job per method (or random mixture) runs all its seeds in one process, one record per seed.
+rule evaluate_stage2:
+    input:
+        mixture=stage2_mixture,
+        checkpoint=checkpoint_dir(EVAL_CKPT),
+        before=CHECKPOINT_TASK_METRICS,
+        streams=domain_files("train"),
+        tasks=list(TASK_FILES.values()),
+        code=code("evaluate_stage2.py"),
+    output:
+        expand("results/evaluation/{{method}}/seed{seed}.json", seed=STAGE2_SEEDS),
+    log:
+        "logs/evaluate_stage2/{method}.log",
+    benchmark:
+        "benchmarks/rules/evaluate_stage2/{method}.tsv"
+    wildcard_constraints:
+        method="[A-Za-z0-9_.-]+",
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 2
+    resources:
+        mem_mb=8000,
+        runtime=240 * len(STAGE2_SEEDS),
     params:
         upstream=lambda wildcards: stage2_digest(wildcards.method),
         domain_dirs=DOMAIN_DIRS,
         task_files=TASK_FILES,
         stage2=STAGE2_SETTINGS,
+        seeds=STAGE2_SEEDS,
         seq_len=config["data"]["seq_len"],
         device=config["device"],
     script:

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from tikmix.mixing.exports import read_mixture
+from tikmix.mixing.weights import row_scales
 
 pytestmark = pytest.mark.workflow
 
@@ -37,7 +38,7 @@ def test_every_mixture_is_written_for_every_checkpoint_and_beats_the_prior(compl
         }
         B = pd.read_csv(results / f"influence/{ckpt}/influence.csv", index_col=0)
         prior_benefit = B.to_numpy() @ prior.reindex(B.columns).to_numpy()
-        scale = B.abs().max(axis=1).to_numpy() + 1e-8
+        scale = row_scales(B.to_numpy())
         for method in ("tikmix_d", "tikmix_m"):
             w = read_mixture(results / f"mixtures/{ckpt}/{method}.json", domains=list(B.columns))
             assert abs(w.sum() - 1) < 1e-9 and (w >= 0).all()
@@ -47,6 +48,16 @@ def test_every_mixture_is_written_for_every_checkpoint_and_beats_the_prior(compl
         d_benefit = B.to_numpy() @ pd.Series(docs["tikmix_d"]["weights"])[B.columns].to_numpy()
         assert (d_benefit / scale >= prior_benefit / scale - 1e-6).all(), "Pareto constraint"
         assert docs["tikmix_d"]["solver"]["success"]
+        # TiKMiX-M searched in its sampled support: the box around w_D, cut by the Pareto set.
+        search = docs["tikmix_m"]["solver"]
+        w_d = pd.Series(docs["tikmix_d"]["weights"])
+        proposal = pd.Series(search["proposal"])[w_d.index]
+        assert (proposal >= 0.5 * w_d - 1e-7).all() and (proposal <= 2.0 * w_d + 1e-7).all()
+        assert search["training_inside_box"] == 1.0 and search["response"] == "curvature"
+        chosen = proposal if search["decision"]["chosen"] == "proposal" else w_d
+        pd.testing.assert_series_equal(
+            pd.Series(docs["tikmix_m"]["weights"])[w_d.index], chosen, atol=1e-7, check_names=False
+        )
 
 
 def test_projection_agreement_on_the_workflow_data_is_exact_at_full_rank(completed_workflow):

@@ -33,15 +33,8 @@ import pandas as pd
 import torch
 
 from tikmix.data.atomic import atomic_output
-from tikmix.influence.ekfac import lambda_sums
-from tikmix.influence.pipeline import FISHER_LABELS, _ekfac_pass
-from tikmix.influence.projection import projection_attrs
-from tikmix.influence.store import (
-    load_eigenbases,
-    open_store,
-    save_lambdas,
-)
-from tikmix.seeds import derive_seed
+from tikmix.influence.pipeline import lambda_part
+from tikmix.influence.store import open_store
 
 log = logging.getLogger(__name__)
 
@@ -126,54 +119,24 @@ def curvature_responses(
 
 
 def domain_lambda_store(
-    *,
-    eigen: str | Path,
-    domain: str,
-    domain_dir: str | Path,
-    tokens: int,
-    fisher: str,
-    seed: int,
-    out: str | Path,
-    projection: dict | None = None,
-    precision: str = "fp32",
-    **shard_args: Any,
+    *, domain: str, domain_dir: str | Path, tokens: int, **lambda_args: Any
 ) -> Path:
     """``Σ_n (Q_Sᵀ G_n Q_A)²`` over a sample of one domain (rule ekfac_domain_lambda).
 
-    The same Λ pass as the EK-FAC fit (same eigenbasis, Fisher labels and precision) on
-    ``tokens`` drawn from the domain alone, with its own sample seed. ``shard_args`` are
-    checkpoint, device, tracked_modules, seq_len and batch_size.
+    The EK-FAC fit's own Λ pass (:func:`~tikmix.influence.pipeline.lambda_part`: same
+    eigenbasis, Fisher labels and precision) on ``tokens`` drawn from the domain alone, with its
+    own sample seed. ``lambda_args`` are lambda_part's: eigen, fisher, seed, out, projection,
+    precision, checkpoint, device, tracked_modules, seq_len and batch_size.
     """
-    eigen_attrs = open_store(eigen).attrs
-    if eigen_attrs.get("projection") != projection_attrs(projection):
-        raise ValueError(
-            f"eigenbasis store {eigen} was fitted with projection "
-            f"{eigen_attrs.get('projection')!r}, this job asks for {projection_attrs(projection)!r}"
-        )
-    job = _ekfac_pass(
-        f"{domain} Λ_d",
+    return lambda_part(
         domain_dirs={domain: domain_dir},
         weights={domain: 1.0},
         tokens=tokens,
-        seed=seed,
-        sample_role=("ekfac_domain_lambda", domain),
-        projection=projection,
-        precision=precision,
         shards=1,
         shard=0,
-        **shard_args,
+        sample_role=("ekfac_domain_lambda", domain),
+        **lambda_args,
     )
-    sums = lambda_sums(
-        job.model,
-        job.modules,
-        load_eigenbases(eigen),
-        job.batches,
-        fisher=FISHER_LABELS[fisher],
-        seed=derive_seed(seed, "fisher"),
-        precision=precision,
-        projections=job.projections,
-    )
-    return save_lambdas(out, sums, job.finish(fisher=fisher, domain=domain))
 
 
 def stored_module_terms(

@@ -76,3 +76,46 @@ def test_perturbed_mixtures():
     ratio = P.to_numpy() / w.to_numpy()  # = u / Σ w u, so max/min of a row ≤ high/low
     assert (ratio.max(axis=1) / ratio.min(axis=1) <= 4.0 + 1e-12).all()
     pd.testing.assert_frame_equal(P, perturbed_mixtures(w, 256, seed=0))
+
+
+def test_tikmix_m_candidates_lie_in_the_box_around_w_d_and_the_pareto_set(tmp_path):
+    """Rejection keeps the feasible part of the box; where it has no volume (two tasks with
+    opposite benefits pin B·w to the prior's), the box's samples are projected onto it."""
+    from tikmix.mixing.exports import mixture_document, write_mixture
+    from tikmix.mixing.pipeline import tikmix_m_candidates
+    from tikmix.mixing.search import in_support
+    from tikmix.mixing.weights import normalised_matrix
+
+    domains = ["a", "b", "c", "d", "e"]
+    rng = np.random.default_rng(0)
+    row = rng.normal(size=5)
+    for name, B_rows in (("open", rng.normal(size=(2, 5))), ("pinned", np.stack([row, -row]))):
+        B = pd.DataFrame(B_rows, index=["t0", "t1"], columns=domains)
+        B.index.name = "task"
+        B.to_csv(tmp_path / f"{name}.csv")
+        w_d = pd.Series([0.3, 0.25, 0.2, 0.15, 0.1], index=domains)
+        for stem in ("prior", "tikmix_d"):
+            write_mixture(tmp_path / f"{stem}.json", mixture_document(w_d, method=stem))
+        table = tikmix_m_candidates(
+            tikmix_d=tmp_path / "tikmix_d.json",
+            influence_csv=tmp_path / f"{name}.csv",
+            prior=tmp_path / "prior.json",
+            n=40,
+            low=0.5,
+            high=2.0,
+            seed=0,
+            eps=1e-8,
+            normaliser="max",
+            out=tmp_path / f"{name}_mixtures.csv",
+        )
+        B_hat = normalised_matrix(B.to_numpy())
+        inside = in_support(
+            table.to_numpy(),
+            B_hat,
+            B_hat @ w_d.to_numpy(),
+            0.5 * w_d.to_numpy(),
+            2 * w_d.to_numpy(),
+        )
+        assert len(table) == 40 and inside.all(), name
+        np.testing.assert_allclose(table.sum(axis=1), 1.0)
+        assert table.std().min() > 0.01  # spread over the support, not collapsed onto w_D

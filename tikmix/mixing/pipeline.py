@@ -7,6 +7,7 @@ cost to determine (``compute: {tokens, flops}``) so the report can compare metho
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,13 @@ from tikmix.influence.store import open_store
 from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
 from tikmix.mixing.config_prior import prior_from_config
 from tikmix.mixing.exports import mixture_document, read_mixture, write_mixture
+from tikmix.mixing.pareto import project_onto_pareto
 from tikmix.mixing.priors import uniform_prior
 from tikmix.mixing.search import confirm_tikmix_m, in_support, propose_tikmix_m
 from tikmix.mixing.tikmix_d import availability_caps, solve_tikmix_d
 from tikmix.mixing.weights import normalised_matrix, read_influence_matrix, row_scales
+
+log = logging.getLogger(__name__)
 
 BENEFIT_PREFIX = "benefit:"
 
@@ -188,19 +192,34 @@ def tikmix_m_candidates(
     B, B_hat, floor = _pareto_set(influence_csv, prior, eps, normaliser)
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
     lower, upper = (b.to_numpy() for b in support_box(w_d, low, high))
-    # w_D sits on several Pareto constraints at once, so only a few percent of the box is
-    # feasible (about 1% on the demo): draw large rounds, and many of them.
-    sample = latin_hypercube_mixtures(
-        w_d,
-        n,
-        low=low,
-        high=high,
-        seed=seed,
-        batch_size=max(n, 4096),
-        max_rounds=1000,
-        accept=lambda W: in_support(W, B_hat, floor, lower, upper),
-    )
-    table = sample.weights.copy()
+
+    # w_D sits on several Pareto constraints at once, so only a small share of the box is
+    # feasible (about 1% on the demo): rejection draws large rounds, and many of them. Where a
+    # pilot round shows that is too little, the box's samples are projected onto the feasible
+    # part instead (as the search projects its candidates), so a study never fails here.
+    def accept(W: np.ndarray) -> np.ndarray:
+        return in_support(W, B_hat, floor, lower, upper)
+
+    batch, rounds = max(n, 4096), 1000
+    box = latin_hypercube_mixtures(w_d, batch, low=low, high=high, seed=seed).weights
+    if accept(box.to_numpy()).mean() * batch * rounds >= 2 * n:
+        sample = latin_hypercube_mixtures(
+            w_d,
+            n,
+            low=low,
+            high=high,
+            seed=seed,
+            batch_size=batch,
+            max_rounds=rounds,
+            accept=accept,
+        )
+        table = sample.weights.copy()
+    else:
+        log.warning("too little of TiKMiX-M's box is Pareto-feasible: candidates are projected")
+        table = pd.DataFrame(
+            project_onto_pareto(box.to_numpy()[:n], B_hat, floor, lower=lower, upper=upper),
+            columns=box.columns,
+        )
     table.index = pd.RangeIndex(len(table), name="mixture")
     with atomic_output(out) as tmp:
         table.to_csv(tmp, float_format="%.12g")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from tikmix.cli import main
 from tikmix.config import MIN_SURROGATE_ROWS
-from tikmix.data.atomic import write_json_atomic
+from tikmix.data.atomic import restore_nan, write_json_atomic
 from tikmix.mixing.candidates import latin_hypercube_mixtures
 from tikmix.mixing.surrogate import fit_surrogate
 from tikmix.provenance import FileDigests, settings_digest
@@ -56,6 +57,8 @@ def test_json_outputs_write_null_and_a_reason_for_nan(tmp_path):
     document = json.loads(path.read_text(), parse_constant=lambda name: pytest.fail(name))
     assert document["spearman"] is None and document["runs"] == [1.0, None]
     assert "nan" in document["spearman_null_reason"] and document["n"] == 3
+    restored = restore_nan(document)
+    assert math.isnan(restored["spearman"]) and restored["n"] == 3
 
 
 # A surrogate fitted on 20 rows predicts a constant in some folds; only the row count matters here.

@@ -135,14 +135,18 @@ def check_settings(config: dict[str, Any], checkpoints: list[str]) -> None:
 
 
 def check_config(
-    config: dict[str, Any], demo: bool = False, checkpoints: list[str] | None = None
+    config: dict[str, Any],
+    demo: bool = False,
+    checkpoints: list[str] | None = None,
+    check_data: bool = True,
 ) -> None:
     """Raise ConfigError for paths that do not exist and settings that contradict each other.
 
     With ``demo`` the domain and task files are produced by ``fetch_demo_data`` and are not checked.
     Otherwise every data and task file gets a fast structural check and every user checkpoint a
     check of its files against the tokenizer (:mod:`tikmix.validation`); ``checkpoints`` are the
-    names influence is computed at (see :func:`check_settings`).
+    names influence is computed at (see :func:`check_settings`). ``check_data=False`` skips the
+    rows of the data files (a cluster job re-parsing the workflow: they were checked at start-up).
     """
     if not demo:
         for domain, spec in config["domains"].items():
@@ -187,7 +191,7 @@ def check_config(
     check_settings(config, list(checkpoints or config["checkpoints"]))
     from tikmix import validation
 
-    if not demo:
+    if not demo and check_data:
         validation.check_data_files(config["domains"], config["tasks"])
     from tikmix.data.tokenizer import tokenizer_file
 

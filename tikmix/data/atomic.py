@@ -57,6 +57,19 @@ def finite_json(obj: Any) -> Any:
     return obj
 
 
+def restore_nan(obj: Any) -> Any:
+    """The inverse of :func:`finite_json` for readers that compute with the values: a null whose
+    mapping holds a ``key_null_reason`` becomes NaN again."""
+    if isinstance(obj, dict):
+        return {
+            key: math.nan if value is None and f"{key}_null_reason" in obj else restore_nan(value)
+            for key, value in obj.items()
+        }
+    if isinstance(obj, list):
+        return [restore_nan(value) for value in obj]
+    return obj
+
+
 def dumps_json(obj: Any, **kwargs: Any) -> str:
     """``json.dumps`` that never writes the bare ``NaN``/``Infinity`` strict parsers reject."""
     return json.dumps(finite_json(obj), allow_nan=False, **kwargs)

@@ -22,7 +22,7 @@ import pandas as pd
 from tikmix.analysis.additivity import PAPER_PEARSON_R, predicted_benefits
 from tikmix.analysis.evaluation import AVERAGE, METHOD, RANDOM, margins_over, recommended_mixture
 from tikmix.analysis.ranking import checkpoint_positions
-from tikmix.data.atomic import atomic_output
+from tikmix.data.atomic import atomic_output, restore_nan
 from tikmix.mixing.exports import read_mixture
 from tikmix.mixing.weights import read_influence_matrix
 from tikmix.report.figures import PAPER_FIGURE4_PEARSON, method_label
@@ -150,7 +150,7 @@ class _Writer:
 def _read_json(path: Path) -> dict:
     if not Path(path).is_file():
         raise FileNotFoundError(f"result file not found: {path}")
-    return json.loads(Path(path).read_text())
+    return restore_nan(json.loads(Path(path).read_text()))
 
 
 def _read_csv(path: Path, what: str) -> pd.DataFrame:

@@ -26,7 +26,13 @@ CHECKPOINTS = list(USER_CHECKPOINTS) if USER_CHECKPOINTS else list(STAGE1_CHECKP
 # Fails in seconds, naming the key or the file, before any job: settings the code cannot finish
 # with, user checkpoints (files, architecture, vocabulary) and the data files' structure.
 try:
-    check_config(config, demo=DEMO, checkpoints=CHECKPOINTS)
+    # A cluster job parses the workflow again: its data files were read when the run started.
+    check_config(
+        config,
+        demo=DEMO,
+        checkpoints=CHECKPOINTS,
+        check_data=workflow.is_main_process,
+    )
 except ConfigError as error:
     raise WorkflowError(str(error)) from None
 

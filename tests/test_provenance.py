@@ -86,7 +86,13 @@ def test_mix_m_states_its_minimum_rows_in_help_and_error(tmp_path, capsys):
     assert f"at least {MIN_SURROGATE_ROWS} rows" in " ".join(capsys.readouterr().out.split())
     table = tmp_path / "runs.csv"
     _table(table, MIN_SURROGATE_ROWS - 1)
-    argv = ["mix-m", "--table", str(table), "--response", "score", "--out", str(tmp_path / "m")]
+    influence, start = tmp_path / "influence.csv", tmp_path / "start.json"
+    pd.DataFrame(
+        [[1.0, 0.5, 0.2, 0.1]], index=pd.Index(["t"], name="task"), columns=list("abcd")
+    ).to_csv(influence)
+    start.write_text(json.dumps({d: 0.25 for d in "abcd"}))
+    argv = ["mix-m", "--table", str(table), "--response", "score", "--out", str(tmp_path / "m"),
+            "--influence", str(influence), "--prior", str(start), "--start", str(start)]  # fmt: skip
     assert main(argv) == 1
     error = capsys.readouterr().err
     assert f"{table}: {MIN_SURROGATE_ROWS - 1} runs" in error

@@ -156,7 +156,9 @@ def _gram_upper(x: torch.Tensor) -> torch.Tensor:
         from scipy.linalg import blas  # lazily: only the CPU covariance pass needs it
 
         syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
-        return torch.from_numpy(syrk(1.0, x.contiguous().numpy().T, trans=0, lower=0))
+        # the column-major lower triangle of xᵀx, transposed: the row-major upper triangle, so
+        # adding it into a row-major sum reads memory in order
+        return torch.from_numpy(syrk(1.0, x.contiguous().numpy().T, trans=0, lower=1).T)
     return x.T @ x
 
 

@@ -34,7 +34,7 @@ def _imported_modules(path: Path, dotted: str | None) -> set[str]:
     return set(_parsed_imports(str(path.resolve()), stat.st_mtime_ns, stat.st_size, dotted))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _parsed_imports(path: str, mtime_ns: int, size: int, dotted: str | None) -> frozenset[str]:
     """:func:`_imported_modules` of one version of a file: the workflow declares the code of
     every rule at parse time and most rules share modules, so each file is parsed once."""

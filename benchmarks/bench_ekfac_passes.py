@@ -4,13 +4,19 @@ A ~134M-parameter Hugging Face ``LlamaForCausalLM`` built from a config (hidden 
 12 heads, intermediate 2048, vocab 32000; random init, fp32, nothing downloaded), seq 128,
 batch 8. Per pass: seconds per token, best of ``--repeats`` interleaved single-batch runs after a
 warm-up; ratios are time per token of the pass / time per token of the gradient pass
-(``summed_gradients``) measured in the same run. The "before" implementation is
+(``summed_gradients``) measured in the same run, in wall-clock and in process CPU time (on a
+shared machine the CPU-time ratio of a single-threaded run is the stable one). The "before" implementation is
 ``tikmix/influence/{tracking,ekfac}.py`` of ``--base`` (the commit before issue 14), loaded from
 git into temporary modules; "after" is the working tree's. Both passes also print the relative
 difference of their sums (new vs old, Frobenius norm over all modules). Targets: covariances
 ≤ 1.3×, Λ ≤ 1.5× the gradient pass. Run (≈ 4 min on an idle 2-core machine):
 
     PYTHONPATH=. .venv/bin/python benchmarks/bench_ekfac_passes.py
+
+or, single-threaded (BLAS threads are fixed when the libraries load, hence the variables):
+
+    OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 PYTHONPATH=. .venv/bin/python \
+        benchmarks/bench_ekfac_passes.py --threads 1 --repeats 1
 """
 
 from __future__ import annotations
@@ -84,7 +90,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--base", default=BASE_COMMIT)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     old = base_implementation(args.base)
     model = hf_llama()
     modules = select_modules(model)
@@ -106,21 +117,27 @@ def main() -> None:
         "lambda after": lambda: ekfac.lambda_sums(model, modules, bases, [batch]),
     }
     passes["gradient"]()  # warm-up (the EK-FAC passes were warmed up above)
-    seconds = {name: float("inf") for name in passes}
+    wall = {name: float("inf") for name in passes}
+    cpu = {name: float("inf") for name in passes}
     for _ in range(args.repeats):  # interleaved, best of: robust to a shared machine
         for name, run in passes.items():
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             run()
-            seconds[name] = min(seconds[name], time.perf_counter() - start)
+            cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+            wall[name] = min(wall[name], time.perf_counter() - start)
+            print(f"  {name}: {wall[name]:.1f} s wall, {cpu[name]:.1f} s CPU", flush=True)
 
     print(
         f"HF Llama {n_params / 1e6:.0f}M params, {len(modules)} tracked modules, seq {SEQ}, "
         f"batch {BATCH}, threads={torch.get_num_threads()}, best of {args.repeats}; "
         f"before = {args.base[:7]}"
     )
-    print(f"{'pass':20s} {'tokens/s':>9s} {'x gradient pass':>16s}")
-    for name, value in seconds.items():
-        print(f"{name:20s} {tokens / value:9.1f} {value / seconds['gradient']:16.2f}")
+    print(f"{'pass':20s} {'tokens/s':>9s} {'x gradient (wall)':>18s} {'x gradient (CPU)':>17s}")
+    for name in passes:
+        print(
+            f"{name:20s} {tokens / wall[name]:9.1f} {wall[name] / wall['gradient']:18.2f} "
+            f"{cpu[name] / cpu['gradient']:17.2f}"
+        )
     print("targets: covariance <= 1.3x, lambda <= 1.5x")
     for label, new, prev in (
         ("activation covariance", new_cov.activation, old_cov.activation),

@@ -138,3 +138,34 @@ def test_covariance_and_lambda_sums_match_the_float64_per_module_computation(mod
     # q/k/v share A, hence Q_A: Λ's shared rotation is exercised
     q, k = (bases[f"layers.0.self_attn.{p}_proj"] for p in "qk")
     assert torch.equal(q.activation_eigenvectors, k.activation_eigenvectors)
+
+
+class RoutingModel(torch.nn.Module):
+    """Two tracked layers that read the same input tensor, except in batches of 3 sequences."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed_tokens = torch.nn.Embedding(VOCAB, 8)
+        self.layers = torch.nn.ModuleList([torch.nn.Module()])
+        self.layers[0].mlp = torch.nn.Module()
+        self.layers[0].mlp.gate_proj = torch.nn.Linear(8, 8)
+        self.layers[0].mlp.up_proj = torch.nn.Linear(8, 8)
+        self.lm_head = torch.nn.Linear(8, VOCAB)
+
+    def forward(self, ids):
+        x = self.embed_tokens(ids)
+        mlp = self.layers[0].mlp
+        y = 2 * x if ids.shape[0] == 3 else x
+        return self.lm_head(torch.tanh(mlp.gate_proj(x)) * mlp.up_proj(y))
+
+
+def test_shared_covariance_follows_a_change_of_which_modules_share_an_input():
+    torch.manual_seed(0)
+    model = RoutingModel().float()
+    modules = select_modules(model)
+    batches = [padded_batch(0), tuple(x[:3] for x in padded_batch(1)), padded_batch(2)]
+    covariances = covariance_sums(model, modules, batches)
+    bases = eigendecompose(covariances)
+    activation, gradient, _ = reference_sums(model, modules, batches, bases)
+    assert relative_difference(covariances.activation, activation) < 1e-6
+    assert relative_difference(covariances.gradient, gradient) < 1e-6

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -29,6 +30,15 @@ def _module_file(root: Path, dotted: str) -> Path | None:
 
 def _imported_modules(path: Path, dotted: str | None) -> set[str]:
     """Dotted names of tikmix modules imported by a file (``dotted`` is its own module name)."""
+    stat = path.stat()
+    return set(_parsed_imports(str(path.resolve()), stat.st_mtime_ns, stat.st_size, dotted))
+
+
+@functools.cache
+def _parsed_imports(path: str, mtime_ns: int, size: int, dotted: str | None) -> frozenset[str]:
+    """:func:`_imported_modules` of one version of a file: the workflow declares the code of
+    every rule at parse time and most rules share modules, so each file is parsed once."""
+    path = Path(path)
     tree = ast.parse(path.read_text(), filename=str(path))
     names: set[str] = set()
     package = None
@@ -49,7 +59,7 @@ def _imported_modules(path: Path, dotted: str | None) -> set[str]:
             names.add(module)
             # `from tikmix.data import sampler` imports a submodule, not only a name
             names.update(f"{module}.{alias.name}" for alias in node.names)
-    return {n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}
+    return frozenset(n for n in names if n == PACKAGE or n.startswith(PACKAGE + "."))
 
 
 def library_dependencies(script: str | Path, root: str | Path) -> list[str]:

@@ -156,7 +156,9 @@ def _gram_upper(x: torch.Tensor) -> torch.Tensor:
         from scipy.linalg import blas  # lazily: only the CPU covariance pass needs it
 
         syrk = blas.ssyrk if x.dtype == torch.float32 else blas.dsyrk
-        return torch.from_numpy(syrk(1.0, x.contiguous().numpy().T, trans=0, lower=0))
+        # the column-major lower triangle of xᵀx, transposed: the row-major upper triangle, so
+        # adding it into a row-major sum reads memory in order
+        return torch.from_numpy(syrk(1.0, x.contiguous().numpy().T, trans=0, lower=1).T)
     return x.T @ x
 
 
@@ -270,6 +272,18 @@ def covariance_sums(
     n_sequences = 0
     # per-batch products in the working dtype (float32 for float32/bf16 models), summed in dtype
     work = working_dtype(model)
+    # Modules whose calls all read the same inputs (q/k/v, gate/up) share one running Σ a aᵀ,
+    # held by the group's first module and added to every member when the grouping ends (it
+    # only changes if a model routes inputs differently between batches).
+    leaders: dict[str, str] = {}
+    shared: dict[str, torch.Tensor] = {}
+
+    def settle_shared_sums() -> None:
+        for name, leader in leaders.items():
+            if leader in shared:
+                activation[name] += shared[leader]
+        shared.clear()
+
     with evaluation_mode(model):
         for batch in batches:
             ids, loss_mask = unpack_batch(batch, device)
@@ -277,17 +291,28 @@ def covariance_sums(
             count = int(mask.sum())
             all_scored = count == mask.numel()
             n_sequences += ids.shape[0]
-            # one Σ a aᵀ per distinct layer input: modules reading the same input share `a`
-            input_products: dict[int, torch.Tensor] = {}
+            first_reader: dict[tuple[int, ...], str] = {}
+            batch_leaders = {
+                name: first_reader.setdefault(tuple(id(a) for a, _ in recorder.pairs(name)), name)
+                for name in modules
+            }
+            if batch_leaders != leaders:
+                settle_shared_sums()
+                leaders = batch_leaders
+            input_products: dict[int, torch.Tensor] = {}  # Σ a aᵀ once per distinct input
             for name in modules:
                 for a, g in recorder.pairs(name):
-                    if id(a) not in input_products:
-                        input_products[id(a)] = _gram_upper(
-                            _scored_rows(a, mask, all_scored).to(work)
-                        )
-                    activation[name] += input_products[id(a)]
+                    if leaders[name] == name:
+                        if id(a) not in input_products:
+                            input_products[id(a)] = _gram_upper(
+                                _scored_rows(a, mask, all_scored).to(work)
+                            )
+                        if name not in shared:
+                            shared[name] = torch.zeros_like(activation[name])
+                        shared[name] += input_products[id(a)]
                     gradient[name] += _gram_upper(_scored_rows(g, mask, all_scored).to(work))
                     n_tokens[name] += count
+    settle_shared_sums()
     activation = {name: _symmetric_from_upper(m) for name, m in activation.items()}
     gradient = {name: _symmetric_from_upper(m) for name, m in gradient.items()}
     return CovarianceSums(activation, gradient, n_tokens, n_sequences)

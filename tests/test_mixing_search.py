@@ -218,3 +218,15 @@ def test_search_with_projection_keeps_every_iterate_feasible():
     assert (result.trace["c"] >= 0.25 - 1e-9).all()
     assert result.weights["c"] >= 0.25 - 1e-9
     assert np.abs(result.weights.to_numpy() - [0.5, 0.25, 0.25]).sum() < 0.1
+
+
+def test_availability_caps_bound_the_search():
+    # TiKMiX-D's caps (max_epochs over the available tokens) hold for TiKMiX-M too.
+    domains, prior, w_d, w_star, B_hat, floor, W = _study(seed=3, n=128)
+    y = -((W.to_numpy() - w_star.to_numpy()) ** 2).sum(axis=1)
+    caps = pd.Series(1.0, index=domains)
+    caps["web"] = w_d["web"] * 1.05  # w* wants 1.5x w_D's web share
+    proposal = propose_tikmix_m(W, y, w_d, B_hat=B_hat, pareto_floor=floor, caps=caps, seed=0)
+    assert (proposal.trace[domains] <= caps + 1e-9).all().all()
+    assert proposal.weights["web"] <= caps["web"] + 1e-9
+    assert proposal.upper["web"] == pytest.approx(caps["web"])

@@ -48,10 +48,16 @@ def _check_box(low: float, high: float) -> None:
         )
 
 
-def support_box(w: pd.Series, low: float, high: float) -> tuple[pd.Series, pd.Series]:
-    """The box ``[low·w, high·w]`` TiKMiX-M samples and searches in (a zero weight stays 0)."""
+def support_box(
+    w: pd.Series, low: float, high: float, caps: pd.Series | None = None
+) -> tuple[pd.Series, pd.Series]:
+    """The box ``[low·w, high·w]`` TiKMiX-M samples and searches in (a zero weight stays 0),
+    its upper side lowered to the per-domain ``caps`` where TiKMiX-D had availability caps."""
     _check_box(low, high)
-    return w * low, w * high
+    upper = w * high
+    if caps is not None:
+        upper = np.minimum(upper, caps.reindex(w.index).fillna(np.inf))
+    return w * low, upper
 
 
 def latin_hypercube_mixtures(

@@ -173,6 +173,16 @@ def _pareto_set(
     return B, B_hat, B_hat @ read_mixture(prior, domains=list(B.columns)).to_numpy()
 
 
+def availability_caps_of(tikmix_d: str | Path) -> pd.Series | None:
+    """TiKMiX-D's per-domain availability caps (``mixing.tikmix_d.max_epochs``), or None:
+    TiKMiX-M's box keeps under them too."""
+    document = json.loads(Path(tikmix_d).read_text())
+    slack = document["solver"]["constraint_slack"]["caps"]
+    if slack is None:
+        return None
+    return pd.Series(document["weights"]) + pd.Series(slack)
+
+
 def tikmix_m_candidates(
     *,
     tikmix_d: str | Path,
@@ -191,7 +201,9 @@ def tikmix_m_candidates(
     surrogate is trained exactly where the search looks."""
     B, B_hat, floor = _pareto_set(influence_csv, prior, eps, normaliser)
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
-    lower, upper = (b.to_numpy() for b in support_box(w_d, low, high))
+    lower, upper = (
+        b.to_numpy() for b in support_box(w_d, low, high, availability_caps_of(tikmix_d))
+    )
 
     # w_D sits on several Pareto constraints at once, so only a small share of the box is
     # feasible (about 1% on the demo): rejection draws large rounds, and many of them. Where a
@@ -315,6 +327,7 @@ def tikmix_m_search(
         low=low,
         high=high,
         min_spearman=min_spearman,
+        caps=availability_caps_of(tikmix_d),
         seed=seed,
         **search,
     )

@@ -201,6 +201,7 @@ def propose_tikmix_m(
     low: float = 0.5,
     high: float = 2.0,
     min_spearman: float = 0.5,
+    caps: pd.Series | None = None,
     seed: int = 0,
     num_threads: int = 1,
     surrogate_params: dict | None = None,
@@ -214,12 +215,12 @@ def propose_tikmix_m(
     ``accept`` filter), and the search never scores a point outside it. The gate fails, and the
     proposal must not replace ``w_start``, when the surrogate's cross-validated Spearman is below
     ``min_spearman`` (or undefined) or its predicted gain over ``w_start`` is within its
-    cross-validated RMSE.
+    cross-validated RMSE. ``caps`` (TiKMiX-D's availability caps) lower the box's upper side.
     """
     start = validate_weights(start, list(W.columns), source="TiKMiX-M start")
     B_hat = np.atleast_2d(np.asarray(B_hat, dtype=float))
     floor = np.asarray(pareto_floor, dtype=float)
-    lower, upper = support_box(start, low, high)
+    lower, upper = support_box(start, low, high, caps)
     if not in_support(start.to_numpy()[None], B_hat, floor, lower.to_numpy(), upper.to_numpy())[0]:
         raise MixtureInputError("the TiKMiX-M start violates the Pareto constraint")
     fit = fit_surrogate(W, y, seed=seed, num_threads=num_threads, **(surrogate_params or {}))
@@ -239,19 +240,28 @@ def propose_tikmix_m(
     quality = fit.quality
     gain = predicted - predicted_start
     if not (quality.spearman >= min_spearman):
-        passed, reason = False, (
-            f"the surrogate's cross-validated Spearman {quality.spearman:.3f} is below "
-            f"{min_spearman:g}: its ranking of mixtures is not trusted"
+        passed, reason = (
+            False,
+            (
+                f"the surrogate's cross-validated Spearman {quality.spearman:.3f} is below "
+                f"{min_spearman:g}: its ranking of mixtures is not trusted"
+            ),
         )
     elif not gain > quality.rmse:
-        passed, reason = False, (
-            f"the predicted gain over the start {gain:.4g} is within the surrogate's "
-            f"cross-validated error (RMSE {quality.rmse:.4g})"
+        passed, reason = (
+            False,
+            (
+                f"the predicted gain over the start {gain:.4g} is within the surrogate's "
+                f"cross-validated error (RMSE {quality.rmse:.4g})"
+            ),
         )
     else:
-        passed, reason = True, (
-            f"Spearman {quality.spearman:.3f} >= {min_spearman:g} and predicted gain "
-            f"{gain:.4g} > RMSE {quality.rmse:.4g}"
+        passed, reason = (
+            True,
+            (
+                f"Spearman {quality.spearman:.3f} >= {min_spearman:g} and predicted gain "
+                f"{gain:.4g} > RMSE {quality.rmse:.4g}"
+            ),
         )
     return TikmixMProposal(
         start=start,
@@ -305,15 +315,21 @@ def confirm_tikmix_m(
     if not passed:
         chosen, why = "start", f"gate: {reason}"
     elif difference > margin:
-        chosen, why = "proposal", (
-            f"{reason}; the response confirms it: {decision['proposal_response']:.6g} "
-            f"vs {decision['start_response']:.6g} at the start"
+        chosen, why = (
+            "proposal",
+            (
+                f"{reason}; the response confirms it: {decision['proposal_response']:.6g} "
+                f"vs {decision['start_response']:.6g} at the start"
+            ),
         )
     else:
-        chosen, why = "start", (
-            f"{reason}, but the response does not confirm it: "
-            f"{decision['proposal_response']:.6g} vs {decision['start_response']:.6g} at the start"
-            + (f" (margin {margin:.3g})" if margin else "")
+        chosen, why = (
+            "start",
+            (
+                f"{reason}, but the response does not confirm it: "
+                f"{decision['proposal_response']:.6g} vs {decision['start_response']:.6g} at the start"
+                + (f" (margin {margin:.3g})" if margin else "")
+            ),
         )
     decision.update(chosen=chosen, reason=why)
     return pd.Series(proposal[chosen], dtype=float, name="weight"), decision

@@ -182,8 +182,10 @@ rule ekfac_domain_lambda:
         mem_mb=4000,
         runtime=120,
     params:
-        upstream=lambda wildcards: domain_lambda_digest(wildcards.ckpt, wildcards.domain),
         **DOMAIN_LAMBDA_PARAMS,
+        upstream=lambda wildcards: domain_lambda_digest(
+            wildcards.ckpt, wildcards.domain
+        ),
         domain_dir=lambda wildcards: domain_dir(wildcards.domain),
     script:
         script_path("ekfac_domain_lambda.py")

@@ -213,8 +213,8 @@ rule mixture_tikmix_m:
         mem_mb=2000,
         runtime=30,
     params:
-        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_m"),
         **NORMALISATION,
+        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_m"),
     script:
         script_path("mixture_tikmix_m.py")
 

@@ -268,7 +268,8 @@ def summary_margin(summary_csv, method, other):
     summary = pd.read_csv(summary_csv).set_index("method")
     gap = summary.loc[other, "average_loss_mean"] - summary.loc[method, "average_loss_mean"]
     spread = summary.loc[other, "average_loss_std"] + summary.loc[method, "average_loss_std"]
-    return {"gap": gap, "spread": spread, "beats": gap > spread}
+    verdict = "beats" if gap > spread else "worse" if gap < -spread else "tie"
+    return {"gap": gap, "spread": spread, "verdict": verdict}
 
 
 def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp_path):
@@ -279,8 +280,12 @@ def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp
     # No random mixtures; TiKMiX-M kept w_D, so TiKMiX-D's mixture is the recommended one.
     assert header[1:] == ["Natural (prior)", "TiKMiX-D (recommended)", "RegMix"]
     margin = summary_margin(results.evaluation.summary, "tikmix_d", "natural")
-    verdict = "beats" if margin["beats"] else "does not beat (a tie within the seed spread)"
-    assert f"The recommended mixture (TiKMiX-D) {verdict} Natural (prior)" in section
+    verdict = {
+        "beats": "beats Natural (prior): average loss lower by",
+        "worse": "is worse than Natural (prior): average loss higher by",
+        "tie": "ties with Natural (prior) (within the seed spread)",
+    }[margin["verdict"]]
+    assert f"The recommended mixture (TiKMiX-D) {verdict}" in section
     # mmlu: natural 3.1 ± 0.14, TiKMiX-D 2.85 ± 0.071 (best, bold), RegMix 2.95 ± 0.071.
     mmlu = _table_row(section, "mmlu")
     assert mmlu[1] == f"3.1 ± {np.std([3.0, 3.2], ddof=1):.2g}"
@@ -379,7 +384,9 @@ def test_mixture_section_states_the_gate_and_recommends_one_mixture(results, tmp
     assert "fitted on 64 mixtures sampled in the box" in mixtures
     assert "Spearman 0.31, Pearson 0.42 and RMSE 0.05" in mixtures
     assert "from 1.25 at w_D to 1.5" in mixtures
-    assert "Gate: kept w_D (the surrogate's cross-validated Spearman 0.310 is below 0.5)" in mixtures
+    assert (
+        "Gate: kept w_D (the surrogate's cross-validated Spearman 0.310 is below 0.5)" in mixtures
+    )
     assert "TiKMiX-M returns w_D" in mixtures
     # The curvature response's departure from B·w, per task.
     tikmix_m = _section(text, "TiKMiX-M")  # the "### TiKMiX-M" subsection

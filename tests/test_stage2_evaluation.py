@@ -254,3 +254,18 @@ def test_constant_predicted_benefit_gives_no_correlation():
     points, stats = benefit_vs_improvement(records, B)
     assert points["predicted_benefit"].to_numpy() == pytest.approx([1.0] * 3)
     assert math.isnan(stats["pearson"]) and stats["n_mixtures"] == 3
+
+
+def test_margins_over_call_a_gap_within_the_seed_spread_a_tie():
+    from tikmix.analysis.evaluation import margins_over
+
+    summary = pd.DataFrame(
+        {"average_loss_mean": [5.420, 5.415, 5.418], "average_loss_std": [0.002, 0.002, 0.005]},
+        index=["tikmix_m", "natural", "uniform"],
+    )
+    rows = {r["other"]: r for r in margins_over(summary, "tikmix_m", ["natural", "uniform"])}
+    assert rows["natural"]["verdict"] == "worse"  # 0.005 higher, spread 0.004
+    assert rows["uniform"]["verdict"] == "tie"  # 0.002 higher, spread 0.007
+    assert rows["natural"]["gap"] == pytest.approx(-0.005)
+    better = summary.assign(average_loss_mean=[5.405, 5.415, 5.418])
+    assert margins_over(better, "tikmix_m", ["natural"])[0]["verdict"] == "beats"

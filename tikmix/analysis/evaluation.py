@@ -369,8 +369,9 @@ def recommended_mixture(tikmix_m_document: Mapping) -> tuple[str, str]:
 
 def margins_over(summary: pd.DataFrame, method: str, others: Sequence[str]) -> list[dict]:
     """How far ``method``'s mean average loss lies below each of ``others``', against the seed
-    spread: ``beats`` is true only when the gap exceeds the sum of the two seed standard
-    deviations (a difference smaller than the spread is a tie, and is reported as one)."""
+    spread (the sum of the two seed standard deviations). ``verdict`` is ``beats`` or ``worse``
+    only when the gap exceeds that spread, and ``tie`` otherwise: a difference smaller than the
+    spread is reported as a tie."""
     rows = []
     for other in others:
         if other == method or other not in summary.index or method not in summary.index:
@@ -382,5 +383,6 @@ def margins_over(summary: pd.DataFrame, method: str, others: Sequence[str]) -> l
             np.nan_to_num(summary.loc[other, "average_loss_std"])
             + np.nan_to_num(summary.loc[method, "average_loss_std"])
         )
-        rows.append({"other": other, "gap": gap, "spread": spread, "beats": gap > spread})
+        verdict = "beats" if gap > spread else "worse" if gap < -spread else "tie"
+        rows.append({"other": other, "gap": gap, "spread": spread, "verdict": verdict})
     return rows

@@ -115,7 +115,9 @@ def search_mixture(
     return SearchResult(pd.Series(w_best, index=domains, name="weight"), trace)
 
 
-def _finite_or_none(value: float) -> float | None:
+def _finite_or_none(value: float) -> float | int | None:
+    if isinstance(value, int):
+        return value
     return None if value is None or not math.isfinite(value) else float(value)
 
 

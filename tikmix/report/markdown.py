@@ -303,8 +303,7 @@ def _additivity_section(w: _Writer, inputs: ReportInputs) -> None:
             markdown_table(summary),
             f"Pearson r ranges from {format_number(low)} to {format_number(high)} over "
             f"{len(summary)} tasks, with {format_number(int(summary['n_outliers'].sum()))} "
-            "flagged outlier(s) in total."
-            + _noise_sentence(summary),
+            "flagged outlier(s) in total." + _noise_sentence(summary),
         )
     paper = pd.DataFrame(
         {
@@ -482,12 +481,17 @@ def _evaluation_section(
     ]
     if recommended in summary.index:
         for row in margins_over(summary, recommended, ["natural", "uniform"]):
-            verdict = "beats" if row["beats"] else "does not beat (a tie within the seed spread)"
+            gap = abs(row["gap"])
+            verdict = {
+                "beats": f"beats {method_label(row['other'])}: average loss lower by",
+                "worse": f"is worse than {method_label(row['other'])}: average loss higher by",
+                "tie": f"ties with {method_label(row['other'])} (within the seed spread): "
+                f"average loss {'lower' if row['gap'] >= 0 else 'higher'} by",
+            }[row["verdict"]]
             sentences.append(
                 f"The recommended mixture ({method_label(recommended)}) {verdict} "
-                f"{method_label(row['other'])}: average loss lower by {format_number(row['gap'])} "
-                f"against a seed spread of {format_number(row['spread'])} (sum of the two seed "
-                "standard deviations)."
+                f"{format_number(gap)} against a seed spread of {format_number(row['spread'])} "
+                "(sum of the two seed standard deviations)."
             )
     flops = summary["mixture_flops"]
     if {"tikmix_d", "regmix"} <= set(flops.index) and flops["regmix"] > 0:

@@ -82,6 +82,7 @@ rule mixture_candidates:
         low=TIKMIX_M["low"],
         high=TIKMIX_M["high"],
         seed=config["seed"],
+        **NORMALISATION,
     script:
         script_path("mixture_candidates.py")
 

@@ -11,4 +11,5 @@ with script_logging(snakemake):
         domain_stores=dict(zip(p.domains, snakemake.input.domains, strict=True)),
         domain_lambda_stores=dict(zip(p.domains, snakemake.input.domain_lambdas, strict=True)),
         out=snakemake.output[0],
+        count_passes=p.count_passes,
     )

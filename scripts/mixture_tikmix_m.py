@@ -6,7 +6,6 @@ with script_logging(snakemake) as log:
         proposal=snakemake.input.proposal,
         confirmations=list(snakemake.input.confirmations),
         measurements=list(snakemake.input.measurements),
-        curvature_stores=list(snakemake.input.curvature_stores),
         influence_csv=snakemake.input.influence,
         tikmix_d=snakemake.input.tikmix_d,
         out=snakemake.output[0],

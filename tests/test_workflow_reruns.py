@@ -193,7 +193,8 @@ def test_new_domain_computes_its_gradients_and_refits_what_reads_all_domains(
     With the checkpoints and tokenizer fixed, no other domain's or task's jobs may run. The
     consumers include the influence matrix and the mixtures, and also the prior mixture, since
     the natural prior weighs every domain, and hence the EK-FAC fit, whose data is sampled from
-    the prior mixture: a new domain changes the curvature estimate too.
+    the prior mixture: a new domain changes the curvature estimate too, and with it the
+    eigenbasis every domain's Λ_d (TiKMiX-M's curvature response) is computed in.
     """
     flow = frozen_stage1.copy(tmp_path / "work")
     config = flow.config()
@@ -209,7 +210,11 @@ def test_new_domain_computes_its_gradients_and_refits_what_reads_all_domains(
     per_domain = [job for job in full_plan if job.wildcards.get("domain") == old_domains[0]]
     print(f"jobs of domain {old_domains[0]} in the completed run:\n{describe(per_domain)}")
     assert job_counts(roots) == job_counts(per_domain)
-    assert not [job for job in planned if job.wildcards.get("domain") in old_domains]
+    old_domain_jobs = [job for job in planned if job.wildcards.get("domain") in old_domains]
+    assert {job.rule for job in old_domain_jobs} <= {"ekfac_domain_lambda"}, describe(
+        old_domain_jobs
+    )
+    assert all("eigen.zarr" in job.reason for job in old_domain_jobs), describe(old_domain_jobs)
     assert not [job for job in planned if "task" in job.wildcards]
     counts = job_counts(planned)
     assert counts.get("influence_matrix") == len(_checkpoints(flow)), counts

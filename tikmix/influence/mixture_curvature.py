@@ -178,13 +178,15 @@ def curvature_response_table(
     *,
     mixtures_csv: str | Path,
     out: str | Path,
+    count_passes: bool = True,
     **stores: Any,
 ) -> pd.DataFrame:
     """Curvature responses of every mixture of ``mixtures_csv`` (rule curvature_responses).
 
     ``stores`` are :func:`stored_module_terms`'s. Writes the mixtures with one
-    ``benefit:<task>`` column per task, ``tokens`` and ``flops`` (0: no model pass; the Λ_d
-    passes are counted in their own stores) and ``response = curvature``.
+    ``benefit:<task>`` column per task, ``tokens`` and ``flops`` and ``response = curvature``.
+    The responses need no model pass; with ``count_passes`` the per-domain Λ passes they read
+    are spread over the rows' ``tokens`` and ``flops`` (count them in one design only).
     """
     table = pd.read_csv(mixtures_csv, index_col="mixture")
     domains = list(stores["domain_stores"])
@@ -194,7 +196,12 @@ def curvature_response_table(
         [table, pd.DataFrame(values, index=table.index, columns=tasks).add_prefix("benefit:")],
         axis=1,
     )
-    result["tokens"], result["flops"] = 0, 0.0
+    passes = [
+        open_store(path).attrs["compute"] for path in stores["domain_lambda_stores"].values()
+    ]
+    share = 1.0 / len(result) if count_passes else 0.0
+    result["tokens"] = sum(c["tokens"] for c in passes) * share
+    result["flops"] = sum(c["flops"] for c in passes) * share
     result["response"] = "curvature"
     with atomic_output(out) as path:
         result.to_csv(path, float_format="%.12g")

@@ -16,7 +16,6 @@ import numpy as np
 import pandas as pd
 
 from tikmix.data.atomic import atomic_output, write_json_atomic
-from tikmix.influence.store import open_store
 from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
 from tikmix.mixing.config_prior import prior_from_config
 from tikmix.mixing.exports import mixture_document, read_mixture, write_mixture
@@ -177,7 +176,7 @@ def availability_caps_of(tikmix_d: str | Path) -> pd.Series | None:
     """TiKMiX-D's per-domain availability caps (``mixing.tikmix_d.max_epochs``), or None:
     TiKMiX-M's box keeps under them too."""
     document = json.loads(Path(tikmix_d).read_text())
-    slack = document["solver"]["constraint_slack"]["caps"]
+    slack = document.get("solver", {}).get("constraint_slack", {}).get("caps")
     if slack is None:
         return None
     return pd.Series(document["weights"]) + pd.Series(slack)
@@ -361,13 +360,12 @@ def tikmix_m_mixture(
     eps: float,
     normaliser: str,
     out: str | Path,
-    curvature_stores: Sequence[str | Path] = (),
 ) -> dict:
     """TiKMiX-M's mixture (rule mixture_tikmix_m): the proposal if the gate passed and the
     response confirmed it against w_D, else w_D, with the reason in the document.
 
-    Its compute is every measured response's plus, for the curvature response, the per-domain
-    Λ passes (``curvature_stores``, whose ``compute`` attributes count them)."""
+    Its compute is every measured response's (the curvature response's rows carry the per-domain
+    Λ passes)."""
     B = read_influence_matrix(influence_csv)
     search = json.loads(Path(proposal).read_text())
     confirmed = read_measurements(confirmations)
@@ -377,7 +375,6 @@ def tikmix_m_mixture(
         search, totals.iloc[:replicates].to_numpy(), totals.iloc[replicates:].to_numpy()
     )
     measured = pd.concat([read_measurements(measurements), confirmed])
-    passes = [open_store(path).attrs["compute"] for path in curvature_stores]
     solver = {
         "name": "TiKMiX-M (LightGBM surrogate + Dirichlet search, Algorithm 1, gate)",
         **{k: v for k, v in search.items() if k not in ("start", "proposal")},
@@ -392,10 +389,7 @@ def tikmix_m_mixture(
         eps=eps,
         normaliser=normaliser,
         solver=solver,
-        compute={
-            "tokens": int(measured["tokens"].sum() + sum(c["tokens"] for c in passes)),
-            "flops": float(measured["flops"].sum() + sum(c["flops"] for c in passes)),
-        },
+        compute={"tokens": int(measured["tokens"].sum()), "flops": float(measured["flops"].sum())},
         upstream_compute=json.loads(Path(tikmix_d).read_text())["total_compute"],
         provenance={"influence": str(influence_csv), "start": str(tikmix_d)},
     )

@@ -150,6 +150,8 @@ rule curvature_responses:
     params:
         tasks=TASKS,
         domains=DOMAINS,
+        # The Λ_d passes are counted once, in TiKMiX-M's training design.
+        count_passes=lambda wildcards: wildcards.design == "tikmix_m",
     script:
         script_path("curvature_responses.py")
 
@@ -193,11 +195,6 @@ rule mixture_tikmix_m:
             wildcards.ckpt, "tikmix_m_confirm"
         ),
         measurements=lambda wildcards: tikmix_m_responses(wildcards.ckpt, "tikmix_m"),
-        curvature_stores=lambda wildcards: (
-            domain_lambda_stores(wildcards.ckpt)
-            if TIKMIX_M["response"] == "curvature"
-            else []
-        ),
         influence="results/influence/{ckpt}/influence.csv",
         tikmix_d="results/mixtures/{ckpt}/tikmix_d.json",
         code=code("mixture_tikmix_m.py"),

@@ -77,12 +77,12 @@ rule mixture_candidates:
         mem_mb=1000,
         runtime=5,
     params:
+        **NORMALISATION,
         upstream=lambda wildcards: candidates_digest(wildcards.ckpt),
         n=TIKMIX_M["candidates"],
         low=TIKMIX_M["low"],
         high=TIKMIX_M["high"],
         seed=config["seed"],
-        **NORMALISATION,
     script:
         script_path("mixture_candidates.py")
 

@@ -1,5 +1,5 @@
 from tikmix.analysis.compute import compute_tables
-from tikmix.data.atomic import atomic_output
+from tikmix.core.atomic import atomic_output
 from tikmix.report.figures import compute_bars
 from tikmix.workflow import script_logging
 

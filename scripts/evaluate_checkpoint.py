@@ -1,4 +1,4 @@
-from tikmix.data.atomic import write_json_atomic
+from tikmix.core.atomic import write_json_atomic
 from tikmix.models.stage2 import checkpoint_task_metrics
 from tikmix.workflow import script_logging
 

@@ -1,6 +1,6 @@
+from tikmix.core.mixture import read_mixture, write_mixture
 from tikmix.data.tokenizer import load_tokenizer, vocab_size
 from tikmix.mixing.doremi import doremi_mixture
-from tikmix.mixing.exports import read_mixture, write_mixture
 from tikmix.workflow import script_logging
 
 with script_logging(snakemake) as log:

@@ -1,5 +1,5 @@
+from tikmix.core.mixture import read_mixture, write_mixture
 from tikmix.data.tokenizer import load_tokenizer, vocab_size
-from tikmix.mixing.exports import read_mixture, write_mixture
 from tikmix.mixing.regmix import DirichletSettings, regmix_mixture
 from tikmix.workflow import script_logging
 

@@ -1,10 +1,9 @@
-from tikmix.mixing.config_prior import prior_from_config, write_prior
+from tikmix.core.mixture import write_mixture
+from tikmix.mixing.priors import build_prior, domain_tokens, prior_document
 from tikmix.workflow import script_logging
 
 with script_logging(snakemake) as log:
-    prior = prior_from_config(
-        snakemake.params.spec,
-        dict(zip(snakemake.params.domains, snakemake.input.meta, strict=True)),
-    )
-    write_prior(prior, snakemake.output[0], spec=snakemake.params.spec)
+    meta = dict(zip(snakemake.params.domains, snakemake.input.meta, strict=True))
+    prior = build_prior(snakemake.params.spec, list(meta), domain_tokens(meta))
+    write_mixture(snakemake.output[0], prior_document(prior, snakemake.params.spec))
     log.info("prior %s: %s", snakemake.params.spec, prior.round(4).to_dict())

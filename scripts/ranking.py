@@ -1,5 +1,5 @@
 from tikmix.analysis.ranking import ranking_analysis
-from tikmix.data.atomic import atomic_output
+from tikmix.core.atomic import atomic_output
 from tikmix.report.figures import benefit_trajectories_figure, influence_heatmap
 from tikmix.workflow import script_logging
 

@@ -18,6 +18,7 @@ from tikmix.analysis.additivity import (
     studentized_residuals,
     write_additivity,
 )
+from tikmix.core.mixture import MixtureInputError, mixture_document, write_mixture
 from tikmix.data.domains import tokenize_domain
 from tikmix.data.sampler import load_streams, plan_mixture, sample_mixture
 from tikmix.data.sources import DomainSource
@@ -36,9 +37,7 @@ from tikmix.influence import (
     task_gradient,
 )
 from tikmix.influence.pipeline import preconditioned_task_store
-from tikmix.mixing.exports import mixture_document, write_mixture
 from tikmix.mixing.tikmix_d import solve_tikmix_d
-from tikmix.mixing.weights import MixtureInputError
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.flops import training_flops_per_token
 from tikmix.models.llama import ModelConfig, TinyLlama

@@ -17,7 +17,7 @@ from tikmix.analysis.ranking import (
     checkpoint_positions,
     ranking_stability,
 )
-from tikmix.mixing.weights import MixtureInputError
+from tikmix.core.mixture import MixtureInputError
 
 DOMAINS = [f"d{i}" for i in range(7)]
 

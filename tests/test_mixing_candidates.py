@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tikmix.core.mixture import MixtureInputError
 from tikmix.mixing.candidates import latin_hypercube_mixtures, perturbed_mixtures
-from tikmix.mixing.weights import MixtureInputError
 
 
 def prior(d: int, seed: int = 0) -> pd.Series:
@@ -81,10 +81,10 @@ def test_perturbed_mixtures():
 def test_tikmix_m_candidates_lie_in_the_box_around_w_d_and_the_pareto_set(tmp_path):
     """Rejection keeps the feasible part of the box; where it has no volume (two tasks with
     opposite benefits pin B·w to the prior's), the box's samples are projected onto it."""
-    from tikmix.mixing.exports import mixture_document, write_mixture
+    from tikmix.core.conventions import normalised_matrix
+    from tikmix.core.mixture import mixture_document, write_mixture
     from tikmix.mixing.pipeline import tikmix_m_candidates
     from tikmix.mixing.search import in_support
-    from tikmix.mixing.weights import normalised_matrix
 
     domains = ["a", "b", "c", "d", "e"]
     rng = np.random.default_rng(0)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from tikmix.cli import main
+from tikmix.core.mixture import parse_megatron_data_path
 from tikmix.mixing.candidates import latin_hypercube_mixtures
-from tikmix.mixing.exports import parse_megatron_data_path
 
 DOMAINS = ["web", "code", "books", "news"]
 
@@ -45,7 +45,16 @@ def test_mix_d_writes_a_feasible_canonical_mixture(tmp_path, influence_csv):
     tokens.write_text(json.dumps({"web": 500, "code": 200, "books": 200, "news": 100}))
     out = tmp_path / "w.json"
     run = tikmix(
-        "mix-d", "--influence", path, "--prior", f"natural:{tokens}", "--out", out, cwd=tmp_path
+        "mix-d",
+        "--influence",
+        path,
+        "--prior",
+        "natural",
+        "--tokens",
+        tokens,
+        "--out",
+        out,
+        cwd=tmp_path,
     )
     assert run.returncode == 0, run.stderr
     doc = json.loads(out.read_text())
@@ -185,7 +194,7 @@ def test_help_documents_every_flag(capsys):
 
 def test_mixing_does_not_import_torch(tmp_path):
     code = (
-        "import sys, tikmix.cli, tikmix.mixing.exports, tikmix.mixing.search, "
+        "import sys, tikmix.cli, tikmix.core.mixture, tikmix.mixing.search, "
         "tikmix.mixing.tikmix_d, tikmix.mixing.candidates, tikmix.mixing.priors; "
         "assert 'torch' not in sys.modules"
     )

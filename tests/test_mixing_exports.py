@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tikmix.mixing.exports import (
-    SIGN_CONVENTION,
+from tikmix.core.conventions import SIGN_CONVENTION
+from tikmix.core.mixture import (
+    MixtureInputError,
     megatron_data_path,
     mixture_document,
     parse_megatron_data_path,
@@ -19,7 +20,6 @@ from tikmix.mixing.exports import (
     round_weights,
     write_mixture,
 )
-from tikmix.mixing.weights import MixtureInputError
 
 WEIGHTS = pd.Series({"web": 0.45, "code": 0.3, "books": 0.25})
 

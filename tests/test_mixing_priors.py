@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tikmix.mixing.priors import natural_prior, read_prior, resolve_prior, uniform_prior
-from tikmix.mixing.weights import MixtureInputError, validate_weights
+from tikmix.core.mixture import MixtureInputError, read_mixture, validate_weights
+from tikmix.mixing.priors import build_prior, natural_prior, prior_kind, uniform_prior
 
 DOMAINS = ["web", "code", "books"]
 TOKENS = {"web": 600.0, "code": 300.0, "books": 100.0}
@@ -42,20 +42,31 @@ def test_read_prior_from_file_and_from_a_mixture_document(tmp_path, suffix):
     weights = {"books": 0.25, "web": 0.5, "code": 0.25}
     path = tmp_path / f"prior{suffix}"
     path.write_text(json.dumps(weights) if suffix == ".json" else yaml.safe_dump(weights))
-    w = read_prior(path, DOMAINS)
+    w = read_mixture(path, DOMAINS)
     assert w.to_dict() == {"web": 0.5, "code": 0.25, "books": 0.25}
     document = tmp_path / "stage.json"
     document.write_text(json.dumps({"method": "tikmix_d", "weights": weights}))
-    assert read_prior(document, DOMAINS).to_dict() == w.to_dict()
+    assert read_mixture(document, DOMAINS).to_dict() == w.to_dict()
 
 
-def test_resolve_prior_specs(tmp_path):
-    tokens = tmp_path / "tokens.json"
-    tokens.write_text(json.dumps(TOKENS))
-    assert resolve_prior("uniform", DOMAINS).to_dict() == uniform_prior(DOMAINS).to_dict()
-    np.testing.assert_allclose(resolve_prior(f"natural:{tokens}", DOMAINS), [0.6, 0.3, 0.1])
-    tempered = resolve_prior(f"natural:{tokens}:2", DOMAINS)
+def test_one_prior_grammar(tmp_path):
+    assert build_prior("uniform", DOMAINS).to_dict() == uniform_prior(DOMAINS).to_dict()
+    np.testing.assert_allclose(build_prior("natural", DOMAINS, TOKENS), [0.6, 0.3, 0.1])
+    tempered = build_prior("natural:2", DOMAINS, TOKENS)
     np.testing.assert_allclose(tempered, natural_prior(TOKENS, 2.0))
+    with pytest.raises(MixtureInputError, match="temperature is not a number"):
+        build_prior("natural:warm", DOMAINS, TOKENS)
+    with pytest.raises(MixtureInputError, match="needs the token count"):
+        build_prior("natural", DOMAINS)
+    path = tmp_path / "prior.json"
+    path.write_text(json.dumps({"web": 0.5, "code": 0.25, "books": 0.25}))
+    assert build_prior(str(path), DOMAINS).to_dict() == {"web": 0.5, "code": 0.25, "books": 0.25}
+    assert [prior_kind(s) for s in ("natural", "natural:0.5", "uniform", str(path))] == [
+        "natural",
+        "natural",
+        "uniform",
+        "file",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -83,11 +94,11 @@ def test_validation_tolerance_and_order():
 
 def test_bad_prior_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.json"):
-        read_prior(tmp_path / "missing.json", DOMAINS)
+        read_mixture(tmp_path / "missing.json", DOMAINS)
     bad = tmp_path / "bad.json"
     bad.write_text('{"web": NaN, "code": 0.5, "books": 0.5}')
     with pytest.raises(MixtureInputError, match=r"bad\.json: weight of domain 'web' is NaN"):
-        read_prior(bad, DOMAINS)
+        read_mixture(bad, DOMAINS)
     with pytest.raises(MixtureInputError, match=r"no token count for domain\(s\) \['books'\]"):
         natural_prior({"web": 1.0, "code": 2.0}, domains=DOMAINS)
     with pytest.raises(MixtureInputError, match="temperature must be > 0"):

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tikmix.core.mixture import MixtureInputError
 from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
 from tikmix.mixing.pareto import project_onto_pareto
 from tikmix.mixing.search import (
@@ -18,7 +19,6 @@ from tikmix.mixing.search import (
     search_mixture,
 )
 from tikmix.mixing.surrogate import fit_surrogate
-from tikmix.mixing.weights import MixtureInputError
 
 
 @dataclass
@@ -63,7 +63,9 @@ def test_tikmix_m_finds_an_optimum_outside_the_priors_box_inside_w_ds():
     def response(W):  # noise-free, concave, best at w*
         return -((np.atleast_2d(W) - w_star.to_numpy()) ** 2).sum(axis=1)
 
-    proposal = propose_tikmix_m(W, response(W.to_numpy()), w_d, B_hat=B_hat, pareto_floor=floor, seed=0)
+    proposal = propose_tikmix_m(
+        W, response(W.to_numpy()), w_d, B_hat=B_hat, pareto_floor=floor, seed=0
+    )
     distance = float(np.abs(proposal.weights - w_star).sum())
     assert float(np.abs(w_d - w_star).sum()) > 0.2
     assert distance < 0.05, f"L1 {distance:.4f} from w*"

@@ -10,13 +10,9 @@ import pytest
 from scipy.optimize import BFGS, Bounds, LinearConstraint, minimize
 from threadpoolctl import threadpool_limits
 
-from tikmix.mixing.tikmix_d import (
-    MixtureSolveError,
-    availability_caps,
-    normalised_benefit,
-    solve_tikmix_d,
-)
-from tikmix.mixing.weights import MixtureInputError
+from tikmix.core.conventions import normalised_benefit
+from tikmix.core.mixture import MixtureInputError
+from tikmix.mixing.tikmix_d import MixtureSolveError, availability_caps, solve_tikmix_d
 
 TOL = 1e-8
 

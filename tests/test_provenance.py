@@ -13,7 +13,7 @@ import pytest
 
 from tikmix.cli import main
 from tikmix.config import MIN_SURROGATE_ROWS
-from tikmix.data.atomic import restore_nan, write_json_atomic
+from tikmix.core.atomic import restore_nan, write_json_atomic
 from tikmix.mixing.candidates import latin_hypercube_mixtures
 from tikmix.mixing.surrogate import fit_surrogate
 from tikmix.provenance import FileDigests, settings_digest

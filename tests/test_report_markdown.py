@@ -12,7 +12,7 @@ import pytest
 from tikmix.analysis.additivity import additivity_statistics
 from tikmix.analysis.evaluation import write_evaluation_tables
 from tikmix.analysis.ranking import ranking_stability
-from tikmix.mixing.exports import mixture_document, write_mixture
+from tikmix.core.mixture import mixture_document, write_mixture
 from tikmix.report.markdown import (
     EvaluationFiles,
     ReportInputs,

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tikmix.core.mixture import MixtureInputError
 from tikmix.mixing.doremi import doremi_mixture, exponentiated_gradient_step, run_doremi
 from tikmix.mixing.regmix import (
     DirichletSettings,
@@ -14,7 +15,6 @@ from tikmix.mixing.regmix import (
     regmix_mixture,
     sample_regmix_mixtures,
 )
-from tikmix.mixing.weights import MixtureInputError
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.llama import ModelConfig, TinyLlama, model_flops_per_token
 from tikmix.models.train import train

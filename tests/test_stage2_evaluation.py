@@ -19,7 +19,7 @@ from tikmix.analysis.evaluation import (
     write_evaluation_tables,
     write_random_mixture,
 )
-from tikmix.mixing.exports import read_mixture
+from tikmix.core.mixture import read_mixture
 
 
 def record(method, seed, losses, accuracy=None, before=3.0, weights=None):

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from tikmix.analysis.evaluation import evaluation_table, method_summary
+from tikmix.core.mixture import mixture_document, write_mixture
 from tikmix.data import (
     DomainSource,
     load_streams,
@@ -30,7 +31,6 @@ from tikmix.influence import (
     precondition,
     task_gradient,
 )
-from tikmix.mixing.exports import mixture_document, write_mixture
 from tikmix.mixing.tikmix_d import solve_tikmix_d
 from tikmix.models.checkpoint import load_checkpoint
 from tikmix.models.stage1 import train_stage1

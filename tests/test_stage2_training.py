@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from tikmix.data.atomic import write_json_atomic
+from tikmix.core.atomic import write_json_atomic
 from tikmix.data.errors import DataError
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.evaluate import mean_loss

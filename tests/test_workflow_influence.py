@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from tikmix.mixing.exports import read_mixture
-from tikmix.mixing.weights import row_scales
+from tikmix.core.conventions import row_scales
+from tikmix.core.mixture import read_mixture
 
 pytestmark = pytest.mark.workflow
 

@@ -19,7 +19,7 @@ from tikmix.config import MIN_SURROGATE_ROWS
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
-    from tikmix.mixing.exports import FORMATS
+    from tikmix.core.mixture import FORMATS
 
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True, help="file to write the mixture to")
@@ -51,8 +51,7 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _write_output(args: argparse.Namespace, weights, method: str, provenance, solver) -> None:
-    from tikmix.mixing.exports import mixture_document, write_mixture
-    from tikmix.mixing.priors import load_mapping
+    from tikmix.core.mixture import load_mapping, mixture_document, write_mixture
 
     document = mixture_document(
         weights,
@@ -89,10 +88,11 @@ def _add_mix_d(subparsers) -> None:
     parser.add_argument(
         "--prior",
         required=True,
-        help="the current mixture for the Pareto constraint: 'uniform', "
-        "'natural:TOKENS.json[:TEMPERATURE]' (domain -> available tokens, w ~ n^(1/T)), or a "
-        "JSON/YAML file (domain -> weight, or a mixture document such as a previous output)",
+        help="the current mixture for the Pareto constraint: 'uniform', 'natural[:TEMPERATURE]' "
+        "(w ~ n^(1/T) over the --tokens counts), or a mixture file (domain -> weight, or a "
+        "mixture document such as a previous output); the grammar of the config's stage1.prior",
     )
+    _add_tokens_argument(parser)
     parser.add_argument("--alpha", type=float, default=1.0, help="weight of std(P) (default 1)")
     parser.add_argument("--beta", type=float, default=1.0, help="weight of sum(P) (default 1)")
     parser.add_argument("--gamma", type=float, default=1.0, help="weight of H(w) (default 1)")
@@ -115,7 +115,7 @@ def _add_mix_d(subparsers) -> None:
 
 
 def _add_normaliser_arguments(parser: argparse.ArgumentParser) -> None:
-    from tikmix.mixing.weights import NORMALISERS
+    from tikmix.core.conventions import NORMALISERS
 
     parser.add_argument(
         "--eps",
@@ -132,15 +132,31 @@ def _add_normaliser_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_tokens_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tokens",
+        help="JSON/YAML mapping domain -> tokens available to train on (for a natural prior)",
+    )
+
+
+def _prior(args: argparse.Namespace, domains):
+    """The --prior mixture over ``domains`` (one grammar with the config's stage1.prior)."""
+    from tikmix.core.mixture import load_mapping
+    from tikmix.mixing.priors import build_prior
+
+    tokens = load_mapping(args.tokens) if args.tokens else None
+    return build_prior(args.prior, list(domains), tokens)
+
+
 def _run_mix_d(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from tikmix.mixing.priors import load_mapping, resolve_prior
+    from tikmix.core.mixture import MixtureInputError, load_mapping
     from tikmix.mixing.tikmix_d import availability_caps, solve_tikmix_d
-    from tikmix.mixing.weights import MixtureInputError, read_influence_matrix
+    from tikmix.mixing.weights import read_influence_matrix
 
     B = read_influence_matrix(args.influence)
-    prior = resolve_prior(args.prior, B.columns)
+    prior = _prior(args, B.columns)
     caps = None
     if args.caps:
         caps = pd.Series(load_mapping(args.caps), dtype=float)
@@ -209,6 +225,7 @@ def _add_mix_m(subparsers) -> None:
         required=True,
         help="the current mixture of the Pareto constraint (as for mix-d)",
     )
+    _add_tokens_argument(parser)
     parser.add_argument(
         "--start", required=True, help="mixture file to start from, e.g. the mix-d output"
     )
@@ -258,10 +275,10 @@ def _add_mix_m(subparsers) -> None:
 
 
 def _run_mix_m(args: argparse.Namespace) -> int:
-    from tikmix.mixing.exports import read_mixture
-    from tikmix.mixing.priors import resolve_prior
+    from tikmix.core.conventions import normalised_matrix
+    from tikmix.core.mixture import read_mixture
     from tikmix.mixing.search import propose_tikmix_m
-    from tikmix.mixing.weights import normalised_matrix, read_influence_matrix, read_runs_table
+    from tikmix.mixing.weights import read_influence_matrix, read_runs_table
 
     W, y = read_runs_table(args.table, args.response, args.weights_columns)
     if len(y) < MIN_SURROGATE_ROWS:
@@ -276,7 +293,7 @@ def _run_mix_m(args: argparse.Namespace) -> int:
         )
     B = read_influence_matrix(args.influence).reindex(columns=W.columns)
     B_hat = normalised_matrix(B.to_numpy(), args.eps, args.normaliser)
-    prior = resolve_prior(args.prior, W.columns)
+    prior = _prior(args, W.columns)
     start = read_mixture(args.start, W.columns)
     proposal = propose_tikmix_m(
         W,

@@ -180,12 +180,14 @@ def check_config(
         f"must be strictly increasing, got {fractions}",
     )
     prior = config["stage1"]["prior"]
-    if not (prior in ("natural", "uniform") or prior.startswith("natural:")):
+    from tikmix.mixing.priors import prior_kind
+
+    if prior_kind(prior) == "file":
         _require(Path(prior).is_file(), "stage1.prior", f"no such weights file '{prior}'")
-        from tikmix.mixing.priors import read_prior
+        from tikmix.core.mixture import read_mixture
 
         try:  # the prior_mixture job's own reading: domains, weights >= 0, summing to 1
-            read_prior(prior, sorted(config["domains"]))
+            read_mixture(prior, sorted(config["domains"]))
         except ValueError as error:
             raise ConfigError(f"config key 'stage1.prior': {error}") from None
     check_settings(config, list(checkpoints or config["checkpoints"]))
@@ -196,6 +198,8 @@ def check_config(
     from tikmix.data.tokenizer import tokenizer_file
 
     vocab = (
-        validation.tokenizer_vocab_size(tokenizer_file(tokenizer)) if tokenizer is not None else None
+        validation.tokenizer_vocab_size(tokenizer_file(tokenizer))
+        if tokenizer is not None
+        else None
     )
     validation.check_checkpoints(config["checkpoints"], vocab)

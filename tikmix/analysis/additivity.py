@@ -31,15 +31,15 @@ import torch
 from scipy import stats
 from torch import nn
 
-from tikmix.data.atomic import atomic_output, write_json_atomic
+from tikmix.core.atomic import atomic_output, write_json_atomic
+from tikmix.core.mixture import MixtureInputError, read_mixture, validate_weights
 from tikmix.data.sampler import load_streams
 from tikmix.influence.measure import measure_mixture_table
 from tikmix.influence.pipeline import load_preconditioned
 from tikmix.influence.projection import resolve_projections
 from tikmix.influence.tracking import select_modules
 from tikmix.mixing.candidates import perturbed_mixtures
-from tikmix.mixing.exports import read_mixture
-from tikmix.mixing.weights import MixtureInputError, read_influence_matrix, validate_weights
+from tikmix.mixing.weights import read_influence_matrix
 from tikmix.models.checkpoint import load_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.flops import training_flops_per_token

@@ -15,48 +15,13 @@ eigendecomposition). Pure reductions (adding part-stores) are not counted.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from tikmix.core.compute import ComputeRecord, ComputeRecordError
 from tikmix.influence.store import open_store
-
-
-class ComputeRecordError(ValueError):
-    """A ``compute`` record is missing or malformed (the message names the file)."""
-
-
-@dataclass(frozen=True)
-class ComputeRecord:
-    """Tokens processed and floating-point operations spent by one or more jobs."""
-
-    tokens: float = 0.0
-    flops: float = 0.0
-
-    def __add__(self, other: ComputeRecord) -> ComputeRecord:
-        return ComputeRecord(self.tokens + other.tokens, self.flops + other.flops)
-
-    def to_dict(self) -> dict[str, float]:
-        return {"tokens": self.tokens, "flops": self.flops}
-
-
-def _parse_record(value: object, where: str) -> ComputeRecord:
-    if not isinstance(value, Mapping):
-        raise ComputeRecordError(f"{where}: 'compute' must be a mapping with tokens and flops")
-    numbers = {}
-    for key in ("tokens", "flops"):
-        number = value.get(key)
-        if isinstance(number, bool) or not isinstance(number, int | float):
-            raise ComputeRecordError(f"{where}: compute.{key} is missing or not a number")
-        if not math.isfinite(number) or number < 0:
-            raise ComputeRecordError(
-                f"{where}: compute.{key} must be finite and >= 0, not {number}"
-            )
-        numbers[key] = float(number)
-    return ComputeRecord(**numbers)
 
 
 def read_compute(path: str | Path) -> ComputeRecord:
@@ -72,7 +37,7 @@ def read_compute(path: str | Path) -> ComputeRecord:
         attrs = open_store(path).attrs
         if "compute" not in attrs:
             raise ComputeRecordError(f"store {path}: no 'compute' attribute")
-        return _parse_record(attrs["compute"], f"store {path}")
+        return ComputeRecord.parse(attrs["compute"], f"store {path}")
     if not path.is_file():
         raise FileNotFoundError(f"compute record not found: {path}")
     try:
@@ -81,7 +46,7 @@ def read_compute(path: str | Path) -> ComputeRecord:
         raise ComputeRecordError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(document, Mapping) or "compute" not in document:
         raise ComputeRecordError(f"{path}: no top-level 'compute' key")
-    return _parse_record(document["compute"], str(path))
+    return ComputeRecord.parse(document["compute"], str(path))
 
 
 def total_compute(paths: Sequence[str | Path]) -> ComputeRecord:

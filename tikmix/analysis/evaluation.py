@@ -34,10 +34,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr
 
-from tikmix.data.atomic import atomic_output, write_json_atomic
-from tikmix.mixing.exports import SIGN_CONVENTION
+from tikmix.core.atomic import atomic_output, write_json_atomic
+from tikmix.core.conventions import SIGN_CONVENTION, normalised_benefit
 from tikmix.mixing.pipeline import write_method
-from tikmix.mixing.tikmix_d import normalised_benefit
 from tikmix.mixing.weights import read_influence_matrix
 from tikmix.seeds import derive_seed
 
@@ -195,7 +194,7 @@ def benefit_vs_improvement(
             before stage 2 minus the mixture's (per seed); a method name measures it against
             that method's seed-mean average loss (e.g. ``"natural"``).
         random_mixtures: the names in ``records`` that are random mixtures, not methods.
-        eps, normaliser: eq. 6's normaliser (:func:`tikmix.mixing.weights.row_scales`).
+        eps, normaliser: eq. 6's normaliser (:func:`tikmix.core.conventions.row_scales`).
 
     Returns:
         ``(points, stats)``: ``points`` has per mixture ``kind`` (:data:`METHOD` or

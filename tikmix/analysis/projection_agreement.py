@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tikmix.data.atomic import atomic_output, write_json_atomic
+from tikmix.core.atomic import atomic_output, write_json_atomic
 from tikmix.data.sampler import load_streams, plan_mixture
 from tikmix.influence.api import iterate_batches, projection_agreement
 from tikmix.influence.pipeline import FISHER_LABELS, load_model

@@ -21,7 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from tikmix.mixing.weights import MixtureInputError, read_influence_matrix
+from tikmix.core.mixture import MixtureInputError
+from tikmix.mixing.weights import read_influence_matrix
 
 META_FILE = "tikmix.json"
 TOKENS_AXIS = "tokens seen"

@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from tikmix.data.atomic import atomic_output, write_json_atomic
+from tikmix.core.atomic import atomic_output, write_json_atomic
 from tikmix.data.errors import DataError
 from tikmix.data.sources import file_sha256
 

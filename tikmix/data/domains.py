@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tikmix.data.atomic import atomic_output, write_json_atomic
+from tikmix.core.atomic import atomic_output, write_json_atomic
 from tikmix.data.errors import DataError
 from tikmix.data.sources import (
     DomainSource,

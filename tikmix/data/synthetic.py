@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tikmix.data.atomic import atomic_output, write_json_atomic
+from tikmix.core.atomic import atomic_output, write_json_atomic
 from tikmix.data.errors import DataError
 
 FUNCTION_WORDS = ("the", "of", "and", "a", "to", "in", "is", "on")

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from tikmix.data.atomic import atomic_output
+from tikmix.core.atomic import atomic_output
 from tikmix.data.errors import DataError
 from tikmix.data.sources import iter_jsonl_rows
 from tikmix.data.tokenizer import eos_id, load_tokenizer

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from tikmix.data.atomic import atomic_output
+from tikmix.core.atomic import atomic_output
 from tikmix.data.errors import DataError
 from tikmix.data.sources import DomainSource, iter_texts, resolve_files, source_kind
 

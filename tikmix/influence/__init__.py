@@ -4,8 +4,8 @@ See ``tikmix.influence.api`` for the conventions (benefit orientation, per-token
 ``tikmix.influence.ekfac`` for the curvature's normalisation.
 """
 
+from tikmix.core.conventions import BENEFIT_DEFINITION
 from tikmix.influence.api import (
-    BENEFIT_NOTE,
     domain_gradient,
     fit_ekfac,
     fit_kfac,
@@ -49,7 +49,7 @@ from tikmix.influence.store import (
 from tikmix.influence.tracking import DEFAULT_MODULE_PATTERN, select_modules
 
 __all__ = [
-    "BENEFIT_NOTE",
+    "BENEFIT_DEFINITION",
     "DEFAULT_MODULE_PATTERN",
     "CovarianceSums",
     "EkfacFactors",

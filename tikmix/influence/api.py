@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from tikmix.core.conventions import BENEFIT_DEFINITION
 from tikmix.influence.ekfac import (
     EkfacFactors,
     FisherKind,
@@ -43,8 +44,6 @@ from tikmix.influence.projection import (
     resolve_projections,
 )
 from tikmix.influence.tracking import Batch, Precision, resolve_modules
-
-BENEFIT_NOTE = "benefit B[v,d] = grad f_v^T (G + lambda I)^-1 mean_grad_d; larger is better (= -I)"
 
 ModuleSpec = dict[str, nn.Linear] | str | None
 ProjectionArg = ProjectionSpec | Mapping[str, int] | Mapping[str, ModuleProjection] | None
@@ -228,7 +227,7 @@ def benefit_matrix(
         .reindex(index=tasks, columns=domains)
     )
     matrix.index.name, matrix.columns.name = "task", "domain"
-    matrix.attrs["orientation"] = per_module.attrs["orientation"] = BENEFIT_NOTE
+    matrix.attrs["orientation"] = per_module.attrs["orientation"] = BENEFIT_DEFINITION
     return matrix, per_module
 
 

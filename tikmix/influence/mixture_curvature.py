@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tikmix.data.atomic import atomic_output
+from tikmix.core.atomic import atomic_output
 from tikmix.influence.pipeline import lambda_part
 from tikmix.influence.store import open_store
 
@@ -196,9 +196,7 @@ def curvature_response_table(
         [table, pd.DataFrame(values, index=table.index, columns=tasks).add_prefix("benefit:")],
         axis=1,
     )
-    passes = [
-        open_store(path).attrs["compute"] for path in stores["domain_lambda_stores"].values()
-    ]
+    passes = [open_store(path).attrs["compute"] for path in stores["domain_lambda_stores"].values()]
     share = 1.0 / len(result) if count_passes else 0.0
     result["tokens"] = sum(c["tokens"] for c in passes) * share
     result["flops"] = sum(c["flops"] for c in passes) * share

@@ -20,15 +20,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tikmix.data.atomic import dumps_json
+from tikmix.core.atomic import dumps_json
+from tikmix.core.conventions import BENEFIT_DEFINITION
 from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
-from tikmix.influence.api import (
-    BENEFIT_NOTE,
-    benefit_matrix,
-    influence_matrix,
-    precondition,
-    task_gradient,
-)
+from tikmix.influence.api import benefit_matrix, influence_matrix, precondition, task_gradient
 from tikmix.influence.ekfac import (
     EkfacFactors,
     covariance_sums,
@@ -503,7 +498,7 @@ def influence_outputs(
     n_params = sum(int(np.prod(pre_store.attrs["arrays"][f"{tasks[0]}/{m}"])) for m in modules)
     sidecar = {
         "orientation": "benefit",
-        "sign_convention": BENEFIT_NOTE,
+        "sign_convention": BENEFIT_DEFINITION,
         "rows": "tasks",
         "columns": "domains",
         "checkpoint": attrs["checkpoint"],

@@ -5,7 +5,7 @@
 * :mod:`~tikmix.mixing.candidates` — Latin-hypercube and perturbed candidate mixtures;
 * :mod:`~tikmix.mixing.surrogate`, :mod:`~tikmix.mixing.search` — TiKMiX-M (LightGBM
   surrogate, Algorithm 1);
-* :mod:`~tikmix.mixing.exports` — canonical JSON, YAML, CSV and Megatron-LM exports;
+* :mod:`~tikmix.core.mixture` — canonical JSON, YAML, CSV and Megatron-LM exports;
 * :mod:`~tikmix.mixing.weights` — validation of weights, benefit matrices and run tables.
 
 Pure numpy / scipy / lightgbm: nothing here imports torch.

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import qmc
 
-from tikmix.mixing.weights import MixtureInputError, validate_weights
+from tikmix.core.mixture import MixtureInputError, validate_weights
 
 
 @dataclass

@@ -40,9 +40,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from tikmix.core.mixture import MixtureInputError, mixture_document, validate_weights
 from tikmix.data.sampler import load_streams, mixture_batches, plan_mixture
-from tikmix.mixing.exports import mixture_document
-from tikmix.mixing.weights import MixtureInputError, validate_weights
 from tikmix.models.checkpoint import load_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.flops import training_flops_per_token

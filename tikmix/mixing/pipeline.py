@@ -1,6 +1,6 @@
 """The mixture stages of the workflow, one function per rule (scripts only parse arguments).
 
-Mixture documents are the canonical JSON of :mod:`tikmix.mixing.exports`; each records what it
+Mixture documents are the canonical JSON of :mod:`tikmix.core.mixture`; each records what it
 cost to determine (``compute: {tokens, flops}``) so the report can compare methods.
 """
 
@@ -15,15 +15,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tikmix.data.atomic import atomic_output, write_json_atomic
+from tikmix.core.atomic import atomic_output, write_json_atomic
+from tikmix.core.conventions import normalised_matrix, row_scales
+from tikmix.core.mixture import mixture_document, read_mixture, write_mixture
 from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
-from tikmix.mixing.config_prior import prior_from_config
-from tikmix.mixing.exports import mixture_document, read_mixture, write_mixture
 from tikmix.mixing.pareto import project_onto_pareto
-from tikmix.mixing.priors import uniform_prior
+from tikmix.mixing.priors import build_prior, domain_tokens, uniform_prior
 from tikmix.mixing.search import confirm_tikmix_m, in_support, propose_tikmix_m
 from tikmix.mixing.tikmix_d import availability_caps, solve_tikmix_d
-from tikmix.mixing.weights import normalised_matrix, read_influence_matrix, row_scales
+from tikmix.mixing.weights import read_influence_matrix
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,7 @@ BENEFIT_PREFIX = "benefit:"
 
 
 def _tokens(domain_meta: Mapping[str, str | Path]) -> pd.Series:
-    return pd.Series(
-        {d: json.loads(Path(p).read_text())["n_tokens_train"] for d, p in domain_meta.items()},
-        dtype=float,
-    )
+    return pd.Series(domain_tokens(domain_meta), dtype=float)
 
 
 def _predicted(B: pd.DataFrame, w: pd.Series, eps: float, normaliser: str) -> dict[str, Any]:
@@ -107,7 +104,7 @@ def baseline_mixture(
 ) -> dict:
     """The natural (∝ available training tokens) or uniform mixture."""
     if method == "natural":
-        weights = prior_from_config("natural", domain_meta)
+        weights = build_prior("natural", list(domain_meta), domain_tokens(domain_meta))
     elif method == "uniform":
         weights = uniform_prior(list(domain_meta))
     else:

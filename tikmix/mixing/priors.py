@@ -1,13 +1,16 @@
 """Prior mixtures: the stage's current data mixture that TiKMiX must not make worse.
 
 The prior enters TiKMiX-D through the Pareto constraint ``B·w ≥ B·w_prior`` and TiKMiX-M
-through the centre of its Latin-hypercube box. Three kinds are supported:
+through the centre of its Latin-hypercube box. One grammar (:func:`build_prior`), the same in
+the config (``stage1.prior``) and on the command line (``--prior``):
 
-* **natural** — proportional to the tokens available per domain, optionally tempered:
-  ``w_d ∝ n_d^(1/τ)`` (τ = 1 natural, τ → ∞ uniform, τ < 1 sharpens towards large domains);
-* **uniform** — ``1/D`` each;
-* **file** — a JSON/YAML mapping domain → weight, or a mixture JSON written by
-  :mod:`tikmix.mixing.exports` (so a previous stage's result can be the next prior).
+* ``natural`` or ``natural:<τ>`` — proportional to the tokens available per domain, optionally
+  tempered: ``w_d ∝ n_d^(1/τ)`` (τ = 1 natural, τ → ∞ uniform, τ < 1 sharpens towards large
+  domains); the token counts come from the workflow's ``meta.json`` files or ``--tokens``;
+* ``uniform`` — ``1/D`` each;
+* anything else — the path of a mixture file (:func:`tikmix.core.mixture.read_mixture`: a
+  mapping domain → weight, or a mixture document, so a previous stage's result can be the next
+  prior).
 """
 
 from __future__ import annotations
@@ -18,9 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from tikmix.mixing.weights import MixtureInputError, validate_weights
+from tikmix.core.mixture import (
+    MixtureInputError,
+    mixture_document,
+    read_mixture,
+    validate_weights,
+)
 
 
 def uniform_prior(domains: Iterable[str]) -> pd.Series:
@@ -74,56 +81,45 @@ def natural_prior(
     return validate_weights(powered / powered.sum(), source="natural prior")
 
 
-def load_mapping(path: str | Path) -> dict:
-    """Read a JSON or YAML file holding a mapping (by suffix: .json, .yaml, .yml)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"file not found: {path}")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            data = yaml.safe_load(text)
-        elif path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            raise MixtureInputError(f"{path}: expected a .json, .yaml or .yml file")
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise MixtureInputError(f"{path}: cannot parse: {exc}") from exc
-    if not isinstance(data, dict):
-        raise MixtureInputError(f"{path}: expected a mapping at the top level")
-    return data
+def prior_kind(spec: str) -> str:
+    """``natural``, ``uniform`` or ``file``: which kind of prior ``spec`` names."""
+    if spec == "uniform":
+        return "uniform"
+    if spec == "natural" or spec.startswith("natural:"):
+        return "natural"
+    return "file"
 
 
-def read_prior(path: str | Path, domains: Iterable[str] | None = None) -> pd.Series:
-    """Read a prior from a JSON/YAML file and validate it against ``domains``.
+def build_prior(
+    spec: str, domains: Iterable[str], tokens: Mapping[str, float] | None = None
+) -> pd.Series:
+    """The prior ``spec`` names, over ``domains`` (see the module docstring for the grammar).
 
-    The file holds either a plain mapping domain → weight or a mixture document with a
-    ``weights`` key (as written by :func:`tikmix.mixing.exports.mixture_document`).
-    """
-    data = load_mapping(path)
-    if isinstance(data.get("weights"), dict):
-        data = data["weights"]
-    return validate_weights(data, domains, source=str(path))
-
-
-def resolve_prior(spec: str, domains: Iterable[str]) -> pd.Series:
-    """Build a prior from a command-line style specification.
-
-    ``spec`` is ``uniform``, ``natural:TOKENS_FILE`` (JSON/YAML mapping domain → tokens),
-    ``natural:TOKENS_FILE:TEMPERATURE``, or the path of a prior file (see :func:`read_prior`).
+    ``tokens`` (domain → available tokens) is needed by ``natural`` only.
     """
     domains = list(domains)
-    if spec == "uniform":
+    kind = prior_kind(spec)
+    if kind == "uniform":
         return uniform_prior(domains)
-    if spec.startswith("natural:"):
-        rest = spec[len("natural:") :]
-        temperature = 1.0
-        head, sep, tail = rest.rpartition(":")
-        if sep and head:
-            try:
-                temperature = float(tail)
-                rest = head
-            except ValueError:
-                pass  # a ':' inside the path, not a temperature
-        return natural_prior(load_mapping(rest), temperature, domains=domains)
-    return read_prior(spec, domains)
+    if kind == "file":
+        return read_mixture(spec, domains)
+    _, _, temperature = spec.partition(":")
+    try:
+        tau = float(temperature) if temperature else 1.0
+    except ValueError:
+        raise MixtureInputError(f"prior {spec!r}: temperature is not a number") from None
+    if tokens is None:
+        raise MixtureInputError(f"prior {spec!r} needs the token count of every domain")
+    return natural_prior(tokens, tau, domains=domains)
+
+
+def domain_tokens(domain_meta: Mapping[str, str | Path]) -> dict[str, int]:
+    """Tokens available to train on per domain, from each domain's ``meta.json``."""
+    return {
+        d: json.loads(Path(path).read_text())["n_tokens_train"] for d, path in domain_meta.items()
+    }
+
+
+def prior_document(prior: pd.Series, spec: str) -> dict:
+    """The prior as a mixture document (``method: prior``, its ``spec`` in the provenance)."""
+    return mixture_document(prior, method="prior", provenance={"spec": spec})

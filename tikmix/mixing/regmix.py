@@ -39,10 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tikmix.core.mixture import MixtureInputError, mixture_document, validate_weights
 from tikmix.data.sampler import load_streams, mixture_batches
-from tikmix.mixing.exports import mixture_document
 from tikmix.mixing.surrogate import SurrogateQuality, fit_surrogate
-from tikmix.mixing.weights import MixtureInputError, validate_weights
 from tikmix.models.llama import ModelConfig, TinyLlama, model_flops_per_token
 from tikmix.models.stage2 import average_loss, evaluate_tasks, load_task
 from tikmix.models.train import train

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from tikmix.core.mixture import MixtureInputError, validate_weights
 from tikmix.mixing.candidates import support_box
 from tikmix.mixing.pareto import project_onto_pareto, pull_towards
 from tikmix.mixing.surrogate import Surrogate, SurrogateQuality, fit_surrogate
-from tikmix.mixing.weights import MixtureInputError, validate_weights
 
 
 @dataclass

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr, spearmanr
 
-from tikmix.mixing.weights import MixtureInputError
+from tikmix.core.mixture import MixtureInputError
 
 #: LightGBM parameters of the surrogate; any can be overridden through ``params``.
 DEFAULT_PARAMS = {

@@ -2,7 +2,7 @@
 
 Paper eq. 6–7 with the conventions of ``docs/architecture.md``. With ``B`` the benefit matrix
 (tasks × domains, larger is better) and ``P̂_i = (B w)_i / s_i`` (eq. 6; the normaliser ``s_i`` is
-:func:`tikmix.mixing.weights.row_scales`: the paper's ``max_j B_ij`` by default, ``ε`` relative)::
+:func:`tikmix.core.conventions.row_scales`: the paper's ``max_j B_ij`` by default, ``ε`` relative)::
 
     minimise    α·std(P̂) − β·Σ_i P̂_i − γ·H(w),      H(w) = −Σ_d w_d log w_d
     subject to  Σ_d w_d = 1,  0 ≤ w_d ≤ cap_d,  B·w ≥ B·w_prior   (Pareto: no task gets worse)
@@ -30,7 +30,8 @@ import pandas as pd
 from scipy.optimize import linprog
 from threadpoolctl import threadpool_limits
 
-from tikmix.mixing.weights import MixtureInputError, normalised_matrix, validate_weights
+from tikmix.core.conventions import normalised_matrix
+from tikmix.core.mixture import MixtureInputError, validate_weights
 
 #: Constraint tolerance of a returned mixture (sum, bounds, caps, Pareto in normalised units).
 FEASIBILITY_TOLERANCE = 1e-8
@@ -42,14 +43,6 @@ class MixtureSolveError(ValueError):
     A ``ValueError`` because the cause is nearly always in the inputs: caps that sum to less
     than 1, or caps that exclude every mixture as good as the prior on every task.
     """
-
-
-def normalised_benefit(
-    B: pd.DataFrame, w: np.ndarray | pd.Series, eps: float = 1e-8, normaliser: str = "max"
-) -> pd.Series:
-    """``P̂(w)`` per task (paper eq. 6 with :func:`~tikmix.mixing.weights.row_scales`)."""
-    w = np.asarray(w, dtype=float)
-    return pd.Series(normalised_matrix(B.to_numpy(dtype=float), eps, normaliser) @ w, index=B.index)
 
 
 def availability_caps(
@@ -157,7 +150,7 @@ def solve_tikmix_d(
         prior: the prior mixture over ``B``'s columns (Pareto reference).
         alpha, beta, gamma: weights of std(P̂), ΣP̂ and H(w); must be >= 0.
         eps: the normaliser's relative ε (eq. 6).
-        normaliser: ``max`` (the paper's) or ``abs_max`` (:func:`~tikmix.mixing.weights.row_scales`).
+        normaliser: ``max`` (the paper's) or ``abs_max`` (:func:`~tikmix.core.conventions.row_scales`).
         caps: optional upper bound per domain (see :func:`availability_caps`).
         tolerance: the solver's gap and feasibility tolerance.
 

@@ -1,116 +1,16 @@
-"""Validation of mixture weight vectors and of the tables the mixture optimizers read.
+"""Validation of the tables the mixture optimizers read: benefit matrices and run tables.
 
-Every mixture that enters or leaves :mod:`tikmix.mixing` (a prior, a solver result, a file
-written for a training stack) passes through :func:`validate_weights`, so a bad vector is
-reported once, in one wording, naming the file and the domain at fault.
+Mixture weight vectors are validated by :func:`tikmix.core.mixture.validate_weights`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-#: Tolerance on ``|sum(w) - 1|`` for weights read from users or files.
-SUM_TOLERANCE = 1e-6
-
-
-class MixtureInputError(ValueError):
-    """A mixture, prior, influence matrix or run table that cannot be used as given."""
-
-
-#: The forms of the eq. 6 normaliser ``P̂_i = (B w)_i / s_i``: ``max`` is the paper's
-#: ``s_i = max_j B_ij``; ``abs_max`` is ``s_i = max_j |B_ij|``. See :func:`row_scales`.
-NORMALISERS = ("max", "abs_max")
-
-
-def row_scales(B: np.ndarray, eps: float = 1e-8, normaliser: str = "max") -> np.ndarray:
-    """The eq. 6 normaliser of every row of a benefit matrix (tasks × domains).
-
-    ``normaliser="max"`` is the paper's ``s_i = max_j B_ij``, the benefit of the task's best
-    domain, so ``P̂_i`` is the fraction of that best benefit a mixture attains. A row whose
-    largest entry is not positive (every domain hurts the task) would flip the sign of ``P̂_i``
-    under that form, so such a row falls back to ``max_j |B_ij|``. ``normaliser="abs_max"`` uses
-    ``max_j |B_ij|`` for every row. ``eps`` is *relative*: ``s_i · (1 + eps)``, so ``P̂`` and
-    every mixture derived from it are invariant to a global rescaling of ``B``. An all-zero row
-    gets scale 1 (its ``P̂`` is 0 for every mixture).
-    """
-    if normaliser not in NORMALISERS:
-        raise MixtureInputError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
-    if not eps >= 0:
-        raise MixtureInputError(f"eps must be >= 0, got {eps}")
-    B = np.atleast_2d(np.asarray(B, dtype=float))
-    magnitude = np.abs(B).max(axis=1)
-    scale = magnitude if normaliser == "abs_max" else B.max(axis=1)
-    scale = np.where(scale > 0, scale, magnitude)
-    return np.where(scale > 0, scale * (1.0 + eps), 1.0)
-
-
-def normalised_matrix(B: np.ndarray, eps: float = 1e-8, normaliser: str = "max") -> np.ndarray:
-    """``B̂ = B / s`` row by row (:func:`row_scales`): ``P̂(w) = B̂ w``."""
-    B = np.atleast_2d(np.asarray(B, dtype=float))
-    return B / row_scales(B, eps, normaliser)[:, None]
-
-
-def validate_weights(
-    weights: Mapping[str, float] | pd.Series,
-    domains: Iterable[str] | None = None,
-    *,
-    source: str = "weights",
-    tolerance: float = SUM_TOLERANCE,
-) -> pd.Series:
-    """Check a domain → weight mapping and return it as a float Series.
-
-    Args:
-        weights: the mapping to check.
-        domains: the domains the weights must cover exactly (e.g. the influence matrix's
-            columns); the result is reordered to this order. ``None`` keeps the given order.
-        source: how to name the weights in error messages (a file path, "prior", ...).
-        tolerance: allowed ``|sum - 1|``.
-
-    Raises:
-        MixtureInputError: a domain is missing or unknown, a weight is NaN, not a number or
-            negative, or the weights do not sum to 1 within ``tolerance``.
-    """
-    series = pd.Series(weights, dtype=object) if not isinstance(weights, pd.Series) else weights
-    if series.empty:
-        raise MixtureInputError(f"{source}: no domain weights given")
-    if series.index.has_duplicates:
-        dups = sorted(set(series.index[series.index.duplicated()].astype(str)))
-        raise MixtureInputError(f"{source}: duplicate domain(s) {dups}")
-    if domains is not None:
-        domains = list(domains)
-        missing = [d for d in domains if d not in series.index]
-        if missing:
-            raise MixtureInputError(f"{source}: no weight for domain(s) {missing}")
-        known = set(domains)
-        unknown = [d for d in series.index if d not in known]
-        if unknown:
-            raise MixtureInputError(
-                f"{source}: unknown domain(s) {unknown}; known domains are {domains}"
-            )
-        series = series.reindex(domains)
-    values = {}
-    for domain, value in series.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise MixtureInputError(
-                f"{source}: weight of domain {domain!r} is not a number: {value!r}"
-            )
-        if np.isnan(value):
-            raise MixtureInputError(f"{source}: weight of domain {domain!r} is NaN")
-        if value < 0:
-            raise MixtureInputError(f"{source}: weight of domain {domain!r} is negative ({value})")
-        values[str(domain)] = float(value)
-    result = pd.Series(values, dtype=float, name="weight")
-    result.index.name = "domain"
-    total = float(result.sum())
-    if not abs(total - 1.0) <= tolerance:
-        raise MixtureInputError(
-            f"{source}: weights sum to {total:.12g}, not 1 (tolerance {tolerance:g})"
-        )
-    return result
+from tikmix.core.mixture import MixtureInputError, validate_weights
 
 
 def read_influence_matrix(path: str | Path) -> pd.DataFrame:

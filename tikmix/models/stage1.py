@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tikmix.data.atomic import write_json_atomic
+from tikmix.core.atomic import write_json_atomic
 from tikmix.data.sampler import load_streams, mixture_batches, sample_mixture
 from tikmix.data.tokenizer import load_tokenizer, vocab_size
 from tikmix.models.checkpoint import save_checkpoint

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from tikmix.data.atomic import write_json_atomic
+from tikmix.core.atomic import write_json_atomic
 from tikmix.data.sampler import load_streams, mixture_batches
 from tikmix.models.checkpoint import load_checkpoint, load_optimizer_state
 from tikmix.models.device import resolve_device

@@ -26,8 +26,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from tikmix.analysis.ranking import TOKENS_AXIS  # noqa: E402
-from tikmix.data.atomic import atomic_output  # noqa: E402
-from tikmix.mixing.exports import read_mixture  # noqa: E402
+from tikmix.core.atomic import atomic_output  # noqa: E402
+from tikmix.core.mixture import read_mixture  # noqa: E402
 
 DPI = 200
 BENEFIT_LABEL = "benefit = −influence (higher = helps)"

@@ -22,8 +22,8 @@ import pandas as pd
 from tikmix.analysis.additivity import PAPER_PEARSON_R, predicted_benefits
 from tikmix.analysis.evaluation import AVERAGE, METHOD, RANDOM, margins_over, recommended_mixture
 from tikmix.analysis.ranking import checkpoint_positions
-from tikmix.data.atomic import atomic_output, restore_nan
-from tikmix.mixing.exports import read_mixture
+from tikmix.core.atomic import atomic_output, restore_nan
+from tikmix.core.mixture import read_mixture
 from tikmix.mixing.weights import read_influence_matrix
 from tikmix.report.figures import PAPER_FIGURE4_PEARSON, method_label
 

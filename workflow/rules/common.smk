@@ -8,6 +8,7 @@ from snakemake.exceptions import WorkflowError
 
 from tikmix.config import ConfigError, check_config
 from tikmix.data.tokenizer import agreed_special_tokens, tokenizer_file
+from tikmix.mixing.priors import prior_kind
 from tikmix.provenance import FileDigests, settings_digest
 from tikmix.workflow import library_dependencies
 
@@ -428,9 +429,7 @@ ALL_TASKS_DIGEST = _digest(TASK_DIGESTS)
 def prior_file():
     """The weights file named by stage1.prior, or None for natural / uniform / natural:<t>."""
     spec = config["stage1"]["prior"]
-    return (
-        None if spec in ("natural", "uniform") or spec.startswith("natural:") else spec
-    )
+    return spec if prior_kind(spec) == "file" else None
 
 
 PRIOR_DIGEST = _digest(

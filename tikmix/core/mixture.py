@@ -1,24 +1,30 @@
-"""Mixture files: the canonical JSON document and the exports training stacks read.
+"""The mixture document: the only place mixtures are validated, built, read and written.
+
+Every mixture that enters or leaves the workflow (a prior, a solver's result, a file written
+for a training stack, a user's weights file) passes through :func:`validate_weights`, so a bad
+vector is reported once, in one wording, naming the file and the domain at fault.
 
 Formats (``FORMATS``):
 
 * ``json`` — the canonical document::
 
       {"method": ..., "weights": {domain: w}, "stage_tokens": ..., "provenance": {...},
-       "solver": {...}, "sign_convention": "benefit = -influence; larger is better"}
+       "solver": {...}, "sign_convention": "benefit = -influence; larger is better",
+       "compute": {...}, "total_compute": {...}}
 
+  (a plain ``{domain: weight}`` mapping is read too);
 * ``yaml`` — a plain ``domain: weight`` mapping (the sign convention in a comment);
 * ``csv`` — ``domain,weight`` rows;
 * ``megatron`` — one Megatron-LM ``--data-path w1 p1 w2 p2 …`` line: each domain's weight is
   split over its shard prefixes in proportion to their token counts (or equally).
 
 Rounding (:func:`round_weights`) rounds to ``digits`` decimals and gives the largest weight
-the remainder, so the written weights sum to 1 within 1e-9. Every reader validates what it
-reads (sum to 1, no NaN, non-negative, known domains).
+the remainder, so the written weights sum to 1 within 1e-9.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -28,11 +34,96 @@ import pandas as pd
 import yaml
 
 from tikmix import __version__
-from tikmix.data.atomic import dumps_json
-from tikmix.mixing.priors import load_mapping
-from tikmix.mixing.weights import MixtureInputError, validate_weights
+from tikmix.core.atomic import dumps_json, write_text_atomic
+from tikmix.core.conventions import SIGN_CONVENTION
 
-SIGN_CONVENTION = "benefit = -influence; larger is better"
+#: Tolerance on ``|sum(w) - 1|`` for weights read from users or files.
+SUM_TOLERANCE = 1e-6
+
+
+class MixtureInputError(ValueError):
+    """A mixture, prior, influence matrix or run table that cannot be used as given."""
+
+
+def validate_weights(
+    weights: Mapping[str, float] | pd.Series,
+    domains: Iterable[str] | None = None,
+    *,
+    source: str = "weights",
+    tolerance: float = SUM_TOLERANCE,
+) -> pd.Series:
+    """Check a domain → weight mapping and return it as a float Series.
+
+    Args:
+        weights: the mapping to check.
+        domains: the domains the weights must cover exactly (e.g. the influence matrix's
+            columns); the result is reordered to this order. ``None`` keeps the given order.
+        source: how to name the weights in error messages (a file path, "prior", ...).
+        tolerance: allowed ``|sum - 1|``.
+
+    Raises:
+        MixtureInputError: a domain is missing or unknown, a weight is NaN, not a number or
+            negative, or the weights do not sum to 1 within ``tolerance``.
+    """
+    series = pd.Series(weights, dtype=object) if not isinstance(weights, pd.Series) else weights
+    if series.empty:
+        raise MixtureInputError(f"{source}: no domain weights given")
+    if series.index.has_duplicates:
+        dups = sorted(set(series.index[series.index.duplicated()].astype(str)))
+        raise MixtureInputError(f"{source}: duplicate domain(s) {dups}")
+    if domains is not None:
+        domains = list(domains)
+        missing = [d for d in domains if d not in series.index]
+        if missing:
+            raise MixtureInputError(f"{source}: no weight for domain(s) {missing}")
+        known = set(domains)
+        unknown = [d for d in series.index if d not in known]
+        if unknown:
+            raise MixtureInputError(
+                f"{source}: unknown domain(s) {unknown}; known domains are {domains}"
+            )
+        series = series.reindex(domains)
+    values = {}
+    for domain, value in series.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+            raise MixtureInputError(
+                f"{source}: weight of domain {domain!r} is not a number: {value!r}"
+            )
+        if np.isnan(value):
+            raise MixtureInputError(f"{source}: weight of domain {domain!r} is NaN")
+        if value < 0:
+            raise MixtureInputError(f"{source}: weight of domain {domain!r} is negative ({value})")
+        values[str(domain)] = float(value)
+    result = pd.Series(values, dtype=float, name="weight")
+    result.index.name = "domain"
+    total = float(result.sum())
+    if not abs(total - 1.0) <= tolerance:
+        raise MixtureInputError(
+            f"{source}: weights sum to {total:.12g}, not 1 (tolerance {tolerance:g})"
+        )
+    return result
+
+
+def load_mapping(path: str | Path) -> dict:
+    """Read a JSON or YAML file holding a mapping (by suffix: .json, .yaml, .yml)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path}")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            data = yaml.safe_load(text)
+        elif path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            raise MixtureInputError(f"{path}: expected a .json, .yaml or .yml file")
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise MixtureInputError(f"{path}: cannot parse: {exc}") from exc
+    if not isinstance(data, dict):
+        raise MixtureInputError(f"{path}: expected a mapping at the top level")
+    return data
+
+
 FORMATS = ("json", "yaml", "csv", "megatron")
 
 
@@ -205,11 +296,7 @@ def write_mixture(path: str | Path, document: Mapping, fmt: str | None = None, *
     """
     path = Path(path)
     fmt = fmt or _format_from_suffix(path)
-    text = format_mixture(document, fmt, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    write_text_atomic(path, format_mixture(document, fmt, **kwargs))
     return path
 
 

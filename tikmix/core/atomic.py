@@ -1,7 +1,8 @@
-"""Atomic file outputs: write to a temporary file beside the target, rename on success.
+"""Atomic outputs: write to a temporary sibling of the target, rename it into place on success.
 
 A job that fails half-way therefore never leaves a truncated output that a later stage (or a
-Snakemake rerun check) could mistake for a finished one.
+Snakemake rerun check) could mistake for a finished one. Every writer of results goes through
+:func:`atomic_output` (files) or :func:`atomic_directory` (Zarr stores, checkpoints).
 """
 
 from __future__ import annotations
@@ -9,11 +10,26 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def _temporary_sibling(path: Path, suffix: str = "") -> Path:
+    """An unused hidden name beside ``path``: ``.<name>.tmp-<pid>-<random><suffix>``."""
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
+
+
+def _remove_leftovers(path: Path) -> None:
+    """Temporary siblings of ``path`` left by killed writers (never trusted: never renamed)."""
+    for leftover in path.parent.glob(f".{path.name}.tmp-*"):
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
 
 
 @contextmanager
@@ -26,13 +42,48 @@ def atomic_output(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:12]}{suffix}")
+    tmp = _temporary_sibling(path, suffix)
     try:
         yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary directory path beside ``path``; on success it replaces ``path``.
+
+    The caller creates the directory (Zarr's ``mode="w"``, ``mkdir``). An existing ``path`` is
+    replaced only once the new one is complete (moved aside, the new one renamed in, the old
+    one removed). On any exception the temporary directory is removed and ``path`` is left as
+    it was. A writer killed outright (SIGKILL, a node lost) cannot clean up: its temporary
+    directory is removed when the same output is next written.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(path)
+    tmp = _temporary_sibling(path)
+    try:
+        yield tmp
+        if path.exists():
+            old = _temporary_sibling(path, ".old")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _remove_leftovers(path)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write ``text`` to ``path`` through :func:`atomic_output`."""
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
 
 
 def finite_json(obj: Any) -> Any:
@@ -80,5 +131,4 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
 
     Non-finite floats are written as null with a reason (:func:`finite_json`).
     """
-    with atomic_output(path) as tmp:
-        tmp.write_text(dumps_json(obj, indent=2) + "\n")
+    write_text_atomic(path, dumps_json(obj, indent=2) + "\n")

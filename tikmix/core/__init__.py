@@ -1,0 +1,12 @@
+"""Ideas every stage shares, each in one place (``docs/architecture.md``, "Shared types").
+
+* :mod:`tikmix.core.atomic` — the only way results are written: a temporary sibling renamed
+  into place, for files and for directories (Zarr stores, checkpoints);
+* :mod:`tikmix.core.compute` — the ``{tokens, flops}`` record every job writes;
+* :mod:`tikmix.core.mixture` — the mixture document: validate, build, read, write, export;
+* :mod:`tikmix.core.conventions` — the sign convention and the eq. 6 normalisation;
+* :mod:`tikmix.core.paper` — the paper's reference numbers the checks and the report cite.
+
+Nothing here imports torch or another ``tikmix`` package, so every layer (data → models →
+influence → mixing → analysis → report) may import it.
+"""

@@ -11,10 +11,10 @@ Each stage then runs in a fresh subprocess that reports its own peak RSS:
 
 * ``precondition whole``: the previous code path — ``load_factors`` and every task's
   ``load_gradients`` held whole, ``precondition``, then the store written;
-* ``precondition streamed``: ``pipeline.preconditioned_task_store`` (one module at a time);
+* ``precondition streamed``: ``stages.precondition_task_gradients`` (one module at a time);
 * ``influence whole``: ``load_preconditioned`` and every domain's mean gradient held whole,
   then ``influence_matrix``;
-* ``influence streamed``: ``pipeline.influence_outputs`` (one module at a time).
+* ``influence streamed``: ``stages.influence_matrix`` (one module at a time).
 
 Target: streamed peak ≤ 2 × the checkpoint's own size in memory (fp32 parameters). Run:
 ``nice .venv/bin/python benchmarks/bench_influence_streaming_memory.py`` (a few minutes; writes
@@ -94,24 +94,25 @@ def make_stores() -> dict:
 
 
 def run_stage(stage: str) -> None:
-    from tikmix.influence import pipeline
+    from tikmix.influence import stages
     from tikmix.influence.api import influence_matrix, precondition
     from tikmix.influence.store import (
         load_factors,
         load_gradients,
         load_mean_gradients,
+        load_preconditioned,
         write_store,
     )
 
     tasks = {t: OUT / f"{t}.zarr" for t in TASKS}
     domains = {d: OUT / f"{d}.zarr" for d in DOMAINS}
     if stage == "precondition whole":
-        ekfac = pipeline.damped(load_factors(OUT / "factors.zarr"), None, 0.1)
+        ekfac = load_factors(OUT / "factors.zarr").with_damping(None, 0.1)
         pre = precondition(ekfac, {t: load_gradients(p) for t, p in tasks.items()})
         arrays = ((f"{t}/{m}", g[m].numpy()) for t, g in pre.items() for m in ekfac.modules)
         write_store(OUT / "pre-whole.zarr", arrays, {"kind": "preconditioned_tasks"})
     elif stage == "precondition streamed":
-        pipeline.preconditioned_task_store(
+        stages.precondition_task_gradients(
             factors=OUT / "factors.zarr",
             task_stores=tasks,
             damping=None,
@@ -119,12 +120,14 @@ def run_stage(stage: str) -> None:
             out=OUT / "pre.zarr",
         )
     elif stage == "influence whole":
-        pre = pipeline.load_preconditioned(OUT / "pre.zarr")
+        pre = load_preconditioned(OUT / "pre.zarr")
         means = {d: load_mean_gradients(p)[0] for d, p in domains.items()}
         matrix, _ = influence_matrix(pre, means)
-        matrix.to_csv(OUT / "influence-whole.csv", float_format="%.10g")  # as influence_outputs
+        matrix.to_csv(
+            OUT / "influence-whole.csv", float_format="%.10g"
+        )  # as stages.influence_matrix
     else:
-        matrix = pipeline.influence_outputs(
+        matrix = stages.influence_matrix(
             preconditioned=OUT / "pre.zarr",
             domain_stores=domains,
             matrix_csv=OUT / "influence.csv",
@@ -178,7 +181,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["--make"]:
         print(json.dumps(make_stores()))
     elif sys.argv[1:2] == ["--baseline"]:
-        import tikmix.influence.pipeline  # noqa: F401  (the stages' imports)
+        import tikmix.influence.stages  # noqa: F401  (the stages' imports)
 
         print(
             json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})

@@ -6,7 +6,7 @@ RSS (``tikmix.resources``) and the peak above the baseline after the model and b
 
 * ``train``: one forward + backward + AdamW step (the reference);
 * ``domain_gradients``: ``summed_gradients`` over the same batches (float64 sums, as the
-  pipeline's ``domain_gradient_part`` runs it), unprojected;
+  stage ``domain_gradients`` runs it), unprojected;
 * ``domain_gradients r64``: the same with a 64×64 projection (hooks, no weight gradients).
 
 Target: domain-gradient peak ≤ 3 × the training step's. Run:

@@ -1,15 +1,16 @@
-from tikmix.influence.mixture_curvature import curvature_response_table
-from tikmix.workflow import script_logging
+from tikmix.influence.stages import curvature_responses
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
-    p = snakemake.params
-    curvature_response_table(
+    settings = rule_settings(snakemake)
+    tasks, domains = settings.pop("tasks"), settings.pop("domains")
+    curvature_responses(
         mixtures_csv=snakemake.input.mixtures,
         eigen=snakemake.input.eigen,
         preconditioned=snakemake.input.preconditioned,
-        task_stores=dict(zip(p.tasks, snakemake.input.tasks, strict=True)),
-        domain_stores=dict(zip(p.domains, snakemake.input.domains, strict=True)),
-        domain_lambda_stores=dict(zip(p.domains, snakemake.input.domain_lambdas, strict=True)),
+        task_stores=dict(zip(tasks, snakemake.input.tasks, strict=True)),
+        domain_stores=dict(zip(domains, snakemake.input.domains, strict=True)),
+        domain_lambda_stores=dict(zip(domains, snakemake.input.domain_lambdas, strict=True)),
         out=snakemake.output[0],
-        count_passes=p.count_passes,
+        **settings,
     )

@@ -1,12 +1,11 @@
-from tikmix.influence.pipeline import domain_gradient_part
+from tikmix.influence.stages import domain_gradients
 from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
-    domain_gradient_part(
+    domain_gradients(
         checkpoint=snakemake.input.checkpoint,
         domain=snakemake.wildcards.domain,
-        domain_dir=snakemake.params.domain_dir,
         shard=int(snakemake.wildcards.shard),
         out=snakemake.output[0],
-        **{k: v for k, v in rule_settings(snakemake).items() if k != "domain_dir"},
+        **rule_settings(snakemake),
     )

@@ -1,11 +1,11 @@
-from tikmix.influence.pipeline import covariance_part
-from tikmix.models.stage1 import read_weights
+from tikmix.core.mixture import read_mixture
+from tikmix.influence.stages import ekfac_covariances
 from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
-    covariance_part(
+    ekfac_covariances(
         checkpoint=snakemake.input.checkpoint,
-        weights=read_weights(snakemake.input.prior),
+        weights=read_mixture(snakemake.input.prior).to_dict(),
         shard=int(snakemake.wildcards.shard),
         out=snakemake.output[0],
         **rule_settings(snakemake),

@@ -1,8 +1,8 @@
-from tikmix.influence.mixture_curvature import domain_lambda_store
+from tikmix.influence.stages import ekfac_domain_lambda
 from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
-    domain_lambda_store(
+    ekfac_domain_lambda(
         eigen=snakemake.input.eigen,
         checkpoint=snakemake.input.checkpoint,
         domain=snakemake.wildcards.domain,

@@ -1,5 +1,5 @@
-from tikmix.influence.pipeline import eigen_store
+from tikmix.influence.stages import ekfac_eigen
 from tikmix.workflow import script_logging
 
 with script_logging(snakemake):
-    eigen_store(list(snakemake.input.parts), snakemake.output[0])
+    ekfac_eigen(parts=list(snakemake.input.parts), out=snakemake.output[0])

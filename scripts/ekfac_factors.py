@@ -1,5 +1,7 @@
-from tikmix.influence.pipeline import factors_store
+from tikmix.influence.stages import ekfac_factors
 from tikmix.workflow import script_logging
 
 with script_logging(snakemake):
-    factors_store(snakemake.input.eigen, list(snakemake.input.parts), snakemake.output[0])
+    ekfac_factors(
+        eigen=snakemake.input.eigen, parts=list(snakemake.input.parts), out=snakemake.output[0]
+    )

@@ -1,8 +1,8 @@
-from tikmix.influence.pipeline import measure_mixtures_part
+from tikmix.influence.stages import measure_mixtures
 from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
-    measure_mixtures_part(
+    measure_mixtures(
         checkpoint=snakemake.input.checkpoint,
         preconditioned=snakemake.input.preconditioned,
         mixtures_csv=snakemake.input.mixtures,

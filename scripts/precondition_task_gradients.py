@@ -1,11 +1,11 @@
-from tikmix.influence.pipeline import preconditioned_task_store
-from tikmix.workflow import script_logging
+from tikmix.influence.stages import precondition_task_gradients
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
-    preconditioned_task_store(
+    settings = rule_settings(snakemake)
+    precondition_task_gradients(
         factors=snakemake.input.factors,
-        task_stores=dict(zip(snakemake.params.tasks, snakemake.input.tasks, strict=True)),
-        damping=snakemake.params.damping,
-        damping_factor=snakemake.params.damping_factor,
+        task_stores=dict(zip(settings.pop("tasks"), snakemake.input.tasks, strict=True)),
         out=snakemake.output[0],
+        **settings,
     )

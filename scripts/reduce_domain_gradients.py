@@ -1,5 +1,5 @@
-from tikmix.influence.pipeline import reduce_domain_gradients
+from tikmix.influence.stages import reduce_domain_gradients
 from tikmix.workflow import script_logging
 
 with script_logging(snakemake):
-    reduce_domain_gradients(list(snakemake.input.parts), snakemake.output[0])
+    reduce_domain_gradients(parts=list(snakemake.input.parts), out=snakemake.output[0])

@@ -1,15 +1,11 @@
-from tikmix.influence.pipeline import task_gradient_store
-from tikmix.workflow import script_logging
+from tikmix.influence.stages import task_gradients
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
-    task_gradient_store(
+    task_gradients(
         checkpoint=snakemake.input.checkpoint,
         task=snakemake.wildcards.task,
         task_file=snakemake.input.task,
-        batch_size=snakemake.params.batch_size,
-        tracked_modules=snakemake.params.tracked_modules,
-        device=snakemake.params.device,
-        projection=snakemake.params.projection,
-        precision=snakemake.params.precision,
         out=snakemake.output[0],
+        **rule_settings(snakemake),
     )

@@ -36,7 +36,7 @@ from tikmix.influence import (
     select_modules,
     task_gradient,
 )
-from tikmix.influence.pipeline import preconditioned_task_store
+from tikmix.influence.stages import precondition_task_gradients
 from tikmix.mixing.tikmix_d import solve_tikmix_d
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.flops import training_flops_per_token
@@ -263,7 +263,7 @@ def test_run_from_workflow_files(planted, tmp_path):
     task_stores = {
         t: save_gradients(tmp_path / f"task-{t}.zarr", g) for t, g in planted["task_grads"].items()
     }
-    preconditioned_task_store(
+    precondition_task_gradients(
         factors=tmp_path / "ekfac.zarr",
         task_stores=task_stores,
         damping=None,

@@ -2,7 +2,7 @@
 checkpoint through the workflow's stages against the library's in-memory computation.
 
 Each family is a tiny random-init ``transformers`` config saved with ``save_pretrained`` (no
-download). The stages (``tikmix.influence.pipeline``) reload the checkpoint from disk and pass
+download). The stages (``tikmix.influence.stages``) reload the checkpoint from disk and pass
 everything through Zarr stores; the reference runs ``tikmix.influence.api`` on the model object
 in memory, on the same token windows. A mixture-of-experts family fails with an error that names
 the family and the config key, and works once the key is set.
@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.data.sampler import load_streams, plan_mixture
-from tikmix.influence import pipeline as stages
+from tikmix.influence import stages
 from tikmix.influence.api import fit_ekfac, group_influence, iterate_batches
 from tikmix.influence.tracking import DEFAULT_MODULE_PATTERN, select_modules
 from tikmix.seeds import derive_seed
@@ -88,36 +89,32 @@ def data(tmp_path_factory):
 
 def _pipeline_matrix(checkpoint, domains, task_file, pattern, out):
     """The influence matrix through the workflow's stages, from the checkpoint on disk."""
-    common = dict(checkpoint=checkpoint, tracked_modules=pattern, device="cpu")
+    gradient_pass = _gradient_pass(pattern)
     sample = dict(
-        common,
+        checkpoint=checkpoint,
+        gradient_pass=gradient_pass,
         domain_dirs=domains,
         weights=dict.fromkeys(domains, 0.5),
         tokens=EKFAC_TOKENS,
-        seq_len=SEQ,
-        batch_size=BATCH,
         shards=1,
         shard=0,
         fisher="sampled",
-        seed=SEED,
     )
-    stages.covariance_part(**sample, out=out / "cov.zarr")
-    stages.eigen_store([out / "cov.zarr"], out / "eigen.zarr")
-    stages.lambda_part(**sample, eigen=out / "eigen.zarr", out=out / "lambda.zarr")
-    stages.factors_store(out / "eigen.zarr", [out / "lambda.zarr"], out / "factors.zarr")
+    stages.ekfac_covariances(**sample, out=out / "cov.zarr")
+    stages.ekfac_eigen([out / "cov.zarr"], out / "eigen.zarr")
+    stages.ekfac_lambda(**sample, eigen=out / "eigen.zarr", out=out / "lambda.zarr")
+    stages.ekfac_factors(out / "eigen.zarr", [out / "lambda.zarr"], out / "factors.zarr")
     domain_stores = {
         domain: stages.reduce_domain_gradients(
             [
-                stages.domain_gradient_part(
-                    **common,
+                stages.domain_gradients(
+                    checkpoint=checkpoint,
+                    gradient_pass=gradient_pass,
                     domain=domain,
                     domain_dir=directory,
                     tokens=DOMAIN_TOKENS,
                     shards=1,
                     shard=0,
-                    seq_len=SEQ,
-                    batch_size=BATCH,
-                    seed=SEED,
                     out=out / f"{domain}-part.zarr",
                 )
             ],
@@ -125,22 +122,38 @@ def _pipeline_matrix(checkpoint, domains, task_file, pattern, out):
         )
         for domain, directory in domains.items()
     }
-    task = stages.task_gradient_store(
-        **common, task="task", task_file=task_file, batch_size=BATCH, out=out / "task.zarr"
+    task = stages.task_gradients(
+        checkpoint=checkpoint,
+        gradient_pass=gradient_pass.for_tasks(BATCH),
+        task="task",
+        task_file=task_file,
+        out=out / "task.zarr",
     )
-    stages.preconditioned_task_store(
+    stages.precondition_task_gradients(
         factors=out / "factors.zarr",
         task_stores={"task": task},
         damping=None,
         damping_factor=0.1,
         out=out / "pre.zarr",
     )
-    return stages.influence_outputs(
+    return stages.influence_matrix(
         preconditioned=out / "pre.zarr",
         domain_stores=domain_stores,
         matrix_csv=out / "influence.csv",
         sidecar_json=out / "influence.json",
         per_module_parquet=out / "per_module.parquet",
+    )
+
+
+def _gradient_pass(pattern):
+    return GradientPassSettings(
+        tracked_modules=pattern,
+        projection=None,
+        precision="fp32",
+        batch_size=BATCH,
+        seq_len=SEQ,
+        seed=SEED,
+        device="cpu",
     )
 
 
@@ -225,13 +238,11 @@ def test_mixture_of_experts_fails_naming_family_and_key_then_works_once_set(fami
     ):
         select_modules(model)
     with pytest.raises(ValueError, match="influence.tracked_modules"):
-        stages.task_gradient_store(
+        stages.task_gradients(
             checkpoint=tmp_path / "ckpt",
+            gradient_pass=_gradient_pass(DEFAULT_MODULE_PATTERN).for_tasks(BATCH),
             task="task",
             task_file=task_file,
-            batch_size=BATCH,
-            tracked_modules=DEFAULT_MODULE_PATTERN,
-            device="cpu",
             out=tmp_path / "task.zarr",
         )
     assert len(select_modules(model, ATTENTION_ONLY)) == 2 * 4

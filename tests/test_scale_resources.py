@@ -1,4 +1,4 @@
-"""Peak-memory probe, and the projected / bf16 influence pipeline run end to end on device cpu."""
+"""Peak-memory probe, and the projected / bf16 influence stages run end to end on device cpu."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from tikmix.influence import open_store
-from tikmix.influence import pipeline as stages
+from tikmix.core.gradient_pass import GradientPassSettings
+from tikmix.influence import open_store, stages
 from tikmix.influence.store import IncompatibleStoresError
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.llama import ModelConfig, TinyLlama
@@ -71,60 +71,60 @@ def workspace(tmp_path_factory):
 def run_pipeline(workspace, projection, precision, tag):
     root, checkpoint, domains, tasks = workspace
     out = root / tag
-    common = {
-        "checkpoint": checkpoint,
-        "seq_len": SEQ,
-        "batch_size": 4,
-        "tracked_modules": r"(^|\.)layers\.\d+\.(self_attn|mlp)\.\w+_proj$",
-        "device": "cpu",
-        "projection": projection,
-        "precision": precision,
-    }
+    gradient_pass = GradientPassSettings(
+        tracked_modules=r"(^|\.)layers\.\d+\.(self_attn|mlp)\.\w+_proj$",
+        projection=projection,
+        precision=precision,
+        batch_size=4,
+        seq_len=SEQ,
+        seed=0,
+        device="cpu",
+    )
     ekfac = {
-        **common,
+        "checkpoint": checkpoint,
+        "gradient_pass": gradient_pass,
         "domain_dirs": domains,
         "weights": dict.fromkeys(domains, 1 / 3),
         "tokens": 256,
         "shards": 1,
         "shard": 0,
         "fisher": "sampled",
-        "seed": 0,
     }
-    stages.covariance_part(**ekfac, out=out / "cov.zarr")
-    stages.eigen_store([out / "cov.zarr"], out / "eigen.zarr")
-    stages.lambda_part(**ekfac, eigen=out / "eigen.zarr", out=out / "lambda.zarr")
-    stages.factors_store(out / "eigen.zarr", [out / "lambda.zarr"], out / "factors.zarr")
+    stages.ekfac_covariances(**ekfac, out=out / "cov.zarr")
+    stages.ekfac_eigen([out / "cov.zarr"], out / "eigen.zarr")
+    stages.ekfac_lambda(**ekfac, eigen=out / "eigen.zarr", out=out / "lambda.zarr")
+    stages.ekfac_factors(out / "eigen.zarr", [out / "lambda.zarr"], out / "factors.zarr")
     domain_stores = {}
     for domain, directory in domains.items():
-        part = stages.domain_gradient_part(
-            **common,
+        part = stages.domain_gradients(
+            checkpoint=checkpoint,
+            gradient_pass=gradient_pass,
             domain=domain,
             domain_dir=directory,
             tokens=128,
             shards=1,
             shard=0,
-            seed=0,
             out=out / f"{domain}-part.zarr",
         )
         domain_stores[domain] = stages.reduce_domain_gradients([part], out / f"{domain}.zarr")
     task_stores = {
-        task: stages.task_gradient_store(
-            **{k: v for k, v in common.items() if k not in ("seq_len", "batch_size")},
+        task: stages.task_gradients(
+            checkpoint=checkpoint,
+            gradient_pass=gradient_pass.for_tasks(4),
             task=task,
             task_file=path,
-            batch_size=4,
             out=out / f"{task}.zarr",
         )
         for task, path in tasks.items()
     }
-    stages.preconditioned_task_store(
+    stages.precondition_task_gradients(
         factors=out / "factors.zarr",
         task_stores=task_stores,
         damping=None,
         damping_factor=0.1,
         out=out / "pre.zarr",
     )
-    matrix = stages.influence_outputs(
+    matrix = stages.influence_matrix(
         preconditioned=out / "pre.zarr",
         domain_stores=domain_stores,
         matrix_csv=out / "influence.csv",
@@ -157,7 +157,7 @@ def test_unprojected_stores_cannot_meet_projected_curvature(workspace):
     _, _, plain_domains, plain_tasks = run_pipeline(workspace, None, "fp32", "plain")
     assert open_store(plain_domains["d0"]).attrs["projection"] is None
     with pytest.raises(IncompatibleStoresError, match="task gradient 't0'.*projection None"):
-        stages.preconditioned_task_store(
+        stages.precondition_task_gradients(
             factors=projected_out / "factors.zarr",
             task_stores=plain_tasks,
             damping=None,
@@ -165,7 +165,7 @@ def test_unprojected_stores_cannot_meet_projected_curvature(workspace):
             out=projected_out / "bad.zarr",
         )
     with pytest.raises(IncompatibleStoresError, match="domain gradient 'd0'"):
-        stages.influence_outputs(
+        stages.influence_matrix(
             preconditioned=projected_out / "pre.zarr",
             domain_stores=plain_domains,
             matrix_csv=projected_out / "bad.csv",
@@ -178,12 +178,17 @@ def test_streamed_preconditioning_and_matrix_equal_the_whole_model_computation(w
     """The stages stream one module at a time; the results are those of the whole-model
     library calls on the same stores, bit for bit (same operations, same summation order)."""
     from tikmix.influence.api import influence_matrix, precondition
-    from tikmix.influence.store import load_factors, load_gradients, load_mean_gradients
+    from tikmix.influence.store import (
+        load_factors,
+        load_gradients,
+        load_mean_gradients,
+        load_preconditioned,
+    )
 
     out, matrix, domain_stores, task_stores = run_pipeline(workspace, None, "fp32", "streamed")
-    ekfac = stages.damped(load_factors(out / "factors.zarr"), None, 0.1)
+    ekfac = load_factors(out / "factors.zarr").with_damping(None, 0.1)
     whole = precondition(ekfac, {t: load_gradients(p) for t, p in task_stores.items()})
-    streamed = stages.load_preconditioned(out / "pre.zarr")
+    streamed = load_preconditioned(out / "pre.zarr")
     assert open_store(out / "pre.zarr").attrs["damping"] == ekfac.damping
     for task, grads in whole.items():
         for module, grad in grads.items():

@@ -17,9 +17,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
 from pathlib import Path
 from typing import Any
+
+from tikmix.core.atomic import write_text_atomic
 
 DIGEST_CACHE = ".snakemake/tikmix/file_digests.json"
 _CHUNK = 1 << 22
@@ -84,10 +85,7 @@ class FileDigests:
         if self.cache is None or not self._dirty:
             return
         try:
-            self.cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.cache.with_name(f".{self.cache.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}")
-            tmp.write_text(json.dumps(self._entries))
-            os.replace(tmp, self.cache)
+            write_text_atomic(self.cache, json.dumps(self._entries))
             self._dirty = False
         except OSError:
             pass  # a cache only: a read-only working directory recomputes next time

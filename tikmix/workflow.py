@@ -95,8 +95,17 @@ PROVENANCE_PARAM = "upstream"
 
 
 def rule_settings(snakemake) -> dict:  # noqa: ANN001 - Snakemake's object
-    """A rule's params as keyword arguments, without the provenance digest."""
-    return {k: v for k, v in snakemake.params.items() if k != PROVENANCE_PARAM}
+    """A rule's params as keyword arguments, without the provenance digest.
+
+    Every script passes its settings this way. A ``gradient_pass`` param becomes a
+    :class:`~tikmix.core.gradient_pass.GradientPassSettings`.
+    """
+    settings = {k: v for k, v in snakemake.params.items() if k != PROVENANCE_PARAM}
+    if "gradient_pass" in settings:
+        from tikmix.core.gradient_pass import GradientPassSettings
+
+        settings["gradient_pass"] = GradientPassSettings.from_params(settings["gradient_pass"])
+    return settings
 
 
 @contextlib.contextmanager

@@ -35,8 +35,8 @@ from tikmix.core.atomic import atomic_output, write_json_atomic
 from tikmix.core.mixture import MixtureInputError, read_mixture, validate_weights
 from tikmix.data.sampler import load_streams
 from tikmix.influence.measure import measure_mixture_table
-from tikmix.influence.pipeline import load_preconditioned
 from tikmix.influence.projection import resolve_projections
+from tikmix.influence.store import load_preconditioned
 from tikmix.influence.tracking import select_modules
 from tikmix.mixing.candidates import perturbed_mixtures
 from tikmix.mixing.weights import read_influence_matrix

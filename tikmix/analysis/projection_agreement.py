@@ -23,7 +23,7 @@ import torch
 from tikmix.core.atomic import atomic_output, write_json_atomic
 from tikmix.data.sampler import load_streams, plan_mixture
 from tikmix.influence.api import iterate_batches, projection_agreement
-from tikmix.influence.pipeline import FISHER_LABELS, load_model
+from tikmix.influence.stages import FISHER_LABELS, load_model
 from tikmix.influence.tracking import select_modules
 from tikmix.models.flops import training_flops_per_token
 from tikmix.seeds import derive_seed

@@ -335,6 +335,17 @@ def read_mixture(
     raise MixtureInputError(f"unknown mixture format {fmt!r}; choose one of {FORMATS}")
 
 
+def read_mixture_document(path: str | Path, domains: Iterable[str] | None = None) -> dict:
+    """A canonical mixture document (JSON) whole, its weights validated (:func:`read_mixture`).
+
+    For readers that need more than the weights: ``solver``, ``compute``, ``total_compute``…
+    """
+    weights = read_mixture(path, domains, fmt="json")
+    document = load_mapping(Path(path))
+    document["weights"] = {str(d): float(v) for d, v in weights.items()}
+    return document
+
+
 def _format_from_suffix(path: Path) -> str:
     suffix = path.suffix.lower()
     formats = {".json": "json", ".yaml": "yaml", ".yml": "yaml", ".csv": "csv"}

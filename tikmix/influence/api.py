@@ -1,6 +1,12 @@
-"""Group influence of data domains on validation tasks: the Python API the workflow rules call.
+"""Group influence of data domains on validation tasks, in memory (notebooks, tests, benchmarks).
 
-The influence matrix stores the *benefit* (DESIGN.md, "Benefit orientation")::
+The workflow's rules call :mod:`tikmix.influence.stages`, one function per rule, which read and
+write stores; this module runs the same stage numerics on objects in memory. :func:`fit_ekfac`
+is the rules ``ekfac_covariances → ekfac_eigen → ekfac_lambda → ekfac_factors`` back to back
+(``covariance_sums``, ``eigendecompose``, ``lambda_sums``, ``EkfacFactors.from_lambda``).
+
+The influence matrix stores the *benefit* (``docs/architecture.md``, "Conventions";
+:mod:`tikmix.core.conventions`)::
 
     B[v, d] = ∇f_v(θ)ᵀ (G + λI)⁻¹ ḡ_d        (= −I of the paper; larger is better)
 

@@ -478,6 +478,15 @@ class EkfacFactors:
             kind=kind,
         )
 
+    def with_damping(self, damping: float | None, damping_factor: float) -> EkfacFactors:
+        """These factors with the configured damping: fixed, or ``damping_factor · mean(Λ)``
+        per module (in place; returned for chaining)."""
+        self.damping = {
+            name: float(damping) if damping is not None else damping_factor * float(values.mean())
+            for name, values in self.eigenvalues.items()
+        }
+        return self
+
     @property
     def modules(self) -> list[str]:
         return list(self.eigenvalues)

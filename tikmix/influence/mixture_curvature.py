@@ -26,14 +26,10 @@ import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 
-from tikmix.core.atomic import atomic_output
-from tikmix.influence.pipeline import lambda_part
 from tikmix.influence.store import open_store
 
 log = logging.getLogger(__name__)
@@ -118,27 +114,6 @@ def curvature_responses(
     return total.numpy()
 
 
-def domain_lambda_store(
-    *, domain: str, domain_dir: str | Path, tokens: int, **lambda_args: Any
-) -> Path:
-    """``Σ_n (Q_Sᵀ G_n Q_A)²`` over a sample of one domain (rule ekfac_domain_lambda).
-
-    The EK-FAC fit's own Λ pass (:func:`~tikmix.influence.pipeline.lambda_part`: same
-    eigenbasis, Fisher labels and precision) on ``tokens`` drawn from the domain alone, with its
-    own sample seed. ``lambda_args`` are lambda_part's: eigen, fisher, seed, out, projection,
-    precision, checkpoint, device, tracked_modules, seq_len and batch_size.
-    """
-    return lambda_part(
-        domain_dirs={domain: domain_dir},
-        weights={domain: 1.0},
-        tokens=tokens,
-        shards=1,
-        shard=0,
-        sample_role=("ekfac_domain_lambda", domain),
-        **lambda_args,
-    )
-
-
 def stored_module_terms(
     *,
     eigen: str | Path,
@@ -172,36 +147,3 @@ def stored_module_terms(
             [s.tensor(f"{module}/gradient") for s in domains.values()],
             [s.tensor(f"{module}/lambda") / s.attrs["n_sequences"] for s in lambdas.values()],
         )
-
-
-def curvature_response_table(
-    *,
-    mixtures_csv: str | Path,
-    out: str | Path,
-    count_passes: bool = True,
-    **stores: Any,
-) -> pd.DataFrame:
-    """Curvature responses of every mixture of ``mixtures_csv`` (rule curvature_responses).
-
-    ``stores`` are :func:`stored_module_terms`'s. Writes the mixtures with one
-    ``benefit:<task>`` column per task, ``tokens`` and ``flops`` and ``response = curvature``.
-    The responses need no model pass; with ``count_passes`` the per-domain Λ passes they read
-    are spread over the rows' ``tokens`` and ``flops`` (count them in one design only).
-    """
-    table = pd.read_csv(mixtures_csv, index_col="mixture")
-    domains = list(stores["domain_stores"])
-    values = curvature_responses(table[domains].to_numpy(), stored_module_terms(**stores))
-    tasks = list(stores["task_stores"])
-    result = pd.concat(
-        [table, pd.DataFrame(values, index=table.index, columns=tasks).add_prefix("benefit:")],
-        axis=1,
-    )
-    passes = [open_store(path).attrs["compute"] for path in stores["domain_lambda_stores"].values()]
-    share = 1.0 / len(result) if count_passes else 0.0
-    result["tokens"] = sum(c["tokens"] for c in passes) * share
-    result["flops"] = sum(c["flops"] for c in passes) * share
-    result["response"] = "curvature"
-    with atomic_output(out) as path:
-        result.to_csv(path, float_format="%.12g")
-    log.info("curvature responses of %d mixtures over %d tasks", len(result), len(tasks))
-    return result

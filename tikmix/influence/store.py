@@ -19,8 +19,6 @@ gradients reduce to a per-token *mean* (``reduce_gradient_stores``).
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,8 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 import tikmix
+from tikmix.core.atomic import atomic_directory
+from tikmix.core.compute import ComputeRecord
 from tikmix.influence.ekfac import CovarianceSums, Eigenbasis, EkfacFactors, LambdaSums
 from tikmix.influence.gradients import GradientStats
 
@@ -69,12 +69,7 @@ def write_store(
     (it has no completion mark), is removed when the same store is next written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # A killed writer of this store left its temporary directory: never trusted (no completion
-    # mark), and removed now so that a failing rerun does not keep it either.
-    _remove_leftovers(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_directory(path) as tmp:
         group = zarr.open_group(tmp, mode="w")
         shapes: dict[str, list[int]] = {}
         for name, array in arrays:
@@ -94,19 +89,7 @@ def write_store(
         # it learns while producing them (e.g. each module's damping).
         group.attrs.update(_jsonable(attrs))
         group.attrs.update({"arrays": shapes, "complete": True, "format_version": FORMAT_VERSION})
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _remove_leftovers(path)
     return path
-
-
-def _remove_leftovers(path: Path) -> None:
-    for leftover in path.parent.glob(f".{path.name}.tmp-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _jsonable(value: Any) -> Any:
@@ -340,6 +323,24 @@ def iter_module_factors(path: str | os.PathLike) -> Iterator[tuple[str, EkfacFac
     store = open_store(path, kind="factors")
     for module in store.attrs["modules"]:
         yield module, _module_factors(store, [module])
+
+
+def load_preconditioned(path: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:
+    """Preconditioned task gradients: task → module → ``(G + λI)⁻¹ ∇f_v``."""
+    store = open_store(path, kind="preconditioned_tasks")
+    return {
+        task: {m: store.tensor(f"{task}/{m}") for m in store.attrs["modules"]}
+        for task in store.attrs["tasks"]
+    }
+
+
+def total_compute(path: str | os.PathLike) -> ComputeRecord:
+    """Total compute behind a store: its ``total_compute``, or its own plus its parts'."""
+    attrs = open_store(path).attrs
+    if "total_compute" in attrs:
+        return ComputeRecord.parse(attrs["total_compute"], f"store {path}")
+    parts = [part["compute"] for part in attrs.get("parts", []) if "compute" in part]
+    return ComputeRecord.total(*([attrs["compute"]] if "compute" in attrs else []), *parts)
 
 
 def check_projection(

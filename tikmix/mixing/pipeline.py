@@ -16,8 +16,14 @@ import numpy as np
 import pandas as pd
 
 from tikmix.core.atomic import atomic_output, write_json_atomic
-from tikmix.core.conventions import normalised_matrix, row_scales
-from tikmix.core.mixture import mixture_document, read_mixture, write_mixture
+from tikmix.core.compute import ComputeRecord
+from tikmix.core.conventions import normalised_benefit, normalised_matrix, row_scales
+from tikmix.core.mixture import (
+    mixture_document,
+    read_mixture,
+    read_mixture_document,
+    write_mixture,
+)
 from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
 from tikmix.mixing.pareto import project_onto_pareto
 from tikmix.mixing.priors import build_prior, domain_tokens, uniform_prior
@@ -36,21 +42,22 @@ def _tokens(domain_meta: Mapping[str, str | Path]) -> pd.Series:
 
 def _predicted(B: pd.DataFrame, w: pd.Series, eps: float, normaliser: str) -> dict[str, Any]:
     """Predicted per-task benefit B·w and its normalised form P̂ (eq. 6) for a mixture."""
-    raw = B.to_numpy() @ w.reindex(B.columns).to_numpy()
-    scale = row_scales(B.to_numpy(), eps, normaliser)
+    w = w.reindex(B.columns)
+    raw = B.to_numpy() @ w.to_numpy()
+    normalised = normalised_benefit(B, w, eps, normaliser)
     return {
         "benefit": dict(zip(B.index, raw.tolist(), strict=True)),
-        "normalised_benefit": dict(zip(B.index, (raw / scale).tolist(), strict=True)),
-        "total_normalised_benefit": float((raw / scale).sum()),
+        "normalised_benefit": normalised.to_dict(),
+        "total_normalised_benefit": float(normalised.sum()),
     }
 
 
-def influence_cost(sidecar: str | Path | None) -> dict[str, float]:
+def influence_cost(sidecar: str | Path | None) -> ComputeRecord:
     """FLOPs/tokens recorded for the influence matrix a mixture was derived from (if known)."""
     if sidecar is None:
-        return {"tokens": 0, "flops": 0.0}
-    record = json.loads(Path(sidecar).read_text()).get("total_compute", {})
-    return {"tokens": int(record.get("tokens", 0)), "flops": float(record.get("flops", 0.0))}
+        return ComputeRecord()
+    record = json.loads(Path(sidecar).read_text()).get("total_compute")
+    return ComputeRecord() if record is None else ComputeRecord.parse(record, str(sidecar))
 
 
 def write_method(
@@ -62,8 +69,8 @@ def write_method(
     eps: float = 1e-8,
     normaliser: str = "max",
     solver: Mapping | None = None,
-    compute: Mapping | None = None,
-    upstream_compute: Mapping | None = None,
+    compute: ComputeRecord | Mapping | None = None,
+    upstream_compute: ComputeRecord | Mapping | None = None,
     provenance: Mapping | None = None,
     stage_tokens: int | None = None,
 ) -> dict:
@@ -72,19 +79,16 @@ def write_method(
     ``compute`` is what this step itself cost; ``total_compute`` adds ``upstream_compute``
     (e.g. the influence matrix TiKMiX-D was solved on): the FLOPs spent to determine the mixture.
     """
-    own = dict(compute or {"tokens": 0, "flops": 0.0})
-    upstream = dict(upstream_compute or {"tokens": 0, "flops": 0.0})
+    own = ComputeRecord.total(*([compute] if compute is not None else []))
+    upstream = ComputeRecord.total(*([upstream_compute] if upstream_compute is not None else []))
     document = mixture_document(
         weights,
         method=method,
         stage_tokens=stage_tokens,
         provenance=dict(provenance or {}),
         solver=dict(solver or {}),
-        compute=own,
-        total_compute={
-            "tokens": int(own["tokens"] + upstream["tokens"]),
-            "flops": float(own["flops"] + upstream["flops"]),
-        },
+        compute=own.to_dict(),
+        total_compute=(own + upstream).to_dict(),
     )
     if influence_csv is not None:
         document["predicted"] = _predicted(
@@ -153,7 +157,7 @@ def tikmix_d_mixture(
         eps=eps,
         normaliser=normaliser,
         solver=result.solver_report(),
-        compute={"tokens": 0, "flops": 0.0},
+        compute=ComputeRecord(),
         upstream_compute=influence_cost(influence_sidecar),
         provenance={"influence": str(influence_csv), "prior": str(prior)},
         stage_tokens=stage_tokens,
@@ -172,7 +176,7 @@ def _pareto_set(
 def availability_caps_of(tikmix_d: str | Path) -> pd.Series | None:
     """TiKMiX-D's per-domain availability caps (``mixing.tikmix_d.max_epochs``), or None:
     TiKMiX-M's box keeps under them too."""
-    document = json.loads(Path(tikmix_d).read_text())
+    document = read_mixture_document(tikmix_d)
     slack = document.get("solver", {}).get("constraint_slack", {}).get("caps")
     if slack is None:
         return None
@@ -386,8 +390,8 @@ def tikmix_m_mixture(
         eps=eps,
         normaliser=normaliser,
         solver=solver,
-        compute={"tokens": int(measured["tokens"].sum()), "flops": float(measured["flops"].sum())},
-        upstream_compute=json.loads(Path(tikmix_d).read_text())["total_compute"],
+        compute=ComputeRecord(int(measured["tokens"].sum()), float(measured["flops"].sum())),
+        upstream_compute=read_mixture_document(tikmix_d)["total_compute"],
         provenance={"influence": str(influence_csv), "start": str(tikmix_d)},
     )
 
@@ -396,6 +400,6 @@ def export_mixture(
     document: str | Path, out: str | Path, fmt: str, prefixes: Mapping[str, list[str]] | None
 ) -> None:
     """Write a mixture in another format (yaml, csv, megatron) from its canonical JSON."""
-    doc = json.loads(Path(document).read_text())
+    doc = read_mixture_document(document)
     kwargs = {"prefixes": prefixes} if fmt == "megatron" else {}
     write_mixture(out, doc, fmt=fmt, **kwargs)

@@ -7,6 +7,7 @@ from pathlib import Path
 from snakemake.exceptions import WorkflowError
 
 from tikmix.config import ConfigError, check_config
+from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.data.tokenizer import agreed_special_tokens, tokenizer_file
 from tikmix.mixing.priors import prior_kind
 from tikmix.provenance import FileDigests, settings_digest
@@ -114,28 +115,29 @@ def all_targets():
 
 INFLUENCE = config["influence"]
 EKFAC_SHARDS = range(INFLUENCE["ekfac"]["shards"])
+# The settings every gradient pass reads, built once; rules pass them as `gradient_pass`.
+GRADIENT_PASS = GradientPassSettings.from_config(config).as_params()
+TASK_GRADIENT_PASS = (
+    GradientPassSettings.from_config(config)
+    .for_tasks(INFLUENCE["task_batch_size"])
+    .as_params()
+)
 # The EK-FAC fit samples one dataset from the prior mixture; each shard job takes its slice.
 EKFAC_SAMPLE_PARAMS = dict(
     tokens=INFLUENCE["ekfac"]["tokens"],
     shards=INFLUENCE["ekfac"]["shards"],
     fisher=INFLUENCE["ekfac"]["fisher"],
-    seq_len=config["data"]["seq_len"],
-    batch_size=INFLUENCE["batch_size"],
-    tracked_modules=INFLUENCE["tracked_modules"],
-    projection=INFLUENCE["projection"],
-    precision=INFLUENCE["precision"],
     domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
-    seed=config["seed"],
-    device=config["device"],
+    gradient_pass=GRADIENT_PASS,
 )
 
 
 # TiKMiX-M's curvature response: the same Λ pass as the EK-FAC fit, on each domain alone.
-DOMAIN_LAMBDA_PARAMS = {
-    key: value
-    for key, value in EKFAC_SAMPLE_PARAMS.items()
-    if key not in ("tokens", "shards", "domain_dirs")
-} | {"tokens": config["mixing"]["tikmix_m"]["curvature"]["tokens_per_domain"]}
+DOMAIN_LAMBDA_PARAMS = dict(
+    fisher=INFLUENCE["ekfac"]["fisher"],
+    tokens=config["mixing"]["tikmix_m"]["curvature"]["tokens_per_domain"],
+    gradient_pass=GRADIENT_PASS,
+)
 
 
 def domain_gradient_parts(wildcards):
@@ -244,12 +246,7 @@ def stage2_mixture(wildcards):
 
 
 def evaluation_targets():
-    return [
-        "results/evaluation/table.csv",
-        "results/evaluation/summary.csv",
-        "results/evaluation/figure4.csv",
-        "results/evaluation/figure4.json",
-    ]
+    return list(EVALUATION_FILES.values())
 
 
 # Appendix D's defaults; `checks: additivity:` in the config overrides them.
@@ -327,7 +324,6 @@ MIXTURE_FIGURES = {
     "benefit": f"{FIGURES}/predicted_benefit_{{ckpt}}",
 }
 COMPUTE_STEM = f"{FIGURES}/compute"
-EVALUATION_TABLE = "results/evaluation/table.csv"
 
 
 def report_figures():

@@ -25,13 +25,7 @@ rule domain_gradients:
         domain_dir=lambda wildcards: domain_dir(wildcards.domain),
         tokens=INFLUENCE["domain_tokens"],
         shards=INFLUENCE["shards_per_domain"],
-        seq_len=config["data"]["seq_len"],
-        batch_size=INFLUENCE["batch_size"],
-        tracked_modules=INFLUENCE["tracked_modules"],
-        projection=INFLUENCE["projection"],
-        precision=INFLUENCE["precision"],
-        seed=config["seed"],
-        device=config["device"],
+        gradient_pass=GRADIENT_PASS,
     script:
         script_path("domain_gradients.py")
 
@@ -78,11 +72,7 @@ rule task_gradients:
         runtime=60,
     params:
         upstream=lambda wildcards: task_gradients_digest(wildcards.ckpt, wildcards.task),
-        batch_size=INFLUENCE["task_batch_size"],
-        tracked_modules=INFLUENCE["tracked_modules"],
-        projection=INFLUENCE["projection"],
-        precision=INFLUENCE["precision"],
-        device=config["device"],
+        gradient_pass=TASK_GRADIENT_PASS,
     script:
         script_path("task_gradients.py")
 

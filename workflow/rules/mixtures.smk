@@ -115,13 +115,7 @@ rule measure_mixtures:
         lookahead=TIKMIX_M["lookahead"],
         task_files=TASK_FILES,
         shards=MIXING["measurement"]["shards"],
-        seq_len=config["data"]["seq_len"],
-        batch_size=INFLUENCE["batch_size"],
-        tracked_modules=INFLUENCE["tracked_modules"],
-        projection=INFLUENCE["projection"],
-        precision=INFLUENCE["precision"],
-        seed=config["seed"],
-        device=config["device"],
+        gradient_pass=GRADIENT_PASS,
     script:
         script_path("measure_mixtures.py")
 

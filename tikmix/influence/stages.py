@@ -1,10 +1,32 @@
-"""The influence stages of the workflow, one function per rule (scripts only parse arguments).
+"""The influence stages on disk: one function per workflow rule, named after it.
+
+The numerics are in :mod:`tikmix.influence.gradients` and :mod:`tikmix.influence.ekfac`; the
+in-memory API (:func:`tikmix.influence.api.fit_ekfac`, ``group_influence``) runs the same
+stage functions back to back. A function here opens the checkpoint and the data, runs one stage
+on its shard, and writes a store (:mod:`tikmix.influence.store`) with what it processed and
+cost (``compute``, ``resources``) and where it came from (checkpoint hash, token range, seed,
+``projection``, ``precision``).
 
 Every sum is computed per shard and reduced by a cheap job (map-reduce), so that a cluster runs
-domains × shards in parallel. A shard is a slice of ONE sample drawn for the whole budget, which is
-why 1 shard and 4 shards give the same result. Every store records what it processed
-(``compute: {tokens, flops}``), what it cost (``resources: {peak_rss_mb, peak_gpu_mb, seconds}``)
-and where it came from (checkpoint hash, token range, seed, ``projection``, ``precision``).
+domains × shards in parallel. A shard is a slice of ONE sample drawn for the whole budget, which
+is why 1 shard and 4 shards give the same result.
+
+=============================== ==================================================
+rule                            function
+=============================== ==================================================
+domain_gradients                :func:`domain_gradients`
+reduce_domain_gradients         :func:`reduce_domain_gradients`
+task_gradients                  :func:`task_gradients`
+ekfac_covariances               :func:`ekfac_covariances`
+ekfac_eigen                     :func:`ekfac_eigen`
+ekfac_lambda                    :func:`ekfac_lambda`
+ekfac_domain_lambda             :func:`ekfac_domain_lambda`
+ekfac_factors                   :func:`ekfac_factors`
+precondition_task_gradients     :func:`precondition_task_gradients`
+influence_matrix                :func:`influence_matrix`
+measure_mixtures                :func:`measure_mixtures`
+curvature_responses             :func:`curvature_responses`
+=============================== ==================================================
 """
 
 from __future__ import annotations
@@ -20,10 +42,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from tikmix.core.atomic import dumps_json
+from tikmix.core.atomic import atomic_output, write_json_atomic
+from tikmix.core.compute import ComputeRecord
 from tikmix.core.conventions import BENEFIT_DEFINITION
+from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
-from tikmix.influence.api import benefit_matrix, influence_matrix, precondition, task_gradient
+from tikmix.influence import api, mixture_curvature
 from tikmix.influence.ekfac import (
     EkfacFactors,
     covariance_sums,
@@ -40,6 +64,7 @@ from tikmix.influence.store import (
     load_covariances,
     load_eigenbases,
     load_lambdas,
+    load_preconditioned,
     open_store,
     reduce_gradient_stores,
     save_covariances,
@@ -47,6 +72,7 @@ from tikmix.influence.store import (
     save_factors,
     save_gradients,
     save_lambdas,
+    total_compute,
     write_store,
 )
 from tikmix.influence.tracking import select_modules
@@ -70,10 +96,6 @@ def load_model(checkpoint: str | Path, device: str = "auto"):
     return model, checkpoint_hash(checkpoint)
 
 
-def _monitor(device: str) -> ResourceMonitor:
-    return ResourceMonitor(resolve_device(device))
-
-
 def shard_rows(n_rows: int, shards: int, shard: int) -> np.ndarray:
     """Rows of shard ``shard`` of ``shards`` contiguous, near-equal slices of ``n_rows``."""
     if not 0 <= shard < shards:
@@ -86,24 +108,6 @@ def _batches(
 ) -> Iterator[torch.Tensor]:
     for start in range(0, len(rows), batch_size):
         yield torch.from_numpy(plan.gather(streams, rows[start : start + batch_size]))
-
-
-def _compute(tokens: int, flops: float) -> dict[str, float]:
-    return {"tokens": int(tokens), "flops": float(flops)}
-
-
-def _total(*records: Mapping[str, float]) -> dict[str, float]:
-    """Sum of compute records: a stage's own cost plus everything upstream of it."""
-    return _compute(sum(r["tokens"] for r in records), sum(r["flops"] for r in records))
-
-
-def _store_total(path: str | Path) -> dict[str, float]:
-    """Total compute behind a store: its ``total_compute``, or its own plus its parts'."""
-    attrs = open_store(path).attrs
-    if "total_compute" in attrs:
-        return attrs["total_compute"]
-    parts = [part["compute"] for part in attrs.get("parts", []) if "compute" in part]
-    return _total(*([attrs["compute"]] if "compute" in attrs else []), *parts)
 
 
 @dataclass
@@ -122,33 +126,33 @@ class _ShardPass:
         cls,
         *,
         checkpoint: str | Path,
-        device: str,
-        tracked_modules: str,
-        projection: dict | None,
-        precision: str,
+        gradient_pass: GradientPassSettings,
         streams: Mapping[str, np.ndarray],
         plan: MixturePlan,
         shards: int,
         shard: int,
-        batch_size: int,
         what: str,
     ) -> _ShardPass:
-        monitor = _monitor(device)
-        model, ckpt_hash = load_model(checkpoint, device)
-        modules = select_modules(model, tracked_modules)
+        settings = gradient_pass
+        monitor = ResourceMonitor(resolve_device(settings.device))
+        model, ckpt_hash = load_model(checkpoint, settings.device)
+        modules = select_modules(model, settings.tracked_modules)
         rows = shard_rows(len(plan), shards, shard)
         n_tokens = len(rows) * plan.seq_len
-        batches = with_progress(_batches(plan, streams, rows, batch_size), n_tokens, what, log)
+        batches = with_progress(
+            _batches(plan, streams, rows, settings.batch_size), n_tokens, what, log
+        )
+        flops = n_tokens * training_flops_per_token(model, plan.seq_len)
         provenance = {
             "checkpoint": ckpt_hash,
-            "projection": projection_attrs(projection),
-            "precision": precision,
+            "projection": projection_attrs(settings.projection),
+            "precision": settings.precision,
             "sequence_range": [int(rows[0]), int(rows[-1]) + 1] if len(rows) else [0, 0],
             "shard": shard,
             "shards": shards,
-            "compute": _compute(n_tokens, n_tokens * training_flops_per_token(model, plan.seq_len)),
+            "compute": ComputeRecord(n_tokens, flops).to_dict(),
         }
-        projections = resolve_projections(modules, projection)
+        projections = resolve_projections(modules, settings.projection)
         return cls(model, modules, projections, batches, provenance, monitor)
 
     def finish(self, **extra: Any) -> dict[str, Any]:
@@ -156,7 +160,7 @@ class _ShardPass:
         return {**self.provenance, **extra, "resources": self.monitor.usage()}
 
 
-def domain_gradient_part(
+def domain_gradients(
     *,
     checkpoint: str | Path,
     domain: str,
@@ -164,146 +168,136 @@ def domain_gradient_part(
     tokens: int,
     shards: int,
     shard: int,
-    seq_len: int,
-    batch_size: int,
-    tracked_modules: str,
-    seed: int,
-    device: str,
+    gradient_pass: GradientPassSettings,
     out: str | Path,
-    projection: dict | None = None,
-    precision: str = "fp32",
 ) -> Path:
-    """Summed gradient of shard ``shard`` of the domain's token budget (rule domain_gradients)."""
+    """Summed gradient of shard ``shard`` of the domain's token budget."""
     streams = load_streams({domain: domain_dir})
-    sample_seed = derive_seed(seed, "domain_gradients", domain)
-    plan = plan_mixture({domain: len(streams[domain])}, {domain: 1.0}, tokens, seq_len, sample_seed)
+    sample_seed = derive_seed(gradient_pass.seed, "domain_gradients", domain)
+    plan = plan_mixture(
+        {domain: len(streams[domain])}, {domain: 1.0}, tokens, gradient_pass.seq_len, sample_seed
+    )
     job = _ShardPass.open(
         checkpoint=checkpoint,
-        device=device,
-        tracked_modules=tracked_modules,
-        projection=projection,
-        precision=precision,
+        gradient_pass=gradient_pass,
         streams=streams,
         plan=plan,
         shards=shards,
         shard=shard,
-        batch_size=batch_size,
         what=f"{domain} gradient",
     )
     stats = summed_gradients(
-        job.model, job.modules, job.batches, precision=precision, projections=job.projections
+        job.model,
+        job.modules,
+        job.batches,
+        precision=gradient_pass.precision,
+        projections=job.projections,
     )
     provenance = job.finish(domain=domain, seed=sample_seed)
     return save_gradients(out, stats, provenance)
 
 
 def reduce_domain_gradients(parts: list[str | Path], out: str | Path) -> Path:
-    """Per-token mean gradient of a domain from its part-stores (rule reduce_domain_gradients)."""
+    """Per-token mean gradient of a domain from its part-stores."""
     return reduce_gradient_stores(parts, out)
 
 
-def task_gradient_store(
+def task_gradients(
     *,
     checkpoint: str | Path,
     task: str,
     task_file: str | Path,
-    batch_size: int,
-    tracked_modules: str,
-    device: str,
+    gradient_pass: GradientPassSettings,
     out: str | Path,
-    projection: dict | None = None,
-    precision: str = "fp32",
 ) -> Path:
-    """Summed gradient of a task's loss over its scored tokens (rule task_gradients)."""
-    monitor = _monitor(device)
-    model, ckpt_hash = load_model(checkpoint, device)
-    modules = select_modules(model, tracked_modules)
+    """Summed gradient of a task's loss over its scored tokens (all of the task's rows)."""
+    settings = gradient_pass
+    monitor = ResourceMonitor(resolve_device(settings.device))
+    model, ckpt_hash = load_model(checkpoint, settings.device)
+    modules = select_modules(model, settings.tracked_modules)
     with np.load(task_file) as data:
         ids, loss_mask = data["input_ids"], data["loss_mask"]
-    stats = task_gradient(
+    stats = api.task_gradient(
         model,
         ids,
         loss_mask,
         modules,
-        batch_size=batch_size,
-        precision=precision,
-        projection=projection,
+        batch_size=settings.batch_size,
+        precision=settings.precision,
+        projection=settings.projection,
     )
     seq_len = ids.shape[1] - 1
+    flops = ids.shape[0] * seq_len * training_flops_per_token(model, seq_len)
     provenance = {
         "checkpoint": ckpt_hash,
         "task": task,
-        "projection": projection_attrs(projection),
-        "precision": precision,
-        "compute": _compute(
-            ids.size, ids.shape[0] * seq_len * training_flops_per_token(model, seq_len)
-        ),
+        "projection": projection_attrs(settings.projection),
+        "precision": settings.precision,
+        "compute": ComputeRecord(ids.size, flops).to_dict(),
         "resources": monitor.usage(),
     }
     return save_gradients(out, stats, provenance)
 
 
-def _ekfac_pass(
+def _ekfac_sample(
     what: str,
     *,
+    checkpoint: str | Path,
     domain_dirs: Mapping[str, str | Path],
     weights: Mapping[str, float],
     tokens: int,
-    seq_len: int,
-    seed: int,
+    shards: int,
+    shard: int,
+    gradient_pass: GradientPassSettings,
     sample_role: tuple[str, ...] = ("ekfac",),
-    **shard_args: Any,
 ) -> _ShardPass:
     """Shard ``shard`` of the EK-FAC sample, ready to iterate.
 
     The sample is ``tokens`` drawn from ``weights`` over ``domain_dirs`` with a seed derived from
-    ``seed`` and ``sample_role``, so the covariance pass and the Λ pass see the same sequences
-    (and TiKMiX-M's per-domain Λ passes their own). ``shard_args`` are
-    :meth:`_ShardPass.open`'s: checkpoint, device, tracked_modules, projection, precision,
-    shards, shard, batch_size.
+    the workflow's seed and ``sample_role``, so the covariance pass and the Λ pass see the same
+    sequences (and TiKMiX-M's per-domain Λ passes their own).
     """
     streams = load_streams(domain_dirs)
     plan = plan_mixture(
         {d: len(s) for d, s in streams.items()},
         dict(weights),
         tokens,
-        seq_len,
-        derive_seed(seed, *sample_role),
+        gradient_pass.seq_len,
+        derive_seed(gradient_pass.seed, *sample_role),
     )
-    return _ShardPass.open(streams=streams, plan=plan, what=what, **shard_args)
+    return _ShardPass.open(
+        checkpoint=checkpoint,
+        gradient_pass=gradient_pass,
+        streams=streams,
+        plan=plan,
+        shards=shards,
+        shard=shard,
+        what=what,
+    )
 
 
-def covariance_part(
-    *,
-    fisher: str,
-    seed: int,
-    out: str | Path,
-    projection: dict | None = None,
-    precision: str = "fp32",
-    **sample: Any,
-) -> Path:
-    """Sums of a aᵀ and g gᵀ over shard ``shard`` of the EK-FAC sample (rule ekfac_covariances).
+def ekfac_covariances(*, fisher: str, out: str | Path, **sample: Any) -> Path:
+    """Sums of a aᵀ and g gᵀ over shard ``shard`` of the EK-FAC sample.
 
-    ``fisher`` is ``sampled`` or ``empirical``; ``sample`` are :func:`_ekfac_pass`'s arguments.
+    ``fisher`` is ``sampled`` or ``empirical``; ``sample`` are :func:`_ekfac_sample`'s
+    arguments (checkpoint, domain_dirs, weights, tokens, shards, shard, gradient_pass).
     """
-    job = _ekfac_pass(
-        "EK-FAC covariances", seed=seed, projection=projection, precision=precision, **sample
-    )
+    settings = sample["gradient_pass"]
+    job = _ekfac_sample("EK-FAC covariances", **sample)
     sums = covariance_sums(
         job.model,
         job.modules,
         job.batches,
         fisher=FISHER_LABELS[fisher],
-        seed=derive_seed(seed, "fisher"),
-        precision=precision,
+        seed=derive_seed(settings.seed, "fisher"),
+        precision=settings.precision,
         projections=job.projections,
     )
-    provenance = job.finish(fisher=fisher)
-    return save_covariances(out, sums, provenance)
+    return save_covariances(out, sums, job.finish(fisher=fisher))
 
 
-def eigen_store(parts: list[str | Path], out: str | Path) -> Path:
-    """Reduce covariance parts and eigendecompose A and S in float64 (rule ekfac_eigen)."""
+def ekfac_eigen(parts: list[str | Path], out: str | Path) -> Path:
+    """Reduce covariance parts and eigendecompose A and S in float64."""
     monitor = ResourceMonitor()
     stores = [open_store(p) for p in parts]
     covariances = reduce([load_covariances(p) for p in parts])
@@ -312,6 +306,7 @@ def eigen_store(parts: list[str | Path], out: str | Path) -> Path:
         eigh_flops(b.activation_eigenvalues.numel()) + eigh_flops(b.gradient_eigenvalues.numel())
         for b in bases.values()
     )
+    own = ComputeRecord(0, flops)
     first = stores[0].attrs
     provenance = {
         "checkpoint": first["checkpoint"],
@@ -319,59 +314,65 @@ def eigen_store(parts: list[str | Path], out: str | Path) -> Path:
         "projection": first.get("projection"),
         "n_tokens": covariances.n_tokens,
         "n_sequences": covariances.n_sequences,
-        "compute": _compute(0, flops),
+        "compute": own.to_dict(),
         "resources": monitor.usage(),
-        "total_compute": _total(_compute(0, flops), *(_store_total(p) for p in parts)),
+        "total_compute": ComputeRecord.total(own, *map(total_compute, parts)).to_dict(),
     }
     return save_eigenbases(out, bases, provenance)
 
 
-def lambda_part(
-    *,
-    eigen: str | Path,
-    fisher: str,
-    seed: int,
-    out: str | Path,
-    projection: dict | None = None,
-    precision: str = "fp32",
-    **sample: Any,
-) -> Path:
-    """Sums of (Q_Sᵀ G_n Q_A)² over shard ``shard`` of the EK-FAC sample (rule ekfac_lambda).
+def ekfac_lambda(*, eigen: str | Path, fisher: str, out: str | Path, **sample: Any) -> Path:
+    """Sums of (Q_Sᵀ G_n Q_A)² over shard ``shard`` of the EK-FAC sample.
 
-    Takes the same arguments as :func:`covariance_part`, plus the eigenbasis store.
+    Takes :func:`ekfac_covariances`'s arguments, plus the eigenbasis store.
     """
+    settings = sample["gradient_pass"]
     eigen_attrs = open_store(eigen).attrs
-    if eigen_attrs.get("projection") != projection_attrs(projection):
+    if eigen_attrs.get("projection") != projection_attrs(settings.projection):
         raise ValueError(
             f"eigenbasis store {eigen} was fitted with projection "
-            f"{eigen_attrs.get('projection')!r}, this job asks for {projection_attrs(projection)!r}"
+            f"{eigen_attrs.get('projection')!r}, this job asks for "
+            f"{projection_attrs(settings.projection)!r}"
         )
-    job = _ekfac_pass(
-        "EK-FAC eigenvalue correction",
-        seed=seed,
-        projection=projection,
-        precision=precision,
-        **sample,
-    )
+    job = _ekfac_sample("EK-FAC eigenvalue correction", **sample)
     sums = lambda_sums(
         job.model,
         job.modules,
         load_eigenbases(eigen),
         job.batches,
         fisher=FISHER_LABELS[fisher],
-        seed=derive_seed(seed, "fisher"),
-        precision=precision,
+        seed=derive_seed(settings.seed, "fisher"),
+        precision=settings.precision,
         projections=job.projections,
     )
-    provenance = job.finish(fisher=fisher)
-    return save_lambdas(out, sums, provenance)
+    return save_lambdas(out, sums, job.finish(fisher=fisher))
 
 
-def factors_store(eigen: str | Path, parts: list[str | Path], out: str | Path) -> Path:
-    """EK-FAC factors: eigenbases and Λ averaged over sequences (rule ekfac_factors).
+def ekfac_domain_lambda(
+    *, domain: str, domain_dir: str | Path, tokens: int, **lambda_args: Any
+) -> Path:
+    """``Σ_n (Q_Sᵀ G_n Q_A)²`` over a sample of one domain (TiKMiX-M's Λ_d).
 
-    The damping stored here is the default 0.1·mean(Λ); the preconditioning rule applies the
-    configured damping, so changing it does not refit the factors.
+    The EK-FAC fit's own Λ pass (:func:`ekfac_lambda`: same eigenbasis, Fisher labels and
+    precision) on ``tokens`` drawn from the domain alone, with its own sample seed.
+    ``lambda_args`` are ekfac_lambda's: checkpoint, eigen, fisher, gradient_pass, out.
+    """
+    return ekfac_lambda(
+        domain_dirs={domain: domain_dir},
+        weights={domain: 1.0},
+        tokens=tokens,
+        shards=1,
+        shard=0,
+        sample_role=("ekfac_domain_lambda", domain),
+        **lambda_args,
+    )
+
+
+def ekfac_factors(eigen: str | Path, parts: list[str | Path], out: str | Path) -> Path:
+    """EK-FAC factors: eigenbases and Λ averaged over sequences.
+
+    The damping stored here is the default 0.1·mean(Λ); :func:`precondition_task_gradients`
+    applies the configured damping, so changing it does not refit the factors.
     """
     lambdas = (
         load_lambdas(parts[0]) if len(parts) == 1 else reduce([load_lambdas(p) for p in parts])
@@ -382,22 +383,15 @@ def factors_store(eigen: str | Path, parts: list[str | Path], out: str | Path) -
         "checkpoint": attrs["checkpoint"],
         "fisher": attrs["fisher"],
         "projection": attrs.get("projection"),
-        "compute": _compute(0, 0),
-        "total_compute": _total(_store_total(eigen), *(_store_total(p) for p in parts)),
+        "compute": ComputeRecord().to_dict(),
+        "total_compute": ComputeRecord.total(
+            total_compute(eigen), *map(total_compute, parts)
+        ).to_dict(),
     }
     return save_factors(out, factors, provenance)
 
 
-def damped(factors: EkfacFactors, damping: float | None, damping_factor: float) -> EkfacFactors:
-    """The factors with the configured damping: fixed, or ``damping_factor · mean(Λ)`` per module."""
-    factors.damping = {
-        name: float(damping) if damping is not None else damping_factor * float(values.mean())
-        for name, values in factors.eigenvalues.items()
-    }
-    return factors
-
-
-def preconditioned_task_store(
+def precondition_task_gradients(
     *,
     factors: str | Path,
     task_stores: Mapping[str, str | Path],
@@ -405,7 +399,7 @@ def preconditioned_task_store(
     damping_factor: float,
     out: str | Path,
 ) -> Path:
-    """(G + λI)⁻¹ ∇f_v for every task, one IHVP each (rule precondition_task_gradients).
+    """(G + λI)⁻¹ ∇f_v for every task, one IHVP each.
 
     Streams one tracked module at a time (its factors and every task's gradient of it), so the
     peak memory is set by the largest module, not by the model.
@@ -420,6 +414,7 @@ def preconditioned_task_store(
         4 * int(np.prod(shapes[f"{m}/eigenvalues"])) * sum(shapes[f"{m}/eigenvalues"])
         for m in modules
     ) * len(tasks)
+    own = ComputeRecord(0, flops)
     attrs = {
         "kind": "preconditioned_tasks",
         "tasks": list(tasks),
@@ -428,17 +423,15 @@ def preconditioned_task_store(
         "task_tokens": {t: store.attrs["n_tokens"] for t, store in tasks.items()},
         "checkpoint": factor_store.attrs["checkpoint"],
         "projection": projection,
-        "compute": _compute(0, flops),
-        "total_compute": _total(
-            _compute(0, flops),
-            _store_total(factors),
-            *(_store_total(p) for p in task_stores.values()),
-        ),
+        "compute": own.to_dict(),
+        "total_compute": ComputeRecord.total(
+            own, total_compute(factors), *map(total_compute, task_stores.values())
+        ).to_dict(),
     }
 
     def arrays() -> Iterator[tuple[str, np.ndarray]]:
         for module, module_factors in iter_module_factors(factors):
-            ekfac = damped(module_factors, damping, damping_factor)
+            ekfac = module_factors.with_damping(damping, damping_factor)
             attrs["damping"][module] = ekfac.damping[module]
             task_grads = {
                 task: GradientStats(
@@ -448,21 +441,13 @@ def preconditioned_task_store(
                 )
                 for task, store in tasks.items()
             }
-            for task, grads in precondition(ekfac, task_grads).items():
+            for task, grads in api.precondition(ekfac, task_grads).items():
                 yield f"{task}/{module}", grads[module].detach().cpu().numpy()
 
     return write_store(out, arrays(), attrs)
 
 
-def load_preconditioned(path: str | Path) -> dict[str, dict[str, torch.Tensor]]:
-    store = open_store(path, kind="preconditioned_tasks")
-    return {
-        task: {m: store.tensor(f"{task}/{m}") for m in store.attrs["modules"]}
-        for task in store.attrs["tasks"]
-    }
-
-
-def influence_outputs(
+def influence_matrix(
     *,
     preconditioned: str | Path,
     domain_stores: Mapping[str, str | Path],
@@ -480,7 +465,7 @@ def influence_outputs(
     for module in modules:
         pre = {t: {module: pre_store.tensor(f"{t}/{module}")} for t in tasks}
         means = {d: {module: store.tensor(f"{module}/gradient")} for d, store in domains.items()}
-        terms.append(influence_matrix(pre, means)[1])
+        terms.append(api.influence_matrix(pre, means)[1])
     # Rows in the order of the whole-model computation (domain, task, module): the same sums.
     per_module = pd.concat(terms, ignore_index=True)
     order = {name: i for i, name in enumerate(modules)}
@@ -493,9 +478,10 @@ def influence_outputs(
             )
         )
     ].reset_index(drop=True)
-    matrix, per_module = benefit_matrix(per_module, list(tasks), list(domains))
+    matrix, per_module = api.benefit_matrix(per_module, list(tasks), list(domains))
     attrs = pre_store.attrs
     n_params = sum(int(np.prod(pre_store.attrs["arrays"][f"{tasks[0]}/{m}"])) for m in modules)
+    own = ComputeRecord(0, 2 * n_params * len(pre) * len(domains))
     sidecar = {
         "orientation": "benefit",
         "sign_convention": BENEFIT_DEFINITION,
@@ -504,22 +490,27 @@ def influence_outputs(
         "checkpoint": attrs["checkpoint"],
         "damping": attrs["damping"],
         "seconds": time.perf_counter() - start,
-        "compute": _compute(0, 2 * n_params * len(pre) * len(domains)),
+        "compute": own.to_dict(),
+        "total_compute": ComputeRecord.total(
+            own, total_compute(preconditioned), *map(total_compute, domain_stores.values())
+        ).to_dict(),
     }
-    sidecar["total_compute"] = _total(
-        sidecar["compute"],
-        _store_total(preconditioned),
-        *(_store_total(p) for p in domain_stores.values()),
-    )
-    for path in (matrix_csv, sidecar_json, per_module_parquet):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-    matrix.to_csv(matrix_csv, float_format="%.10g")
-    per_module.to_parquet(per_module_parquet, index=False)
-    Path(sidecar_json).write_text(dumps_json(sidecar, indent=2) + "\n")
+    with atomic_output(matrix_csv) as tmp:
+        matrix.to_csv(tmp, float_format="%.10g")
+    with atomic_output(per_module_parquet) as tmp:
+        per_module.to_parquet(tmp, index=False)
+    write_json_atomic(sidecar_json, sidecar)
     return matrix
 
 
-def measure_mixtures_part(
+def _write_responses(result: pd.DataFrame, response: str, out: str | Path) -> pd.DataFrame:
+    result["response"] = response
+    with atomic_output(out) as tmp:
+        result.to_csv(tmp, float_format="%.12g")
+    return result
+
+
+def measure_mixtures(
     *,
     checkpoint: str | Path,
     preconditioned: str | Path,
@@ -529,80 +520,100 @@ def measure_mixtures_part(
     tokens: int,
     shards: int,
     shard: int,
-    seq_len: int,
-    batch_size: int,
-    tracked_modules: str,
-    seed: int,
-    device: str,
+    gradient_pass: GradientPassSettings,
     out: str | Path,
-    projection: dict | None = None,
-    precision: str = "fp32",
     response: str = "direct",
     lookahead: Mapping[str, Any] | None = None,
     task_files: Mapping[str, str | Path] | None = None,
 ) -> pd.DataFrame:
-    """Direct benefit of each mixture of a shard of ``mixtures_csv`` (rule measure_mixtures).
+    """Measured response of each mixture of a shard of ``mixtures_csv``.
 
-    Each mixture gets a freshly sampled dataset (seed role ``measure``, disjoint from the domain
-    gradients' samples), one gradient pass, and dot products with the preconditioned task
-    gradients: a vector of per-task benefits, written as ``benefit:<task>`` columns.
-
-    With ``response="lookahead"`` (TiKMiX-M's non-linear option) the columns hold instead each
-    task's relative loss decrease after ``lookahead["steps"]`` optimizer steps on the mixture
-    (:func:`tikmix.models.lookahead.lookahead_responses`); the ``response`` column says which.
+    ``response="direct"``: each mixture gets a freshly sampled dataset (seed role ``measure``,
+    disjoint from the domain gradients' samples), one gradient pass, and dot products with the
+    preconditioned task gradients: a vector of per-task benefits, written as ``benefit:<task>``
+    columns. ``response="lookahead"``: each task's relative loss decrease after
+    ``lookahead["steps"]`` optimizer steps on the mixture
+    (:func:`tikmix.models.lookahead.lookahead_responses`). The ``response`` column says which.
     """
+    settings = gradient_pass
+    table = pd.read_csv(mixtures_csv, index_col="mixture")
+    rows = table.iloc[shard_rows(len(table), shards, shard)]
     if response == "lookahead":
-        table = pd.read_csv(mixtures_csv, index_col="mixture")
-        rows = table.iloc[shard_rows(len(table), shards, shard)]
         decreases, n_tokens, flops = lookahead_responses(
             checkpoint,
             {d: domain_dirs[d] for d in table.columns},
             rows,
             task_files,
-            seq_len=seq_len,
-            seed=seed,
-            device=str(resolve_device(device)),
+            seq_len=settings.seq_len,
+            seed=settings.seed,
+            device=str(resolve_device(settings.device)),
             **lookahead,
         )
         result = pd.concat([rows, decreases.add_prefix("benefit:")], axis=1)
         result["tokens"], result["flops"] = n_tokens / len(rows), flops / len(rows)
-        result["response"] = response
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        result.to_csv(out, float_format="%.12g")
-        return result
+        return _write_responses(result, response, out)
     if response != "direct":
         raise ValueError(f"unknown response {response!r}; expected direct or lookahead")
     stored = open_store(preconditioned).attrs.get("projection")
-    if stored != projection_attrs(projection):
+    if stored != projection_attrs(settings.projection):
         raise ValueError(
             f"preconditioned task gradients {preconditioned} were computed with projection "
-            f"{stored!r}, this job asks for {projection_attrs(projection)!r}"
+            f"{stored!r}, this job asks for {projection_attrs(settings.projection)!r}"
         )
-    model, _ = load_model(checkpoint, device)
-    modules = select_modules(model, tracked_modules)
-    pre = load_preconditioned(preconditioned)
-    table = pd.read_csv(mixtures_csv, index_col="mixture")
+    model, _ = load_model(checkpoint, settings.device)
+    modules = select_modules(model, settings.tracked_modules)
     streams = load_streams({d: domain_dirs[d] for d in table.columns})
-    rows = table.iloc[shard_rows(len(table), shards, shard)]
     benefits, _ = measure_mixture_table(
         model,
         modules,
         streams,
         rows,
-        pre,
+        load_preconditioned(preconditioned),
         tokens=tokens,
-        seq_len=seq_len,
-        batch_size=batch_size,
-        seed=seed,
+        seq_len=settings.seq_len,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
         design=design,
-        precision=precision,
-        projections=resolve_projections(modules, projection),
+        precision=settings.precision,
+        projections=resolve_projections(modules, settings.projection),
     )
-    n_tokens = (tokens // seq_len) * seq_len
+    n_tokens = (tokens // settings.seq_len) * settings.seq_len
     result = pd.concat([rows, benefits.add_prefix("benefit:")], axis=1)
     result["tokens"] = n_tokens
-    result["flops"] = n_tokens * training_flops_per_token(model, seq_len)
-    result["response"] = response
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    result.to_csv(out, float_format="%.12g")
-    return result
+    result["flops"] = n_tokens * training_flops_per_token(model, settings.seq_len)
+    return _write_responses(result, response, out)
+
+
+def curvature_responses(
+    *,
+    mixtures_csv: str | Path,
+    out: str | Path,
+    count_passes: bool = True,
+    **stores: Any,
+) -> pd.DataFrame:
+    """Curvature responses of every mixture of ``mixtures_csv`` (TiKMiX-M's default response).
+
+    ``stores`` are :func:`~tikmix.influence.mixture_curvature.stored_module_terms`'s. Writes the
+    mixtures with one ``benefit:<task>`` column per task, ``tokens`` and ``flops`` and
+    ``response = curvature``. The responses need no model pass; with ``count_passes`` the
+    per-domain Λ passes they read are spread over the rows' ``tokens`` and ``flops`` (count them
+    in one design only).
+    """
+    table = pd.read_csv(mixtures_csv, index_col="mixture")
+    domains = list(stores["domain_stores"])
+    values = mixture_curvature.curvature_responses(
+        table[domains].to_numpy(), mixture_curvature.stored_module_terms(**stores)
+    )
+    tasks = list(stores["task_stores"])
+    result = pd.concat(
+        [table, pd.DataFrame(values, index=table.index, columns=tasks).add_prefix("benefit:")],
+        axis=1,
+    )
+    passes = ComputeRecord.total(
+        *(open_store(path).attrs["compute"] for path in stores["domain_lambda_stores"].values())
+    )
+    share = 1.0 / len(result) if count_passes else 0.0
+    result["tokens"] = passes.tokens * share
+    result["flops"] = passes.flops * share
+    log.info("curvature responses of %d mixtures over %d tasks", len(result), len(tasks))
+    return _write_responses(result, "curvature", out)

@@ -22,6 +22,7 @@ from tikmix.seeds import derive_seed
 train_module = importlib.import_module("tikmix.models.train")
 SEQ = 16
 PROXY = {"d_model": 16, "n_layers": 1, "n_heads": 2}
+STAGE1 = dict(batch_size=4, lr=1e-2, weight_decay=0.1, schedule="cosine", warmup_fraction=0.05)
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +51,7 @@ def corpus(tmp_path_factory):
         weights={"counting": 0.5, "noise_a": 0.25, "noise_b": 0.25},
         tokenizer_path=tokenizer,
         model_options=PROXY,
-        stage1={
-            "tokens": 6 * 4 * SEQ,
-            "batch_size": 4,
-            "lr": 1e-2,
-            "weight_decay": 0.1,
-            "schedule": "cosine",
-            "warmup_fraction": 0.05,
-        },
+        stage1={**STAGE1, "tokens": 6 * 4 * SEQ},
         seq_len=SEQ,
         seed=0,
         checkpoints={"last": (1.0, checkpoint)},
@@ -91,14 +85,7 @@ def test_every_training_goes_through_the_entry_point(corpus, monkeypatch):
         domain_dirs=corpus["dirs"],
         checkpoints={"last": 1.0},
         model=PROXY,
-        stage1={
-            "tokens": 2 * 4 * SEQ,
-            "batch_size": 4,
-            "lr": 1e-2,
-            "weight_decay": 0.1,
-            "schedule": "cosine",
-            "warmup_fraction": 0.05,
-        },
+        stage1={**STAGE1, "tokens": 2 * 4 * SEQ},
         seq_len=SEQ,
         seed=0,
         device="cpu",

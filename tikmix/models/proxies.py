@@ -94,32 +94,22 @@ def train_proxy(
     task_files: Mapping[str, str | Path],
     model_config: ModelConfig,
     *,
-    tokens: int,
-    batch_size: int,
-    seq_len: int,
-    lr: float,
     seed: int,
-    schedule: str = "cosine",
-    warmup_fraction: float = 0.05,
-    weight_decay: float = 0.1,
     eval_batch_size: int = 32,
     device: str | torch.device = "cpu",
+    **options: Any,
 ) -> ProxyRun:
-    """Train a fresh ``model_config`` model on ``weights`` and measure its task losses."""
+    """Train a fresh ``model_config`` model on ``weights`` and measure its task losses.
+
+    ``options`` are the :class:`~tikmix.models.train.TrainSettings` of the run: ``tokens,
+    batch_size, seq_len, lr`` and optionally ``schedule, warmup_fraction, weight_decay``.
+    """
+    settings = TrainSettings(**options, log_every=None)
     run = train_on_mixture(
         model_config,
         weights,
         streams,
-        TrainSettings(
-            tokens=tokens,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            lr=lr,
-            weight_decay=weight_decay,
-            schedule=schedule,
-            warmup_fraction=warmup_fraction,
-            log_every=None,
-        ),
+        settings,
         seed=seed,
         device=device,
         label="RegMix proxy",
@@ -131,7 +121,7 @@ def train_proxy(
             run.model, task_files, eval_batch_size, accuracy=False
         ).items()
     }
-    per_token = training_flops_per_token(run.model, seq_len)
+    per_token = training_flops_per_token(run.model, settings.seq_len)
     return ProxyRun(
         weights={d: float(v) for d, v in weights.items()},
         task_losses=losses,
@@ -262,14 +252,26 @@ def write_regmix_mixture(
         num_threads=num_threads,
     )
     document = result.document(
-        stage_tokens=stage_tokens,
-        provenance={"checkpoint": checkpoint_name, "prior": prior_path},
+        stage_tokens=stage_tokens, provenance={"checkpoint": checkpoint_name, "prior": prior_path}
     )
-    write_mixture(mixture_path, document)
-    with atomic_output(runs_path) as tmp:
-        result.runs.to_csv(tmp, index=False)
-    log.info("RegMix mixture: %s", result.weights.round(4).to_dict())
+    _write_outputs("RegMix", document, mixture_path, result.runs, runs_path, index=False)
     return result
+
+
+def _write_outputs(
+    name: str,
+    document: Mapping[str, Any],
+    mixture_path: str | Path,
+    table: pd.DataFrame,
+    table_path: str | Path,
+    *,
+    index: bool,
+) -> None:
+    """A baseline's mixture document and its run table or trace (CSV), each written atomically."""
+    write_mixture(mixture_path, document)
+    with atomic_output(table_path) as tmp:
+        table.to_csv(tmp, index=index)
+    log.info("%s mixture: %s", name, {d: round(w, 4) for d, w in document["weights"].items()})
 
 
 # --- DoReMi ---------------------------------------------------------------------------------
@@ -531,11 +533,7 @@ def write_doremi_mixture(
         device=device,
     )
     document = result.document(
-        stage_tokens=stage_tokens,
-        provenance={"checkpoint": checkpoint_name, "prior": prior_path},
+        stage_tokens=stage_tokens, provenance={"checkpoint": checkpoint_name, "prior": prior_path}
     )
-    write_mixture(mixture_path, document)
-    with atomic_output(trace_path) as tmp:
-        result.trace.to_csv(tmp)
-    log.info("DoReMi mixture: %s", result.weights.round(4).to_dict())
+    _write_outputs("DoReMi", document, mixture_path, result.trace, trace_path, index=True)
     return result

@@ -78,15 +78,7 @@ def train_stage1(
     )
     n_vocab = vocab_size(load_tokenizer(tokenizer_path))
     config = ModelConfig(vocab_size=n_vocab, max_seq_len=seq_len, **model_options)
-    settings = TrainSettings(
-        tokens=stage1["tokens"],
-        batch_size=stage1["batch_size"],
-        seq_len=seq_len,
-        lr=stage1["lr"],
-        weight_decay=stage1["weight_decay"],
-        schedule=stage1["schedule"],
-        warmup_fraction=stage1["warmup_fraction"],
-    )
+    settings = TrainSettings.from_options(stage1, seq_len=seq_len)
     total_steps = settings.steps
     steps = {
         max(1, round(fraction * total_steps)): name for name, (fraction, _) in checkpoints.items()

@@ -264,41 +264,18 @@ def read_checkpoint_task_metrics(path: str | Path) -> dict[str, Any]:
     return {"tasks": metrics["tasks"], "average_loss": metrics["average_loss"]}
 
 
-def run_stage2(
-    *,
-    method: str,
-    mixture_path: str | Path,
-    checkpoint_dir: str | Path,
-    domain_dirs: Mapping[str, str | Path],
-    task_files: Mapping[str, str | Path],
-    stage2: Mapping[str, Any],
-    seq_len: int,
-    seed: int,
-    out_path: str | Path,
-    device: str = "auto",
-    before: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def run_stage2(*, seed: int, out_path: str | Path, **kwargs: Any) -> dict[str, Any]:
     """Evaluate the checkpoint, continue it on the mixture, evaluate again; write the record.
 
-    ``stage2`` holds the keys of :data:`STAGE2_KEYS`. The record (also written to
-    ``out_path``) is ``{method, seed, checkpoint, weights, tokens, optimizer_policy, tasks,
-    average_loss, before: {tasks, average_loss}, compute: {tokens, flops}}``; ``before`` holds
-    the checkpoint's own metrics (:func:`checkpoint_task_metrics`, computed here unless given),
-    the reference for measured improvements.
+    ``kwargs`` are :func:`run_stage2_seeds`'s (``method, mixture_path, checkpoint_dir,
+    domain_dirs, task_files, stage2, seq_len, device, before``); ``stage2`` holds the keys of
+    :data:`STAGE2_KEYS`. The record (also written to ``out_path``) is ``{method, seed,
+    checkpoint, weights, tokens, optimizer_policy, tasks, average_loss, before: {tasks,
+    average_loss}, compute: {tokens, flops}}``; ``before`` holds the checkpoint's own metrics
+    (:func:`checkpoint_task_metrics`, computed here unless given), the reference for measured
+    improvements.
     """
-    (record,) = run_stage2_seeds(
-        method=method,
-        mixture_path=mixture_path,
-        checkpoint_dir=checkpoint_dir,
-        domain_dirs=domain_dirs,
-        task_files=task_files,
-        stage2=stage2,
-        seq_len=seq_len,
-        seeds=[seed],
-        out_paths=[out_path],
-        device=device,
-        before=before,
-    )
+    (record,) = run_stage2_seeds(seeds=[seed], out_paths=[out_path], **kwargs)
     return record
 
 

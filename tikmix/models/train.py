@@ -41,6 +41,8 @@ CheckpointCallback = Callable[[int, int, torch.optim.Optimizer], None]
 #: ``objective(model, ids, step)``: the scalar loss of update ``step`` on the batch ``ids``.
 Objective = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
 OPTIMIZER_POLICIES = ("resume", "fresh")
+#: The keys of a config section (``stage1``) that :meth:`TrainSettings.from_options` reads.
+TRAIN_KEYS = ("tokens", "batch_size", "lr", "weight_decay", "schedule", "warmup_fraction")
 
 _LOG = logging.getLogger(__name__)
 
@@ -285,6 +287,11 @@ class TrainSettings:
     min_lr_ratio: float = 0.1
     bf16: bool = False
     log_every: int | None = 50
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], **overrides: Any) -> TrainSettings:
+        """Settings from a config section holding :data:`TRAIN_KEYS` (its other keys unread)."""
+        return cls(**{key: options[key] for key in TRAIN_KEYS}, **overrides)
 
     @property
     def steps(self) -> int:

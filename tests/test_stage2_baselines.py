@@ -8,15 +8,11 @@ import pytest
 import torch
 
 from tikmix.core.mixture import MixtureInputError
-from tikmix.mixing.doremi import doremi_mixture, exponentiated_gradient_step, run_doremi
-from tikmix.mixing.regmix import (
-    DirichletSettings,
-    fit_regmix,
-    regmix_mixture,
-    sample_regmix_mixtures,
-)
+from tikmix.mixing.doremi import exponentiated_gradient_step
+from tikmix.mixing.regmix import DirichletSettings, fit_regmix, sample_regmix_mixtures
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.llama import ModelConfig, TinyLlama, model_flops_per_token
+from tikmix.models.proxies import doremi_mixture, regmix_mixture, run_doremi
 from tikmix.models.train import train
 
 VOCAB, SEQ = 24, 16

@@ -6,7 +6,10 @@
 * :mod:`~tikmix.mixing.surrogate`, :mod:`~tikmix.mixing.search` — TiKMiX-M (LightGBM
   surrogate, Algorithm 1);
 * :mod:`~tikmix.core.mixture` — canonical JSON, YAML, CSV and Megatron-LM exports;
-* :mod:`~tikmix.mixing.weights` — validation of weights, benefit matrices and run tables.
+* :mod:`~tikmix.mixing.weights` — validation of weights, benefit matrices and run tables;
+* :mod:`~tikmix.mixing.regmix`, :mod:`~tikmix.mixing.doremi` — the RegMix and DoReMi baselines'
+  arithmetic (mixture generator, regression over a run table; weight update, averaging). Their
+  proxy models are trained in :mod:`tikmix.models.proxies`.
 
 Pure numpy / scipy / lightgbm: nothing here imports torch.
 """

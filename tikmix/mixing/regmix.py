@@ -9,8 +9,9 @@ The procedure follows RegMix's recipe, re-implemented on this package's pieces:
    nearly one-hot to near the prior. A draw is rejected if a domain would be used more than
    ``max_usage`` times its natural share (``w_d > max_usage · prior_d``; RegMix's bound on
    repeated epochs), and weights below ``minimum`` are set to 0 and the rest renormalised.
-2. **Proxy runs** (:func:`train_proxy`): one small model per mixture, trained *from scratch* on
-   ``tokens`` tokens of it, then its loss on every validation task.
+2. **Proxy runs** (:func:`tikmix.models.proxies.train_proxy`): one small model per mixture,
+   trained *from scratch* on ``tokens`` tokens of it, then its loss on every validation task;
+   the runs form the run table (one row per proxy).
 3. **Regression** (:func:`fit_regmix`): a LightGBM regressor
    (:func:`~tikmix.mixing.surrogate.fit_surrogate`, RegMix's 1000 rounds at learning rate 0.01)
    from the mixture to the negated average task loss.
@@ -22,32 +23,25 @@ weights summing exactly to 1), and exact duplicates are not removed (continuous 
 distinct almost surely). The FLOPs spent are recorded: per proxy ``flops_per_token · tokens``
 for training plus a third of that per token for the forward passes over the tasks.
 
-:func:`regmix_mixture` runs everything in one call; the three steps are separate functions so
-that a workflow can run the proxies as separate jobs.
+:func:`tikmix.models.proxies.regmix_mixture` runs everything in one call; the three steps are
+separate functions so that a workflow can run the proxies as separate jobs. This module holds
+the torch-free steps (the generator, the regression over a run table, the result); the proxy
+training lives in :mod:`tikmix.models.proxies`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
+from tikmix.core.compute import ComputeRecord
 from tikmix.core.mixture import MixtureInputError, mixture_document, validate_weights
-from tikmix.data.sampler import load_streams, mixture_batches
 from tikmix.mixing.surrogate import SurrogateQuality, fit_surrogate
-from tikmix.models.llama import ModelConfig, TinyLlama, model_flops_per_token
-from tikmix.models.stage2 import average_loss, evaluate_tasks, load_task
-from tikmix.models.train import train
 from tikmix.seeds import derive_seed
-
-log = logging.getLogger(__name__)
 
 #: LightGBM overrides for the few proxies a demo affords (RegMix fits 512): smaller leaves.
 SMALL_SAMPLE_PARAMS = {"min_data_in_leaf": 2, "num_leaves": 7}
@@ -131,84 +125,6 @@ def sample_regmix_mixtures(
 
 
 @dataclass
-class ProxyRun:
-    """One proxy model's mixture, task losses and compute."""
-
-    weights: dict[str, float]
-    task_losses: dict[str, float]
-    average_loss: float
-    train_flops: int
-    eval_flops: int
-
-    def row(self) -> dict[str, float]:
-        """A flat record: one column per domain, per task (``loss:{task}``) and the totals."""
-        return {
-            **self.weights,
-            **{f"loss:{task}": value for task, value in self.task_losses.items()},
-            "average_loss": self.average_loss,
-            "train_flops": self.train_flops,
-            "eval_flops": self.eval_flops,
-        }
-
-
-def task_forward_tokens(task_files: Mapping[str, str | Path]) -> int:
-    """Tokens a forward pass over every task row reads (the eval-FLOP count's token count)."""
-    total = 0
-    for path in task_files.values():
-        ids = load_task(path)["input_ids"]
-        total += ids.shape[0] * (ids.shape[1] - 1)
-    return total
-
-
-def train_proxy(
-    streams: Mapping[str, np.ndarray],
-    weights: Mapping[str, float],
-    task_files: Mapping[str, str | Path],
-    model_config: ModelConfig,
-    *,
-    tokens: int,
-    batch_size: int,
-    seq_len: int,
-    lr: float,
-    seed: int,
-    schedule: str = "cosine",
-    warmup_fraction: float = 0.05,
-    weight_decay: float = 0.1,
-    eval_batch_size: int = 32,
-    device: str | torch.device = "cpu",
-) -> ProxyRun:
-    """Train a fresh ``model_config`` model on ``weights`` and measure its task losses."""
-    total_steps = max(1, tokens // (batch_size * seq_len))
-    torch.manual_seed(seed)
-    model = TinyLlama(model_config)
-    result = train(
-        model,
-        mixture_batches(streams, weights, total_steps, batch_size, seq_len, seed),
-        total_steps=total_steps,
-        lr=lr,
-        schedule=schedule,
-        warmup_fraction=warmup_fraction,
-        weight_decay=weight_decay,
-        seed=seed,
-        device=device,
-        log_every=max(1, total_steps),
-        logger=log,
-    )
-    losses = {
-        task: m["loss"]
-        for task, m in evaluate_tasks(model, task_files, eval_batch_size, accuracy=False).items()
-    }
-    per_token = model_flops_per_token(model_config, seq_len)
-    return ProxyRun(
-        weights={d: float(v) for d, v in weights.items()},
-        task_losses=losses,
-        average_loss=average_loss({t: {"loss": v} for t, v in losses.items()}),
-        train_flops=per_token * result.tokens_seen,
-        eval_flops=per_token // 3 * task_forward_tokens(task_files),
-    )
-
-
-@dataclass
 class RegMixResult:
     """The RegMix mixture, the proxy runs behind it and the surrogate's quality."""
 
@@ -238,8 +154,7 @@ class RegMixResult:
     def compute(self) -> dict[str, Any]:
         """The ``compute`` section of a mixture document: FLOPs spent to find the mixture."""
         return {
-            "tokens": int(len(self.runs) * self.settings["tokens"]),
-            "flops": self.flops,
+            **ComputeRecord(int(len(self.runs) * self.settings["tokens"]), self.flops).to_dict(),
             "train_flops": int(self.runs["train_flops"].sum()),
             "eval_flops": int(self.runs["eval_flops"].sum()),
         }
@@ -314,83 +229,3 @@ def fit_regmix(
     weights = validate_weights(weights / weights.sum(), domains, source="RegMix mixture")
     predicted_loss = -float(fit.model.predict(weights.to_numpy()[None])[0])
     return weights, fit.quality, predicted_loss
-
-
-def regmix_mixture(
-    domain_dirs: Mapping[str, str | Path],
-    task_files: Mapping[str, str | Path],
-    prior: pd.Series,
-    proxy_model: Mapping[str, Any],
-    *,
-    vocab_size: int,
-    n_proxies: int = 16,
-    tokens: int = 100_000,
-    batch_size: int = 16,
-    seq_len: int = 128,
-    lr: float = 3e-3,
-    settings: DirichletSettings = DirichletSettings(),
-    n_simulations: int = 100_000,
-    top_k: int = 100,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    num_threads: int = 1,
-    surrogate_params: Mapping[str, Any] | None = None,
-) -> RegMixResult:
-    """The whole RegMix procedure (see the module docstring) in one call.
-
-    ``proxy_model`` holds the proxies' :class:`~tikmix.models.llama.ModelConfig` options
-    besides ``vocab_size`` (the tokenizer's) and ``max_seq_len`` (``seq_len``); proxy ``k`` is
-    seeded with ``derive_seed(seed, f"regmix-proxy-{k}")``.
-    """
-    model_config = ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, **proxy_model)
-    prior = validate_weights(prior, list(domain_dirs), source="RegMix prior")
-    streams = load_streams(domain_dirs, "train")
-    mixtures = sample_regmix_mixtures(
-        prior, n_proxies, settings, seed=derive_seed(seed, "regmix-proxies")
-    )
-    runs = []
-    for k, (_, row) in enumerate(mixtures.iterrows()):
-        run = train_proxy(
-            streams,
-            row.to_dict(),
-            task_files,
-            model_config,
-            tokens=tokens,
-            batch_size=batch_size,
-            seq_len=seq_len,
-            lr=lr,
-            seed=derive_seed(seed, f"regmix-proxy-{k}"),
-            device=device,
-        )
-        log.info("RegMix proxy %d/%d: average task loss %.4f", k + 1, n_proxies, run.average_loss)
-        runs.append(run.row())
-    table = pd.DataFrame(runs)
-    weights, quality, predicted = fit_regmix(
-        table,
-        prior,
-        settings=settings,
-        n_simulations=n_simulations,
-        top_k=top_k,
-        seed=seed,
-        num_threads=num_threads,
-        surrogate_params=surrogate_params,
-    )
-    return RegMixResult(
-        weights=weights,
-        runs=table,
-        quality=quality,
-        predicted_loss=predicted,
-        flops=int(table["train_flops"].sum() + table["eval_flops"].sum()),
-        settings={
-            "n_proxies": n_proxies,
-            "tokens": tokens,
-            "batch_size": batch_size,
-            "seq_len": seq_len,
-            "lr": lr,
-            "proxy_model": model_config.to_dict(),
-            "dirichlet": dataclasses.asdict(settings),
-            "n_simulations": n_simulations,
-            "top_k": top_k,
-            "seed": seed,
-        },
-    )

@@ -13,7 +13,15 @@ from tikmix.models.evaluate import mean_loss, multiple_choice_accuracy, sequence
 from tikmix.models.hf import load_hf_model
 from tikmix.models.llama import ModelConfig, TinyLlama, model_flops_per_token, num_parameters
 from tikmix.models.loss import summed_loss, token_losses
-from tikmix.models.train import TrainResult, build_optimizer, learning_rate, train
+from tikmix.models.train import (
+    TrainResult,
+    TrainRun,
+    TrainSettings,
+    build_optimizer,
+    learning_rate,
+    train,
+    train_on_mixture,
+)
 
 __all__ = [
     "CheckpointError",
@@ -21,6 +29,8 @@ __all__ = [
     "ModelConfig",
     "TinyLlama",
     "TrainResult",
+    "TrainRun",
+    "TrainSettings",
     "build_optimizer",
     "check_compatible",
     "checkpoint_hash",
@@ -37,4 +47,5 @@ __all__ = [
     "summed_loss",
     "token_losses",
     "train",
+    "train_on_mixture",
 ]

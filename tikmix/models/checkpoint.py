@@ -18,8 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +27,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from tikmix.core.atomic import atomic_directory
 from tikmix.models.hf import hf_weight_files, load_hf_model
 from tikmix.models.llama import ModelConfig, TinyLlama
 
@@ -92,9 +91,8 @@ def save_checkpoint(
     directory = Path(directory)
     if directory.exists() and not overwrite:
         raise FileExistsError(f"checkpoint directory {directory} already exists")
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling(directory, "tmp")
-    try:
+    with atomic_directory(directory) as tmp:
+        tmp.mkdir()
         fmt = _write_model(tmp, model, model_config)
         meta = {
             "format": fmt,
@@ -108,11 +106,8 @@ def save_checkpoint(
         _write_json(tmp / META_FILE, meta)
         if optimizer is not None:
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
+        # Flushed before atomic_directory renames it, so the rename cannot reach the disk first.
         _fsync_files(tmp)
-        _move_into_place(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 
@@ -277,21 +272,3 @@ def _fsync_files(directory: Path) -> None:
         if path.is_file():
             with path.open("rb") as f:
                 os.fsync(f.fileno())
-
-
-def _sibling(directory: Path, kind: str) -> Path:
-    """Create a new hidden directory beside ``directory`` (permissions follow the umask)."""
-    path = directory.parent / f".{directory.name}.{uuid.uuid4().hex[:12]}.{kind}"
-    path.mkdir()
-    return path
-
-
-def _move_into_place(tmp: Path, directory: Path) -> None:
-    """Rename ``tmp`` to ``directory``, replacing an existing one only once ``tmp`` is complete."""
-    if not directory.exists():
-        os.replace(tmp, directory)
-        return
-    old = _sibling(directory, "old")
-    os.replace(directory, old / directory.name)
-    os.replace(tmp, directory)
-    shutil.rmtree(old)

@@ -7,10 +7,9 @@ sequences for every checkpoint), so the curve is comparable across checkpoints.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,14 @@ import numpy as np
 import torch
 
 from tikmix.core.atomic import write_json_atomic
-from tikmix.data.sampler import load_streams, mixture_batches, sample_mixture
+from tikmix.core.mixture import read_mixture
+from tikmix.data.sampler import load_streams, sample_mixture
 from tikmix.data.tokenizer import load_tokenizer, vocab_size
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.evaluate import mean_loss
-from tikmix.models.llama import ModelConfig, TinyLlama, num_parameters
-from tikmix.models.train import train
+from tikmix.models.llama import ModelConfig, num_parameters
+from tikmix.models.train import TrainSettings, train_on_mixture
 from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,8 @@ def train_stage1(
     )
     n_vocab = vocab_size(load_tokenizer(tokenizer_path))
     config = ModelConfig(vocab_size=n_vocab, max_seq_len=seq_len, **model_options)
-    torch.manual_seed(seed)
-    model = TinyLlama(config).to(torch_device)
-    batch_size = stage1["batch_size"]
-    total_steps = max(1, stage1["tokens"] // (batch_size * seq_len))
+    settings = TrainSettings.from_options(stage1, seq_len=seq_len)
+    total_steps = settings.steps
     steps = {
         max(1, round(fraction * total_steps)): name for name, (fraction, _) in checkpoints.items()
     }
@@ -91,16 +89,10 @@ def train_stage1(
             f"step of {total_steps}; increase stage1.tokens or space the fractions out"
         )
     records: list[dict[str, Any]] = []
-    log.info(
-        "stage 1: %d parameters, %d steps of %d x %d tokens on %s",
-        num_parameters(model),
-        total_steps,
-        batch_size,
-        seq_len,
-        torch_device,
-    )
 
-    def on_checkpoint(step: int, tokens_seen: int, optimizer: torch.optim.Optimizer) -> None:
+    def on_checkpoint(
+        model: torch.nn.Module, step: int, tokens_seen: int, optimizer: torch.optim.Optimizer
+    ) -> None:
         name = steps[step]
         save_checkpoint(
             checkpoints[name][1],
@@ -129,37 +121,78 @@ def train_stage1(
         log.info("checkpoint %s at step %d: mean held-out loss %.4f", name, step, mean)
 
     start = time.perf_counter()
-    result = train(
-        model,
-        mixture_batches(
-            streams, weights, total_steps, batch_size, seq_len, derive_seed(seed, "stage1")
-        ),
-        total_steps=total_steps,
-        lr=stage1["lr"],
-        weight_decay=stage1["weight_decay"],
-        schedule=stage1["schedule"],
-        warmup_fraction=stage1["warmup_fraction"],
+    run = train_on_mixture(
+        config,
+        weights,
+        streams,
+        settings,
         seed=seed,
+        data_seed=derive_seed(seed, "stage1"),
         device=torch_device,
         checkpoint_steps=sorted(steps),
         on_checkpoint=on_checkpoint,
+        label="stage 1",
         logger=log,
     )
     wall = time.perf_counter() - start
     metrics = {
-        "n_parameters": num_parameters(model),
+        "n_parameters": num_parameters(run.model),
         "model": config.to_dict(),
-        "steps": result.steps,
-        "tokens": result.tokens_seen,
+        "steps": run.steps,
+        "tokens": run.tokens,
         "wall_seconds": wall,
-        "tokens_per_second": result.tokens_seen / wall,
-        "final_train_loss": float(np.mean(result.losses[-20:])),
+        "tokens_per_second": run.tokens / wall,
+        "final_train_loss": float(np.mean(run.losses[-20:])),
         "checkpoints": records,
     }
     write_json_atomic(metrics_path, metrics)
     return metrics
 
 
+def run_stage1(
+    *,
+    prior_path: str | Path,
+    tokenizer_path: str | Path,
+    checkpoint_dirs: Sequence[str | Path],
+    metrics_path: str | Path,
+    domain_dirs: Mapping[str, str | Path],
+    checkpoints: Mapping[str, float],
+    model: Mapping[str, Any],
+    stage1: Mapping[str, Any],
+    seq_len: int,
+    seed: int,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """The stage-1 rule: :func:`train_stage1` on the prior mixture document at ``prior_path``.
+
+    ``checkpoints`` maps checkpoint names to fractions of the run, in the order of
+    ``checkpoint_dirs``; ``model`` holds the :class:`ModelConfig` options besides the vocabulary
+    (the tokenizer's) and ``max_seq_len`` (``seq_len``).
+    """
+    if len(checkpoints) != len(checkpoint_dirs):
+        raise ValueError(f"{len(checkpoints)} checkpoints but {len(checkpoint_dirs)} directories")
+    return train_stage1(
+        domain_dirs=domain_dirs,
+        weights=read_mixture(prior_path).to_dict(),
+        tokenizer_path=tokenizer_path,
+        model_options=model,
+        stage1=stage1,
+        seq_len=seq_len,
+        seed=seed,
+        checkpoints={
+            name: (fraction, directory)
+            for (name, fraction), directory in zip(
+                checkpoints.items(), checkpoint_dirs, strict=True
+            )
+        },
+        metrics_path=metrics_path,
+        device=device,
+    )
+
+
 def read_weights(path: str | Path) -> dict[str, float]:
-    """Domain weights from a mixture JSON (``{"weights": {...}}``)."""
-    return {k: float(v) for k, v in json.loads(Path(path).read_text())["weights"].items()}
+    """Domain weights of a mixture document, in the file's order (:func:`read_mixture`).
+
+    Kept for the influence scripts that import it; new code calls ``read_mixture`` itself.
+    """
+    return read_mixture(path).to_dict()

@@ -40,19 +40,22 @@ import torch
 from torch import nn
 
 from tikmix.core.atomic import write_json_atomic
-from tikmix.data.sampler import load_streams, mixture_batches
-from tikmix.models.checkpoint import load_checkpoint, load_optimizer_state
+from tikmix.core.compute import ComputeRecord
+from tikmix.core.mixture import read_mixture
+from tikmix.data.sampler import load_streams
+from tikmix.models.checkpoint import load_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.evaluate import mean_loss, multiple_choice_accuracy
-from tikmix.models.flops import training_flops_per_token
-from tikmix.models.llama import num_parameters
-from tikmix.models.stage1 import read_weights
-from tikmix.models.train import Schedule, train
+from tikmix.models.train import (
+    Schedule,
+    TrainSettings,
+    check_optimizer_policy,
+    train_on_mixture,
+)
 from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
-OPTIMIZER_POLICIES = ("resume", "fresh")
 #: Keys of the ``stage2`` settings mapping :func:`run_stage2` reads.
 STAGE2_KEYS = (
     "tokens",
@@ -114,62 +117,52 @@ def continue_training(
         model: the checkpoint already loaded (float32) to save reading it again; it is
             trained in place.
     """
-    if optimizer_policy not in OPTIMIZER_POLICIES:
-        raise ValueError(
-            f"optimizer_policy must be one of {OPTIMIZER_POLICIES}, got {optimizer_policy!r}"
-        )
+    check_optimizer_policy(optimizer_policy)
     if tokens < 1 or batch_size < 1 or seq_len < 1:
         raise ValueError(
             f"tokens, batch_size and seq_len must be positive, got {tokens}, {batch_size}, "
             f"{seq_len}"
         )
-    torch_device = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    if model is None:
-        model, _ = load_checkpoint(checkpoint_dir, device=torch_device, dtype=torch.float32)
-    state = load_optimizer_state(checkpoint_dir) if optimizer_policy == "resume" else None
-    policy = {
-        "policy": optimizer_policy,
-        "resumed_moments": state is not None,
-        "schedule": schedule,
-        "lr": lr,
-        "warmup_fraction": warmup_fraction,
-        "weight_decay": weight_decay,
-        "min_lr_ratio": 0.1,
-    }
-    streams = load_streams(domain_dirs, "train")
-    total_steps = max(1, tokens // (batch_size * seq_len))
-    run_seed = derive_seed(seed, "stage2")
-    log.info(
-        "stage 2: %d parameters, %d steps of %d x %d tokens on %s; optimizer moments %s",
-        num_parameters(model),
-        total_steps,
-        batch_size,
-        seq_len,
-        torch_device,
-        "resumed from the checkpoint" if state is not None else "fresh",
-    )
-    result = train(
-        model,
-        mixture_batches(streams, weights, total_steps, batch_size, seq_len, run_seed),
-        total_steps=total_steps,
+    settings = TrainSettings(
+        tokens=tokens,
+        batch_size=batch_size,
+        seq_len=seq_len,
         lr=lr,
         weight_decay=weight_decay,
         schedule=schedule,
         warmup_fraction=warmup_fraction,
-        min_lr_ratio=policy["min_lr_ratio"],
-        seed=run_seed,
-        device=torch_device,
-        optimizer_state=state,
+        min_lr_ratio=0.1,
         bf16=bf16,
+    )
+    run_seed = derive_seed(seed, "stage2")
+    run = train_on_mixture(
+        checkpoint_dir,
+        weights,
+        load_streams(domain_dirs, "train"),
+        settings,
+        seed=run_seed,
+        device=device,
+        optimizer_policy=optimizer_policy,
+        model=model,
+        label="stage 2",
         logger=log,
     )
+    policy = {
+        "policy": optimizer_policy,
+        "resumed_moments": run.resumed_moments,
+        "schedule": schedule,
+        "lr": lr,
+        "warmup_fraction": warmup_fraction,
+        "weight_decay": weight_decay,
+        "min_lr_ratio": settings.min_lr_ratio,
+    }
     return Stage2Run(
-        model=model,
-        steps=result.steps,
-        tokens=result.tokens_seen,
-        flops=training_flops_per_token(model, seq_len) * result.tokens_seen,
+        model=run.model,
+        steps=run.steps,
+        tokens=run.tokens,
+        flops=run.flops,
         optimizer_policy=policy,
-        train_losses=result.losses,
+        train_losses=run.losses,
     )
 
 
@@ -248,6 +241,20 @@ def checkpoint_task_metrics(
     return {"tasks": tasks, "average_loss": average_loss(tasks)}
 
 
+def evaluate_checkpoint(
+    *,
+    checkpoint_dir: str | Path,
+    out_path: str | Path,
+    task_files: Mapping[str, str | Path],
+    eval_batch_size: int,
+    device: str = "auto",
+) -> dict[str, Any]:
+    """The checkpoint-evaluation rule: write :func:`checkpoint_task_metrics` to ``out_path``."""
+    metrics = checkpoint_task_metrics(checkpoint_dir, task_files, eval_batch_size, device=device)
+    write_json_atomic(out_path, metrics)
+    return metrics
+
+
 def read_checkpoint_task_metrics(path: str | Path) -> dict[str, Any]:
     """``{tasks, average_loss}`` as written by the checkpoint-evaluation rule."""
     with open(path) as handle:
@@ -257,41 +264,18 @@ def read_checkpoint_task_metrics(path: str | Path) -> dict[str, Any]:
     return {"tasks": metrics["tasks"], "average_loss": metrics["average_loss"]}
 
 
-def run_stage2(
-    *,
-    method: str,
-    mixture_path: str | Path,
-    checkpoint_dir: str | Path,
-    domain_dirs: Mapping[str, str | Path],
-    task_files: Mapping[str, str | Path],
-    stage2: Mapping[str, Any],
-    seq_len: int,
-    seed: int,
-    out_path: str | Path,
-    device: str = "auto",
-    before: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
+def run_stage2(*, seed: int, out_path: str | Path, **kwargs: Any) -> dict[str, Any]:
     """Evaluate the checkpoint, continue it on the mixture, evaluate again; write the record.
 
-    ``stage2`` holds the keys of :data:`STAGE2_KEYS`. The record (also written to
-    ``out_path``) is ``{method, seed, checkpoint, weights, tokens, optimizer_policy, tasks,
-    average_loss, before: {tasks, average_loss}, compute: {tokens, flops}}``; ``before`` holds
-    the checkpoint's own metrics (:func:`checkpoint_task_metrics`, computed here unless given),
-    the reference for measured improvements.
+    ``kwargs`` are :func:`run_stage2_seeds`'s (``method, mixture_path, checkpoint_dir,
+    domain_dirs, task_files, stage2, seq_len, device, before``); ``stage2`` holds the keys of
+    :data:`STAGE2_KEYS`. The record (also written to ``out_path``) is ``{method, seed,
+    checkpoint, weights, tokens, optimizer_policy, tasks, average_loss, before: {tasks,
+    average_loss}, compute: {tokens, flops}}``; ``before`` holds the checkpoint's own metrics
+    (:func:`checkpoint_task_metrics`, computed here unless given), the reference for measured
+    improvements.
     """
-    (record,) = run_stage2_seeds(
-        method=method,
-        mixture_path=mixture_path,
-        checkpoint_dir=checkpoint_dir,
-        domain_dirs=domain_dirs,
-        task_files=task_files,
-        stage2=stage2,
-        seq_len=seq_len,
-        seeds=[seed],
-        out_paths=[out_path],
-        device=device,
-        before=before,
-    )
+    (record,) = run_stage2_seeds(seeds=[seed], out_paths=[out_path], **kwargs)
     return record
 
 
@@ -307,10 +291,11 @@ def run_stage2_seeds(
     seeds: Sequence[int],
     out_paths: Sequence[str | Path],
     device: str = "auto",
-    before: Mapping[str, Any] | None = None,
+    before: Mapping[str, Any] | str | Path | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`run_stage2` for each of ``seeds`` in one process, one record per seed.
 
+    ``before`` may also be the path of the checkpoint-evaluation rule's metrics file.
     The checkpoint is read once and each seed trains its own copy of it, so every record is
     identical to the one a separate :func:`run_stage2` call with that seed writes.
     """
@@ -319,13 +304,15 @@ def run_stage2_seeds(
         raise ValueError(f"stage2 settings lack key(s) {missing}")
     if len(seeds) != len(out_paths):
         raise ValueError(f"{len(seeds)} seeds but {len(out_paths)} output paths")
-    weights = read_weights(mixture_path)
+    weights = read_mixture(mixture_path).to_dict()
     unknown = sorted(set(weights) - set(domain_dirs))
     if unknown:
         raise ValueError(f"{mixture_path}: weights for unknown domain(s) {unknown}")
     torch_device = resolve_device(device)
     checkpoint, _ = load_checkpoint(checkpoint_dir, device=torch_device, dtype=torch.float32)
     eval_batch = stage2["eval_batch_size"]
+    if isinstance(before, str | Path):
+        before = read_checkpoint_task_metrics(before)
     if before is None:
         before = checkpoint_task_metrics(checkpoint_dir, task_files, eval_batch, model=checkpoint)
     records = []
@@ -357,7 +344,7 @@ def run_stage2_seeds(
             "tasks": after,
             "average_loss": average_loss(after),
             "before": {"tasks": before["tasks"], "average_loss": before["average_loss"]},
-            "compute": {"tokens": run.tokens, "flops": run.flops},
+            "compute": ComputeRecord(run.tokens, run.flops).to_dict(),
         }
         log.info(
             "%s seed %d: average task loss %.4f (checkpoint %.4f)",

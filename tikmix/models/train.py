@@ -1,9 +1,16 @@
-"""The training loop: AdamW with a cosine or warmup-stable-decay schedule.
+"""The training loop (AdamW, cosine or warmup-stable-decay) and its one entry point.
 
-It consumes an iterator of numpy batches ``[B, L + 1]`` (the sequence convention of
-:mod:`tikmix.models.loss`), so it does not depend on how the caller samples data; the workflow
-feeds it sequences drawn by the mixture sampler. The same loop trains stage 1 from scratch and
-continues stage 2 from a checkpoint with its optimizer state.
+:func:`train_on_mixture` is how every model of the workflow is trained, in the manner of
+nanoGPT's single loop with ``init_from``: stage 1 (from scratch), stage 2 (from a checkpoint,
+with its optimizer moments), RegMix's proxies and DoReMi's reference and proxy
+(:mod:`tikmix.models.proxies`). It owns the model's creation or loading, the mixture's batch
+stream, the step arithmetic (:class:`TrainSettings`), the optimizer and schedule, the loop and
+its progress log, and returns the model with its compute record (:class:`TrainRun`).
+
+:func:`train` is the loop itself. It consumes an iterator of numpy batches ``[B, L + 1]`` (the
+sequence convention of :mod:`tikmix.models.loss`), so it does not depend on how the caller
+samples data; an ``objective`` hook replaces the mean token loss (DoReMi's weighted domain
+losses) without a second loop.
 """
 
 from __future__ import annotations
@@ -12,19 +19,30 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from tikmix.core.compute import ComputeRecord
+from tikmix.data.sampler import mixture_batches
+from tikmix.models.checkpoint import load_checkpoint, load_optimizer_state
 from tikmix.models.device import resolve_device
+from tikmix.models.flops import training_flops_per_token
+from tikmix.models.llama import ModelConfig, TinyLlama, num_parameters
 from tikmix.models.loss import token_losses
 
 Schedule = Literal["cosine", "wsd"]
 CheckpointCallback = Callable[[int, int, torch.optim.Optimizer], None]
+#: ``objective(model, ids, step)``: the scalar loss of update ``step`` on the batch ``ids``.
+Objective = Callable[[nn.Module, torch.Tensor, int], torch.Tensor]
+OPTIMIZER_POLICIES = ("resume", "fresh")
+#: The keys of a config section (``stage1``) that :meth:`TrainSettings.from_options` reads.
+TRAIN_KEYS = ("tokens", "batch_size", "lr", "weight_decay", "schedule", "warmup_fraction")
 
 _LOG = logging.getLogger(__name__)
 
@@ -129,6 +147,8 @@ def train(
     optimizer_state: dict[str, Any] | None = None,
     bf16: bool = False,
     compile_model: bool = False,
+    objective: Objective | None = None,
+    vocab_size: int | None = None,
 ) -> TrainResult:
     """Train ``model`` in place for ``total_steps`` updates, one batch [B, L + 1] per update.
 
@@ -139,6 +159,8 @@ def train(
     learning rate, betas and weight decay are this call's, the schedule restarts at update 1.
     With the same model initialisation, batches and ``seed`` the result is bit-identical on CPU.
     ``bf16`` runs the forward pass under bfloat16 autocast (on GPUs); weights stay float32.
+    ``objective(model, ids, step)`` replaces the mean token loss (it runs under the autocast);
+    ``vocab_size`` bounds the token ids (default: the model's embedding rows).
     """
     if total_steps < 1:
         raise ValueError(f"total_steps must be >= 1, got {total_steps}")
@@ -164,7 +186,8 @@ def train(
     autocast = (
         torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     )
-    vocab_size = model.get_input_embeddings().weight.shape[0]
+    if vocab_size is None:
+        vocab_size = model.get_input_embeddings().weight.shape[0]
 
     batch_iter = iter(batches)
     losses: list[float] = []
@@ -192,8 +215,11 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = step_lr
         with autocast:
-            token_loss, _ = token_losses(forward_model, ids)
-            loss = token_loss.mean()
+            if objective is None:
+                token_loss, _ = token_losses(forward_model, ids)
+                loss = token_loss.mean()
+            else:
+                loss = objective(forward_model, ids, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if grad_clip is not None:
@@ -240,3 +266,179 @@ def batch_to_tensor(batch: np.ndarray, vocab_size: int, device: torch.device) ->
     if low < 0 or high >= vocab_size:
         raise ValueError(f"token ids in a batch span [{low}, {high}], outside [0, {vocab_size})")
     return torch.from_numpy(array.astype(np.int64, copy=False)).to(device)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a model is trained: the token budget, the batch shape and the optimisation.
+
+    ``tokens // (batch_size · seq_len)`` updates (at least one) of ``batch_size`` sequences of
+    ``seq_len`` tokens. ``log_every=None`` logs the last update only (the proxies).
+    """
+
+    tokens: int
+    batch_size: int
+    seq_len: int
+    lr: float
+    weight_decay: float = 0.1
+    schedule: Schedule = "cosine"
+    warmup_fraction: float = 0.05
+    decay_fraction: float = 0.2
+    min_lr_ratio: float = 0.1
+    bf16: bool = False
+    log_every: int | None = 50
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], **overrides: Any) -> TrainSettings:
+        """Settings from a config section holding :data:`TRAIN_KEYS` (its other keys unread)."""
+        return cls(**{key: options[key] for key in TRAIN_KEYS}, **overrides)
+
+    @property
+    def steps(self) -> int:
+        """Optimizer updates: ``max(1, tokens // (batch_size · seq_len))``."""
+        return max(1, self.tokens // (self.batch_size * self.seq_len))
+
+
+@dataclass
+class TrainRun:
+    """Outcome of :func:`train_on_mixture`: the trained model and what training it cost."""
+
+    model: nn.Module
+    steps: int
+    tokens: int
+    flops: int
+    losses: list[float]
+    optimizer: torch.optim.Optimizer
+    resumed_moments: bool
+
+    @property
+    def compute(self) -> ComputeRecord:
+        """Tokens trained on and training FLOPs (:func:`training_flops_per_token` · tokens)."""
+        return ComputeRecord(self.tokens, self.flops)
+
+
+def check_optimizer_policy(policy: str) -> None:
+    """Raise unless ``policy`` is one of :data:`OPTIMIZER_POLICIES`."""
+    if policy not in OPTIMIZER_POLICIES:
+        raise ValueError(f"optimizer_policy must be one of {OPTIMIZER_POLICIES}, got {policy!r}")
+
+
+#: ``on_checkpoint(model, step, tokens_seen, optimizer)`` after the updates in checkpoint_steps.
+RunCheckpointCallback = Callable[[nn.Module, int, int, torch.optim.Optimizer], None]
+
+
+def train_on_mixture(
+    init_from: ModelConfig | str | Path,
+    mixture: Mapping[str, float] | None,
+    streams: Mapping[str, np.ndarray] | None,
+    settings: TrainSettings,
+    *,
+    seed: int,
+    data_seed: int | None = None,
+    device: str | torch.device = "cpu",
+    optimizer_policy: str = "fresh",
+    model: nn.Module | None = None,
+    batches: Iterable[np.ndarray] | None = None,
+    objective: Objective | None = None,
+    vocab_size: int | None = None,
+    checkpoint_steps: Sequence[int] = (),
+    on_checkpoint: RunCheckpointCallback | None = None,
+    label: str = "training",
+    logger: logging.Logger | None = None,
+) -> TrainRun:
+    """Train a model on ``mixture`` of ``streams`` as ``settings`` say: the one entry point.
+
+    Args:
+        init_from: a :class:`ModelConfig` — a new :class:`TinyLlama` initialised under
+            ``torch.manual_seed(seed)`` — or a checkpoint directory (built-in or Hugging Face),
+            continued in float32.
+        mixture, streams: domain → weight and domain → token stream; the batches are
+            ``mixture_batches(streams, mixture, settings.steps, batch_size, seq_len, data_seed)``.
+        settings: the token budget, batch shape and optimisation (:class:`TrainSettings`).
+        seed: the torch seed of the initialisation and of the loop.
+        data_seed: the seed of the batch stream (default ``seed``).
+        device: ``auto``, ``cpu``, ``cuda`` or a torch device.
+        optimizer_policy: with a checkpoint, ``resume`` restores its AdamW moments when it has
+            them (``TrainRun.resumed_moments`` says whether it did); ``fresh`` starts at zero.
+        model: the checkpoint at ``init_from`` already loaded (float32); trained in place.
+        batches: a batch stream of its own instead of ``mixture`` (DoReMi's per-domain batches).
+        objective: replaces the mean token loss (see :func:`train`); ``vocab_size`` bounds ids.
+        checkpoint_steps, on_checkpoint: ``on_checkpoint(model, step, tokens, optimizer)``
+            after each of these updates.
+        label: names the run in the log.
+    """
+    logger = logger or _LOG
+    torch_device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    check_optimizer_policy(optimizer_policy)
+    state = None
+    if isinstance(init_from, ModelConfig):
+        if model is not None or optimizer_policy != "fresh":
+            raise ValueError("a model trained from scratch has no loaded model nor moments")
+        torch.manual_seed(seed)
+        model = TinyLlama(init_from).to(torch_device)
+    else:
+        if model is None:
+            model, _ = load_checkpoint(init_from, device=torch_device, dtype=torch.float32)
+        if optimizer_policy == "resume":
+            state = load_optimizer_state(init_from)
+    total_steps = settings.steps
+    if batches is None:
+        if mixture is None or streams is None:
+            raise ValueError("train_on_mixture needs a mixture and its streams, or batches")
+        batches = mixture_batches(
+            streams,
+            mixture,
+            total_steps,
+            settings.batch_size,
+            settings.seq_len,
+            seed if data_seed is None else data_seed,
+        )
+    moments = "" if isinstance(init_from, ModelConfig) else "; optimizer moments %s"
+    logger.info(
+        f"%s: %d parameters, %d steps of %d x %d tokens on %s{moments}",
+        label,
+        num_parameters(model),
+        total_steps,
+        settings.batch_size,
+        settings.seq_len,
+        torch_device,
+        *(
+            ()
+            if not moments
+            else ("resumed from the checkpoint" if state is not None else "fresh",)
+        ),
+    )
+    result = train(
+        model,
+        batches,
+        total_steps=total_steps,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        schedule=settings.schedule,
+        warmup_fraction=settings.warmup_fraction,
+        decay_fraction=settings.decay_fraction,
+        min_lr_ratio=settings.min_lr_ratio,
+        seed=seed,
+        device=torch_device,
+        checkpoint_steps=checkpoint_steps,
+        on_checkpoint=(
+            None
+            if on_checkpoint is None
+            else lambda step, tokens, optimizer: on_checkpoint(model, step, tokens, optimizer)
+        ),
+        log_every=settings.log_every or total_steps,
+        logger=logger,
+        optimizer_state=state,
+        bf16=settings.bf16,
+        objective=objective,
+        vocab_size=vocab_size,
+    )
+    return TrainRun(
+        model=model,
+        steps=result.steps,
+        tokens=result.tokens_seen,
+        flops=training_flops_per_token(model, settings.seq_len) * result.tokens_seen,
+        losses=result.losses,
+        optimizer=result.optimizer,
+        resumed_moments=state is not None,
+    )

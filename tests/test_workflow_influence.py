@@ -65,7 +65,7 @@ def test_projection_agreement_on_the_workflow_data_is_exact_at_full_rank(complet
     layer's width (32 and 96 here) projects nothing, so its benefit rows equal the unprojected
     ones; a rank of 2 is a real projection, and the record counts every matrix's tokens."""
     from tikmix.analysis.projection_agreement import run_projection_agreement
-    from tikmix.models.stage1 import read_weights
+    from tikmix.core.mixture import read_mixture
 
     results = completed_workflow.workdir / "results"
     domains = sorted(p.name for p in (results / "data/domains").iterdir())
@@ -74,7 +74,7 @@ def test_projection_agreement_on_the_workflow_data_is_exact_at_full_rank(complet
         checkpoint=results / "checkpoints/stage1-100",
         domain_dirs={d: results / "data/domains" / d for d in domains},
         task_files=tasks,
-        prior=read_weights(results / "mixtures/prior.json"),
+        prior=read_mixture(results / "mixtures/prior.json").to_dict(),
         ranks=[2, 128],
         tokens_per_domain=2048,
         fit_tokens=4096,

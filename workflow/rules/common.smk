@@ -94,9 +94,14 @@ def domain_dir(domain):
 
 
 def domain_files(split):
-    return expand(
-        "results/data/domains/{domain}/{split}.npy", domain=DOMAINS, split=split
-    )
+    return [f"{domain_dir(domain)}/{split}.npy" for domain in DOMAINS]
+
+
+MIXTURE_FILE = "results/mixtures/{ckpt}/{method}.json"
+
+
+def mixture_file(ckpt, method):
+    return MIXTURE_FILE.format(ckpt=ckpt, method=method)
 
 
 def checkpoint_dir(ckpt):
@@ -198,11 +203,7 @@ def domain_lambda_stores(ckpt):
 
 
 def mixture_targets():
-    return expand(
-        "results/mixtures/{ckpt}/{method}.json",
-        ckpt=CHECKPOINTS,
-        method=MIXTURE_METHODS,
-    ) + expand(
+    return expand(MIXTURE_FILE, ckpt=CHECKPOINTS, method=MIXTURE_METHODS) + expand(
         "results/mixtures/{ckpt}/exports/{method}.{format}",
         ckpt=CHECKPOINTS,
         method=MIXTURE_METHODS,
@@ -242,7 +243,7 @@ CHECKPOINT_TASK_METRICS = "results/evaluation/checkpoint_tasks.json"
 
 
 def stage2_mixture(wildcards):
-    return f"results/mixtures/{EVAL_CKPT}/{wildcards.method}.json"
+    return mixture_file(EVAL_CKPT, wildcards.method)
 
 
 def evaluation_targets():
@@ -302,7 +303,7 @@ def influence_compute_sources(ckpt):
 def compute_sources(ckpt, methods):
     """method -> component -> job outputs: TiKMiX-M = TiKMiX-D's components + its own."""
     influence = influence_compute_sources(ckpt)
-    mixture = lambda method: [f"results/mixtures/{ckpt}/{method}.json"]
+    mixture = lambda method: [mixture_file(ckpt, method)]
     sources = {}
     for method in methods:
         if method == "tikmix_d":

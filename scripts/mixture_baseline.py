@@ -1,11 +1,12 @@
 from tikmix.mixing.pipeline import baseline_mixture
-from tikmix.workflow import script_logging
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
+    settings = rule_settings(snakemake)
     baseline_mixture(
-        snakemake.wildcards.baseline,
-        dict(zip(snakemake.params.domains, snakemake.input.meta, strict=True)),
-        snakemake.output[0],
+        method=snakemake.wildcards.baseline,
+        domain_meta=dict(zip(settings.pop("domains"), snakemake.input.meta, strict=True)),
         influence_csv=snakemake.input.influence,
-        **snakemake.params.normalisation,
+        out=snakemake.output[0],
+        **settings,
     )

@@ -99,6 +99,7 @@ def write_method(
 
 
 def baseline_mixture(
+    *,
     method: str,
     domain_meta: Mapping[str, str | Path],
     out: str | Path,

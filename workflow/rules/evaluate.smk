@@ -87,9 +87,9 @@ rule mixture_random:
         upstream=lambda wildcards: mixture_digest(
             wildcards.ckpt, f"random{wildcards.k}"
         ),
+        **NORMALISATION,
         domains=DOMAINS,
         seed=config["seed"],
-        normalisation=NORMALISATION,
     script:
         script_path("mixture_random.py")
 

@@ -23,9 +23,9 @@ rule mixture_baseline:
         mem_mb=1000,
         runtime=5,
     params:
+        **NORMALISATION,
         upstream=lambda wildcards: mixture_digest(wildcards.ckpt, wildcards.baseline),
         domains=DOMAINS,
-        normalisation=NORMALISATION,
     script:
         script_path("mixture_baseline.py")
 

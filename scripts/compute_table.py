@@ -1,15 +1,9 @@
-from tikmix.analysis.compute import compute_tables
-from tikmix.core.atomic import atomic_output
-from tikmix.report.figures import compute_bars
-from tikmix.workflow import script_logging
+from tikmix.report.jobs.compute import compute_table_job
+from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
-    p = snakemake.params
-    summary, components = compute_tables(p.sources, reference=p.reference)
-    for table, path in (
-        (summary, snakemake.output.summary),
-        (components, snakemake.output.components),
-    ):
-        with atomic_output(path) as tmp:
-            table.to_csv(tmp, index=False)
-    compute_bars(summary, p.figure_stem, title="Compute spent to determine each mixture")
+    compute_table_job(
+        summary=snakemake.output.summary,
+        components=snakemake.output.components,
+        **rule_settings(snakemake),
+    )

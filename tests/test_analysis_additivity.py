@@ -239,13 +239,11 @@ def test_additivity_holds_on_the_planted_corpus(planted):
         rtol=1e-12,
     )
     # 64 mixtures plus 4 replicates of each of the first 4 (the noise ceiling's measurements).
-    assert result.compute["tokens"] == (64 + 16) * (8192 // SEQ_LEN) * SEQ_LEN
+    assert result.compute.tokens == (64 + 16) * (8192 // SEQ_LEN) * SEQ_LEN
     # Sampling noise bounds r: the ceiling it allows is measured, and r stays below it.
     assert (summary["noise_sd"] > 0).all() and (summary["noise_ceiling"] <= 1).all()
     assert (summary["pearson_r"] <= summary["noise_ceiling"] + 0.05).all(), summary.to_dict()
-    assert result.compute["flops"] == result.compute["tokens"] * training_flops_per_token(
-        model, SEQ_LEN
-    )
+    assert result.compute.flops == result.compute.tokens * training_flops_per_token(model, SEQ_LEN)
 
 
 def test_run_from_workflow_files(planted, tmp_path):
@@ -296,7 +294,7 @@ def test_run_from_workflow_files(planted, tmp_path):
     out = {k: tmp_path / f"out.{k}" for k in ("points", "summary", "mixtures", "record")}
     write_additivity(result, **out, settings=options)
     record = json.loads(out["record"].read_text())
-    assert record["compute"] == result.compute and record["settings"] == options
+    assert record["compute"] == result.compute.to_dict() and record["settings"] == options
     assert pd.read_csv(out["summary"])["pearson_r"].tolist() == pytest.approx(
         result.summary["pearson_r"].tolist()
     )

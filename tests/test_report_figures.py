@@ -10,6 +10,8 @@ from matplotlib import image
 from tikmix.analysis.additivity import additivity_statistics
 from tikmix.analysis.evaluation import benefit_vs_improvement
 from tikmix.analysis.ranking import ORDER_AXIS, benefit_trajectories
+from tikmix.core import paper
+from tikmix.core.conventions import SIGN_CONVENTION
 from tikmix.report import figures
 from tikmix.report.figures import (
     additivity_scatter,
@@ -120,9 +122,10 @@ def test_benefit_improvement_scatter_states_pearson_and_axes(tmp_path, monkeypat
         "TiKMiX-D",
         "random mixture, Dirichlet(1) (2)",
     ]
-    assert f"Pearson ρ = {stats['pearson']:.3f}" in legend[0] and "0.789" in legend[0]
+    assert f"Pearson ρ = {stats['pearson']:.3f}" in legend[0]
+    assert f"paper: ρ = {paper.FIGURE4_PEARSON}" in legend[0]
     assert "nats/token" in ax.get_ylabel() and "Σ_v P̂_v" in ax.get_xlabel()
-    assert "benefit = −influence (higher = helps)" in ax.get_xlabel()
+    assert SIGN_CONVENTION in ax.get_xlabel()
 
 
 def test_benefit_improvement_scatter_without_a_correlation(tmp_path):

@@ -10,12 +10,13 @@ benefit is measured *directly*: one gradient pass, dotted with the preconditione
 Pearson r and p, Spearman ρ, the OLS fit ``direct ≈ slope · predicted + intercept`` and
 externally studentized residuals. Points with ``|t| > threshold`` are *flagged* as outliers and
 kept in every statistic; the Pearson r without them is reported beside the full one, since the
-paper dropped two sampling outliers before reporting r.
+paper dropped sampling outliers before reporting r (:mod:`tikmix.core.paper`).
 
 With a fixed θ and curvature the direct benefit is linear in ``w`` up to sampling noise, so r is
 bounded by that noise. A few mixtures are measured again on fresh samples (replicates); the
 pooled within-mixture variance ``σ²`` gives the *noise ceiling* ``sqrt(1 − σ² / var(direct))``,
 the largest r the measurement allows even if additivity held exactly. It is reported beside r.
+:func:`additivity_overview` sums a summary table up for the report.
 """
 
 from __future__ import annotations
@@ -31,7 +32,10 @@ import torch
 from scipy import stats
 from torch import nn
 
-from tikmix.core.atomic import atomic_output, write_json_atomic
+from tikmix.analysis import write_tables
+from tikmix.core.atomic import write_json_atomic
+from tikmix.core.compute import ComputeRecord
+from tikmix.core.conventions import SIGN_CONVENTION
 from tikmix.core.mixture import MixtureInputError, read_mixture, validate_weights
 from tikmix.data.sampler import load_streams
 from tikmix.influence.measure import measure_mixture_table
@@ -46,9 +50,6 @@ from tikmix.models.flops import training_flops_per_token
 
 log = logging.getLogger(__name__)
 
-#: Pearson r between direct and predicted benefit that the paper reports (appendix D, fig. 13).
-PAPER_PEARSON_R = {"ARC": 0.845, "HellaSwag": 0.848, "TriviaQA": 0.931}
-#: Spawn key that separates the measurement samples' seeds from every other use of ``seed``.
 SUMMARY_COLUMNS = [
     "task",
     "n_mixtures",
@@ -76,14 +77,14 @@ class AdditivityResult:
             on predicted), ``residual``, ``studentized_residual`` (externally studentized) and
             ``outlier`` (``|studentized_residual| > threshold``; flagged, never dropped).
         summary: one row per task with the columns of :data:`SUMMARY_COLUMNS`.
-        compute: ``{"tokens", "flops"}`` of the direct measurements (one gradient pass each,
+        compute: the tokens and FLOPs of the direct measurements (one gradient pass each,
             :func:`tikmix.models.flops.training_flops_per_token`).
     """
 
     mixtures: pd.DataFrame
     points: pd.DataFrame
     summary: pd.DataFrame
-    compute: dict[str, float]
+    compute: ComputeRecord
 
 
 def predicted_benefits(B: pd.DataFrame, mixtures: pd.DataFrame) -> pd.DataFrame:
@@ -258,7 +259,8 @@ def additivity_check(
         reference: the mixture to perturb.
         preconditioned_task_grads: ``(G + λI)⁻¹ ∇f_v`` per task (the tasks of ``B``).
         n_mixtures, low, high: ``n_mixtures`` perturbations ``w ⊙ U(low, high)``, renormalised.
-        tokens: tokens sampled per mixture (the paper: 0.1B).
+        tokens: tokens sampled per mixture (the paper's:
+            :data:`tikmix.core.paper.ADDITIVITY_TOKENS_PER_MIXTURE`).
         seq_len, batch_size: sequence length of the samples and batch size of the gradient pass.
         seed: seeds the perturbations and the samples.
         outlier_threshold: see :func:`additivity_statistics`.
@@ -311,7 +313,7 @@ def additivity_check(
     summary["noise_sd"] = summary["task"].map(ceiling["noise_sd"])
     summary["noise_ceiling"] = summary["task"].map(ceiling["noise_ceiling"])
     n_tokens += n_replicate_tokens
-    compute = {"tokens": n_tokens, "flops": n_tokens * training_flops_per_token(model, seq_len)}
+    compute = ComputeRecord(n_tokens, n_tokens * training_flops_per_token(model, seq_len))
     return AdditivityResult(mixtures=mixtures, points=points, summary=summary, compute=compute)
 
 
@@ -354,19 +356,55 @@ def write_additivity(
     settings: Mapping,
 ) -> None:
     """Write the tables (CSV) and a JSON record of the settings, the summary and the compute."""
-    for table, path, index in (
-        (result.points, points, False),
-        (result.summary, summary, False),
-        (result.mixtures, mixtures, True),
-    ):
-        with atomic_output(path) as tmp:
-            table.to_csv(tmp, index=index)
+    write_tables(
+        (
+            (result.points, points, False),
+            (result.summary, summary, False),
+            (result.mixtures, mixtures, True),
+        )
+    )
     write_json_atomic(
         record,
         {
             "settings": dict(settings),
-            "sign_convention": "benefit = -influence; larger is better",
+            "sign_convention": SIGN_CONVENTION,
             "summary": result.summary.to_dict(orient="records"),
-            "compute": result.compute,
+            "compute": result.compute.to_dict(),
         },
+    )
+
+
+@dataclass(frozen=True)
+class AdditivityOverview:
+    """What a summary table (:data:`SUMMARY_COLUMNS`, one row per task) says in a sentence.
+
+    Attributes:
+        n_tasks: tasks checked.
+        lowest_r, highest_r: the range of Pearson r over tasks (NaN where none is defined).
+        n_outliers: flagged outliers over every task.
+        noise_ceiling: task → (r, noise ceiling) when replicates were measured, else empty.
+    """
+
+    n_tasks: int
+    lowest_r: float
+    highest_r: float
+    n_outliers: int
+    noise_ceiling: dict[str, tuple[float, float]]
+
+
+def additivity_overview(summary: pd.DataFrame) -> AdditivityOverview:
+    """:class:`AdditivityOverview` of a summary table indexed by task. The noise ceilings are
+    given only when at least one task has one (a check without replicates has none)."""
+    ceiling = {}
+    if "noise_ceiling" in summary and not summary["noise_ceiling"].isna().all():
+        ceiling = {
+            str(task): (float(row["pearson_r"]), float(row["noise_ceiling"]))
+            for task, row in summary.iterrows()
+        }
+    return AdditivityOverview(
+        n_tasks=len(summary),
+        lowest_r=float(summary["pearson_r"].min()),
+        highest_r=float(summary["pearson_r"].max()),
+        n_outliers=int(summary["n_outliers"].sum()),
+        noise_ceiling=ceiling,
     )

@@ -14,14 +14,19 @@ eigendecomposition). Pure reductions (adding part-stores) are not counted.
 
 from __future__ import annotations
 
-import json
+import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from tikmix.analysis import read_json_file, write_tables
 from tikmix.core.compute import ComputeRecord, ComputeRecordError
 from tikmix.influence.store import open_store
+
+#: Relative difference above which two accounts of the same cost disagree (:func:`flops_disagreements`).
+FLOPS_TOLERANCE = 0.01
 
 
 def read_compute(path: str | Path) -> ComputeRecord:
@@ -38,12 +43,7 @@ def read_compute(path: str | Path) -> ComputeRecord:
         if "compute" not in attrs:
             raise ComputeRecordError(f"store {path}: no 'compute' attribute")
         return ComputeRecord.parse(attrs["compute"], f"store {path}")
-    if not path.is_file():
-        raise FileNotFoundError(f"compute record not found: {path}")
-    try:
-        document = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ComputeRecordError(f"{path}: not valid JSON ({exc})") from None
+    document = read_json_file(path, "compute record not found", ComputeRecordError)
     if not isinstance(document, Mapping) or "compute" not in document:
         raise ComputeRecordError(f"{path}: no top-level 'compute' key")
     return ComputeRecord.parse(document["compute"], str(path))
@@ -98,3 +98,77 @@ def compute_tables(
         if reference_flops > 0:
             summary[f"ratio_to_{reference}"] = summary["flops"] / reference_flops
     return summary, components
+
+
+def write_compute_tables(
+    sources: Mapping[str, Mapping[str, Sequence[str | Path]]],
+    *,
+    summary: str | Path,
+    components: str | Path,
+    reference: str = "regmix",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`compute_tables`, written as CSV to ``summary`` and ``components``; returns both."""
+    tables = compute_tables(sources, reference=reference)
+    write_tables(zip(tables, (summary, components), (False, False), strict=True))
+    return tables
+
+
+@dataclass(frozen=True)
+class FlopsDisagreement:
+    """Two accounts of what determining ``method``'s mixture cost that disagree.
+
+    Attributes:
+        method: the mixture method.
+        mixture_file: FLOPs of its mixture file's ``total_compute``.
+        compute_table: FLOPs the compute table sums from the job records.
+    """
+
+    method: str
+    mixture_file: float
+    compute_table: float
+
+
+def flops_disagreements(
+    mixture_flops: pd.Series, compute: pd.DataFrame, tolerance: float = FLOPS_TOLERANCE
+) -> list[FlopsDisagreement]:
+    """The methods whose two FLOP accounts differ by more than ``tolerance`` (relative).
+
+    ``mixture_flops`` is method → ``total_compute.flops`` of its mixture file (NaN where the
+    file records none); ``compute`` the compute table (columns ``method, flops``). Both should
+    be the same cost; a difference means one account misses a component. Methods in only one
+    account, and NaN values (nothing to compare), are not disagreements.
+    """
+    table = compute.set_index("method")["flops"]
+    found = []
+    for method in mixture_flops.index.intersection(table.index):
+        a, b = float(mixture_flops[method]), float(table[method])
+        if abs(a - b) > tolerance * max(abs(a), abs(b)):
+            found.append(FlopsDisagreement(str(method), a, b))
+    return found
+
+
+@dataclass(frozen=True)
+class FlopsRatio:
+    """``method``'s mixture FLOPs over ``reference``'s (the paper compares TiKMiX-D to RegMix)."""
+
+    method: str
+    reference: str
+    flops: float
+    reference_flops: float
+
+    @property
+    def ratio(self) -> float:
+        return self.flops / self.reference_flops
+
+
+def flops_ratio(
+    mixture_flops: pd.Series, method: str = "tikmix_d", reference: str = "regmix"
+) -> FlopsRatio | None:
+    """:class:`FlopsRatio` of ``method`` to ``reference``; None when either is absent or
+    ``reference`` costs nothing (or is unknown: NaN)."""
+    if method not in mixture_flops.index or reference not in mixture_flops.index:
+        return None
+    reference_flops = float(mixture_flops[reference])
+    if not reference_flops > 0 or math.isnan(reference_flops):
+        return None
+    return FlopsRatio(method, reference, float(mixture_flops[method]), reference_flops)

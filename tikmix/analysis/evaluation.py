@@ -15,26 +15,31 @@ Inputs are the per-(method, seed) records written by :func:`tikmix.models.stage2
 * :func:`benefit_vs_improvement` — Figure 4: each evaluated mixture's predicted total benefit
   ``Σ_v P̂_v(w)`` (normalised benefit, eq. 6, from the influence matrix; larger is better)
   against its measured improvement, the decrease of the average task loss relative to the
-  checkpoint before stage 2 or to a reference method; with their Pearson ρ (paper: 0.789).
+  checkpoint before stage 2 or to a reference method; with their Pearson ρ (the paper's:
+  :data:`tikmix.core.paper.FIGURE4_PEARSON`).
   Besides the methods, figure 4 has random mixtures (:func:`write_random_mixture`): the paper
   correlated ten mixtures, more than the methods alone give, and random draws spread the
   predicted benefit without favouring any method.
 
-Everything returns pandas objects; rendering is the report's job.
+Verdicts drawn from them return small dataclasses: :func:`surrogate_verdict` (did TiKMiX-M
+trust its surrogate, which mixture does the study recommend), :func:`margins_over` (beats,
+ties, worse), :func:`lowest_average_loss` and :func:`all_worse_than_checkpoint`. Everything
+else returns pandas objects; rendering is the report's job.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr
 
-from tikmix.core.atomic import atomic_output, write_json_atomic
+from tikmix.analysis import read_json_file, write_tables
+from tikmix.core.atomic import write_json_atomic
 from tikmix.core.conventions import SIGN_CONVENTION, normalised_benefit
 from tikmix.mixing.pipeline import write_method
 from tikmix.mixing.weights import read_influence_matrix
@@ -58,12 +63,7 @@ def load_records(paths: Iterable[str | Path]) -> list[dict]:
     records = []
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"evaluation record not found: {path}")
-        try:
-            record = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise EvaluationInputError(f"{path} is not valid JSON: {err}") from err
+        record = read_json_file(path, "evaluation record not found", EvaluationInputError)
         missing = [key for key in _RECORD_KEYS if key not in record]
         if missing:
             raise EvaluationInputError(f"{path}: evaluation record lacks key(s) {missing}")
@@ -135,13 +135,9 @@ def mixture_flops(mixture_files: Mapping[str, str | Path]) -> pd.Series:
     """
     values = {}
     for method, path in mixture_files.items():
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"mixture file of method {method!r} not found: {path}")
-        try:
-            document = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise EvaluationInputError(f"{path} is not valid JSON: {err}") from err
+        document = read_json_file(
+            path, f"mixture file of method {method!r} not found", EvaluationInputError
+        )
         flops = (document.get("total_compute") or {}).get("flops")
         values[method] = math.nan if flops is None else float(flops)
     return pd.Series(values, dtype=float, name="mixture_flops")
@@ -344,15 +340,83 @@ def write_evaluation_tables(
     )
     stats["influence_matrix"] = str(influence_path)
     stats["orientation"] = SIGN_CONVENTION
-    for path, frame, index in (
-        (table_path, table, False),
-        (summary_path, summary, True),
-        (figure4_path, points, True),
-    ):
-        with atomic_output(path) as tmp:
-            frame.to_csv(tmp, index=index)
+    write_tables(
+        (
+            (table, table_path, False),
+            (summary, summary_path, True),
+            (points, figure4_path, True),
+        )
+    )
     write_json_atomic(figure4_stats_path, stats)
     return points, stats
+
+
+@dataclass(frozen=True)
+class SurrogateVerdict:
+    """Whether TiKMiX-M trusted its surrogate and which mixture the study recommends.
+
+    The rule itself is TiKMiX-M's gate (in :func:`tikmix.mixing.search.propose_tikmix_m`: the
+    surrogate's cross-validated Spearman must reach the gate's minimum and its predicted gain
+    exceed its RMSE), recorded in the mixture document's ``solver``; this reads that record back.
+
+    Attributes:
+        trusted: the gate passed: the surrogate's ranking of mixtures was trusted.
+        gate_reason: why (the numbers against the gate's thresholds).
+        returns_proposal: the response confirmed the search's proposal against ``w_D``, so
+            TiKMiX-M returns it (otherwise it returns ``w_D``, TiKMiX-D's mixture).
+        recommended: ``tikmix_m`` when it returns its proposal, else ``tikmix_d``.
+        reason: TiKMiX-M's reason for its decision.
+        spearman, pearson, rmse, n_samples, n_folds: the surrogate's cross-validated quality.
+        predicted_start, predicted_proposal: the surrogate's prediction at ``w_D`` and at the
+            proposal.
+        start_response, proposal_response: the response measured at both.
+    """
+
+    trusted: bool
+    gate_reason: str
+    returns_proposal: bool
+    recommended: str
+    reason: str
+    spearman: float
+    pearson: float
+    rmse: float
+    n_samples: int
+    n_folds: int
+    predicted_start: float
+    predicted_proposal: float
+    start_response: float
+    proposal_response: float
+
+
+def surrogate_verdict(solver: Mapping) -> SurrogateVerdict:
+    """:class:`SurrogateVerdict` from the ``solver`` record of TiKMiX-M's mixture document.
+
+    Undefined numbers (a NaN Spearman of a constant response) stay NaN; a missing key raises
+    ``KeyError`` naming it.
+    """
+    quality, decision = solver["surrogate_quality"], solver["decision"]
+    proposal = decision["chosen"] == "proposal"
+
+    def number(mapping: Mapping, key: str) -> float:
+        value = mapping[key]
+        return math.nan if value is None else float(value)
+
+    return SurrogateVerdict(
+        trusted=bool(solver["gate_passed"]),
+        gate_reason=str(solver["gate_reason"]),
+        returns_proposal=proposal,
+        recommended="tikmix_m" if proposal else "tikmix_d",
+        reason=str(decision["reason"]),
+        spearman=number(quality, "spearman"),
+        pearson=number(quality, "pearson"),
+        rmse=number(quality, "rmse"),
+        n_samples=int(quality["n_samples"]),
+        n_folds=int(quality["n_folds"]),
+        predicted_start=number(solver, "predicted_start"),
+        predicted_proposal=number(solver, "predicted_proposal"),
+        start_response=number(decision, "start_response"),
+        proposal_response=number(decision, "proposal_response"),
+    )
 
 
 def recommended_mixture(tikmix_m_document: Mapping) -> tuple[str, str]:
@@ -361,9 +425,8 @@ def recommended_mixture(tikmix_m_document: Mapping) -> tuple[str, str]:
     TiKMiX-M's mixture is recommended when its gate passed and the response confirmed it
     against w_D; otherwise TiKMiX-D's, which is then also what TiKMiX-M returned.
     """
-    decision = tikmix_m_document["solver"]["decision"]
-    method = "tikmix_m" if decision["chosen"] == "proposal" else "tikmix_d"
-    return method, decision["reason"]
+    verdict = surrogate_verdict(tikmix_m_document["solver"])
+    return verdict.recommended, verdict.reason
 
 
 def margins_over(summary: pd.DataFrame, method: str, others: Sequence[str]) -> list[dict]:
@@ -385,3 +448,46 @@ def margins_over(summary: pd.DataFrame, method: str, others: Sequence[str]) -> l
         verdict = "beats" if gap > spread else "worse" if gap < -spread else "tie"
         rows.append({"other": other, "gap": gap, "spread": spread, "verdict": verdict})
     return rows
+
+
+@dataclass(frozen=True)
+class LowestLoss:
+    """The method with the lowest mean average loss after stage 2, and that loss."""
+
+    method: str
+    average_loss: float
+
+
+def lowest_average_loss(summary: pd.DataFrame, methods: Sequence[str]) -> LowestLoss:
+    """:class:`LowestLoss` among ``methods`` (rows of :func:`method_summary`); the first of
+    equal losses wins; methods without a loss (NaN) are passed over."""
+    average = summary["average_loss_mean"].reindex(list(methods))
+    best = average.idxmin()
+    return LowestLoss(str(best), float(average[best]))
+
+
+@dataclass(frozen=True)
+class AllWorse:
+    """Every method's stage-2 run ended worse than the checkpoint it continued.
+
+    Attributes:
+        least_rise, most_rise: the smallest and largest rise of the average task loss (nats).
+    """
+
+    least_rise: float
+    most_rise: float
+
+
+def all_worse_than_checkpoint(points: pd.DataFrame, stats: Mapping) -> AllWorse | None:
+    """:class:`AllWorse` when every method (not the random mixtures) of figure 4 lost against
+    the checkpoint; None otherwise, when the improvement is measured against a method, or
+    when there is no method. A NaN improvement (nothing measured) is not a loss."""
+    methods = points[points["kind"] == METHOD]
+    if stats["reference"] != "checkpoint" or methods.empty:
+        return None
+    if not (methods["improvement_mean"] < 0).all():
+        return None
+    return AllWorse(
+        least_rise=float(-methods["improvement_mean"].max()),
+        most_rise=float(-methods["improvement_mean"].min()),
+    )

@@ -6,7 +6,8 @@ the model and the data, so this check measures it at a checkpoint: the tasks × 
 matrix without projection and at each configured rank r (``rank_out = rank_in = r``), every one
 from scratch on the same freshly sampled batches, then per task the Spearman ρ (and Pearson r)
 across domains of the projected row against the unprojected one
-(:func:`tikmix.influence.api.projection_agreement`).
+(:func:`tikmix.influence.api.projection_agreement`). :func:`safe_projection_rank` draws the
+verdict: from which rank on every task keeps ρ at :data:`AGREEMENT_TARGET` or above.
 """
 
 from __future__ import annotations
@@ -14,13 +15,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from tikmix.core.atomic import atomic_output, write_json_atomic
+from tikmix.analysis import write_tables
+from tikmix.core.atomic import write_json_atomic
+from tikmix.core.compute import ComputeRecord
 from tikmix.data.sampler import load_streams, plan_mixture
 from tikmix.influence.api import iterate_batches, projection_agreement
 from tikmix.influence.stages import FISHER_LABELS, load_model
@@ -29,6 +33,11 @@ from tikmix.models.flops import training_flops_per_token
 from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
+
+#: The Spearman ρ every task's projected benefit row should keep with its unprojected one.
+AGREEMENT_TARGET = 0.9
+#: Slack below the target: ρ is a ratio of integers (e.g. exactly 0.9, computed as 0.8999…).
+_RHO_SLACK = 1e-9
 
 
 def _sample(streams, weights: Mapping[str, float], tokens: int, seq_len: int, seed: int):
@@ -107,10 +116,9 @@ def run_projection_agreement(
     record = {
         "checkpoint": ckpt_hash,
         "ranks": list(map(int, ranks)),
-        "compute": {
-            "tokens": int(tokens),
-            "flops": float(tokens * training_flops_per_token(model, seq_len)),
-        },
+        "compute": ComputeRecord(
+            int(tokens), float(tokens * training_flops_per_token(model, seq_len))
+        ).to_dict(),
         "seconds": time.perf_counter() - started,
     }
     log.info("done in %.0f s", record["seconds"])
@@ -121,10 +129,43 @@ def write_projection_agreement(
     table: pd.DataFrame, record: dict, *, csv: str | Path, record_path: str | Path
 ) -> None:
     """The table as CSV; the cost record, with the worst task's ρ per rank, as JSON."""
-    with atomic_output(csv) as tmp:
-        table.to_csv(tmp, index=False)
-    worst = table.groupby("rank")["spearman"].min()
+    write_tables([(table, csv, False)])
+    worst = worst_spearman_by_rank(table)
     write_json_atomic(
         record_path,
         {**record, "min_spearman_by_rank": {str(r): float(v) for r, v in worst.items()}},
     )
+
+
+def worst_spearman_by_rank(table: pd.DataFrame) -> pd.Series:
+    """The smallest Spearman ρ over tasks at each rank of an agreement table, by rank."""
+    return table.groupby("rank")["spearman"].min().sort_index()
+
+
+@dataclass(frozen=True)
+class SafeRank:
+    """The projection check's verdict.
+
+    Attributes:
+        target: the Spearman ρ every task should keep.
+        worst: the worst task's ρ per tested rank (:func:`worst_spearman_by_rank`).
+        safe_rank: the smallest tested rank from which every larger tested rank keeps every
+            task at ``target`` or above; None when the largest tested rank does not.
+    """
+
+    target: float
+    worst: pd.Series
+    safe_rank: int | None
+
+
+def safe_projection_rank(table: pd.DataFrame, target: float = AGREEMENT_TARGET) -> SafeRank:
+    """:class:`SafeRank` of an agreement table (``rank, task, spearman``).
+
+    The worst ρ passes over tasks whose ρ is undefined (NaN); a rank where every task's is
+    undefined does not keep the target. A rank that keeps it below a larger one that does not
+    is not safe: projecting more finely must not lose it.
+    """
+    worst = worst_spearman_by_rank(table)
+    failing = worst.index[~(worst >= target - _RHO_SLACK)]
+    safe = worst.index[worst.index > failing.max()] if len(failing) else worst.index
+    return SafeRank(target, worst, int(safe.min()) if len(safe) else None)

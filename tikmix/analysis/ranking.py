@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +189,31 @@ def ranking_analysis(
     matrices = {c: read_influence_matrix(path) for c, path in influence.items()}
     positions = checkpoint_positions({c: checkpoint_dirs[c] for c in influence})
     return matrices, benefit_trajectories(matrices, positions), ranking_stability(matrices)
+
+
+@dataclass(frozen=True)
+class RankingAgreement:
+    """How well domain rankings persist between consecutive checkpoints, over tasks.
+
+    Attributes:
+        n_comparisons: (task, consecutive pair) rows compared.
+        mean_spearman, mean_kendall: their mean Spearman ρ and Kendall τ-b (undefined rows,
+            a task whose benefits are all equal, left out; NaN when every row is undefined).
+    """
+
+    n_comparisons: int
+    mean_spearman: float
+    mean_kendall: float
+
+
+def consecutive_agreement(stability: pd.DataFrame) -> RankingAgreement | None:
+    """:class:`RankingAgreement` of a :func:`ranking_stability` table; None when it is empty
+    (a single checkpoint: nothing to compare)."""
+    if stability.empty:
+        return None
+    consecutive = stability[stability["comparison"] == "consecutive"]
+    return RankingAgreement(
+        n_comparisons=len(consecutive),
+        mean_spearman=float(consecutive["spearman_rho"].mean()),
+        mean_kendall=float(consecutive["kendall_tau"].mean()),
+    )

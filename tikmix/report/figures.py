@@ -2,8 +2,9 @@
 
 Every function draws one figure from tidy tables (as written by :mod:`tikmix.analysis`) and saves
 it as PNG (200 dpi) and PDF next to each other with :func:`save_figure`; it returns the written
-paths. Influence figures state the sign convention (benefit = −influence, higher = helps) on the
-figure itself, since a reader meets figures out of context.
+paths. Influence figures state the sign convention
+(:data:`tikmix.core.conventions.SIGN_CONVENTION`) on an axis or the colour bar, since a reader
+meets figures out of context.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 from tikmix.analysis.ranking import TOKENS_AXIS  # noqa: E402
+from tikmix.core import paper  # noqa: E402
 from tikmix.core.atomic import atomic_output  # noqa: E402
+from tikmix.core.conventions import SIGN_CONVENTION  # noqa: E402
 from tikmix.core.mixture import read_mixture  # noqa: E402
 
 DPI = 200
-BENEFIT_LABEL = "benefit = −influence (higher = helps)"
 #: 20 distinct qualitative colours; with 4 line styles and markers, 80 lines stay distinguishable.
 _COLOURS = [
     plt.get_cmap("tab20")(i)
@@ -112,7 +114,7 @@ def influence_heatmap(
                 color="white" if abs(v) > 0.6 * limit else "black",
             )
     bar = fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02)
-    bar.set_label(BENEFIT_LABEL)
+    bar.set_label(SIGN_CONVENTION)
     fig.tight_layout()
     return save_figure(fig, stem)
 
@@ -148,7 +150,7 @@ def benefit_trajectories_figure(
             )
         ax.axhline(0.0, color="0.5", linewidth=0.8)
         ax.set_title(task)
-        ax.set_ylabel(BENEFIT_LABEL, fontsize=8)
+        ax.set_ylabel(SIGN_CONVENTION, fontsize=8)
         ax.set_xlabel(axis_label)
         ax.grid(alpha=0.3)
         if axis_label == TOKENS_AXIS:
@@ -223,7 +225,7 @@ def additivity_scatter(
     ax.text(
         0.99,
         0.01,
-        BENEFIT_LABEL,
+        SIGN_CONVENTION,
         transform=ax.transAxes,
         ha="right",
         va="bottom",
@@ -234,22 +236,32 @@ def additivity_scatter(
     return save_figure(fig, stem)
 
 
-def mixture_bars(weights: pd.DataFrame, stem: str | Path, *, title: str) -> list[Path]:
-    """Grouped bars: one group per domain, one bar per method (rows of ``weights``)."""
-    methods, domains = list(weights.index), list(weights.columns)
+def _method_bars(ax, table: pd.DataFrame) -> np.ndarray:
+    """Grouped bars on ``ax``: one group per column of ``table``, one bar per method (row).
+
+    Returns the groups' centres on the x axis.
+    """
+    methods = list(table.index)
     width = 0.8 / len(methods)
-    fig, ax = plt.subplots(
-        figsize=(min(14.0, max(6.5, 0.22 * len(domains) * len(methods) + 3)), 4.2)
-    )
-    centres = np.arange(len(domains))
+    centres = np.arange(len(table.columns))
     for k, method in enumerate(methods):
         ax.bar(
             centres - 0.4 + (k + 0.5) * width,
-            weights.loc[method].to_numpy(dtype=float),
+            table.loc[method].to_numpy(dtype=float),
             width,
             label=method_label(method),
             color=_COLOURS[k % len(_COLOURS)],
         )
+    return centres
+
+
+def mixture_bars(weights: pd.DataFrame, stem: str | Path, *, title: str) -> list[Path]:
+    """Grouped bars: one group per domain, one bar per method (rows of ``weights``)."""
+    methods, domains = list(weights.index), list(weights.columns)
+    fig, ax = plt.subplots(
+        figsize=(min(14.0, max(6.5, 0.22 * len(domains) * len(methods) + 3)), 4.2)
+    )
+    centres = _method_bars(ax, weights)
     ax.set_xticks(centres, domains, rotation=45, ha="right")
     ax.set_xlabel("domain")
     ax.set_ylabel("mixture weight (fraction of stage tokens)")
@@ -262,22 +274,13 @@ def mixture_bars(weights: pd.DataFrame, stem: str | Path, *, title: str) -> list
 
 def predicted_benefit_bars(predicted: pd.DataFrame, stem: str | Path, *, title: str) -> list[Path]:
     """Grouped bars of each mixture's predicted benefit ``B·w`` per task (rows methods)."""
-    methods, tasks = list(predicted.index), list(predicted.columns)
-    width = 0.8 / len(methods)
+    tasks = list(predicted.columns)
     fig, ax = plt.subplots(figsize=(max(6.0, 1.1 * len(tasks) + 3), 4.0))
-    centres = np.arange(len(tasks))
-    for k, method in enumerate(methods):
-        ax.bar(
-            centres - 0.4 + (k + 0.5) * width,
-            predicted.loc[method].to_numpy(dtype=float),
-            width,
-            label=method_label(method),
-            color=_COLOURS[k % len(_COLOURS)],
-        )
+    centres = _method_bars(ax, predicted)
     ax.axhline(0.0, color="0.4", linewidth=0.8)
     ax.set_xticks(centres, tasks, rotation=30, ha="right")
     ax.set_xlabel("validation task")
-    ax.set_ylabel("predicted benefit B·w\n(" + BENEFIT_LABEL + ")", fontsize=9)
+    ax.set_ylabel("predicted benefit B·w\n(" + SIGN_CONVENTION + ")", fontsize=9)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(title="mixture", fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
@@ -369,10 +372,6 @@ def mixture_figures(
     )
 
 
-#: The paper's Pearson ρ between total group influence and downstream score (figure 4).
-PAPER_FIGURE4_PEARSON = 0.789
-
-
 def benefit_improvement_scatter(
     points: pd.DataFrame, stats: Mapping, stem: str | Path, *, title: str
 ) -> list[Path]:
@@ -422,7 +421,7 @@ def benefit_improvement_scatter(
             linestyle="--",
             linewidth=1,
             label=f"OLS fit; Pearson ρ = {pearson:.3f}, p = {stats['p_value']:.2g} "
-            f"(n = {len(points)}; paper: ρ = {PAPER_FIGURE4_PEARSON})",
+            f"(n = {len(points)}; paper: ρ = {paper.FIGURE4_PEARSON})",
         )
     else:
         # An invisible entry keeps the statistic in the legend, where the reader looks for it.
@@ -439,7 +438,7 @@ def benefit_improvement_scatter(
         else method_label(str(reference))
     )
     ax.set_xlabel(
-        "predicted total benefit Σ_v P̂_v(w) (normalised, dimensionless)\n" + BENEFIT_LABEL
+        "predicted total benefit Σ_v P̂_v(w) (normalised, dimensionless)\n" + SIGN_CONVENTION
     )
     ax.set_ylabel(f"measured improvement: average loss decrease\nvs {baseline} (nats/token)")
     ax.set_title(title, fontsize=10)
@@ -453,13 +452,14 @@ def benefit_improvement_scatter(
 
 
 def projection_agreement_figure(
-    table: pd.DataFrame, stem: str | Path, *, title: str, target: float = 0.9
+    table: pd.DataFrame, stem: str | Path, *, title: str, target: float
 ) -> list[Path]:
     """Spearman ρ of projected vs unprojected benefit rows against the projection rank, per task.
 
     ``table`` is :func:`tikmix.influence.api.projection_agreement`'s (``rank, task, spearman``).
-    The rank axis is logarithmic (ranks are usually powers of two); ``target`` is drawn as a
-    dashed reference line.
+    The rank axis is logarithmic (ranks are usually powers of two); ``target`` (the check's
+    :data:`~tikmix.analysis.projection_agreement.AGREEMENT_TARGET`) is drawn as a dashed
+    reference line.
     """
     tasks = list(dict.fromkeys(table["task"]))
     fig, ax = plt.subplots(figsize=(6.4, 4.0))

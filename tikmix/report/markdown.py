@@ -3,13 +3,14 @@
 Every number in the report is read from a result file the workflow wrote (influence matrices,
 mixture documents, the additivity, ranking and compute tables, stage-1 metrics, the stage-2
 evaluation table) and formatted with :func:`format_number`; nothing is typed in by hand except the
-paper's own reported values, which are labelled as such. Figures are linked relative to the
+paper's own reported values (:mod:`tikmix.core.paper`), which are labelled as such. Every verdict
+(a safe projection rank, a FLOP cross-check, which mixture to recommend, which beats which) is
+decided in :mod:`tikmix.analysis`; this module only words it. Figures are linked relative to the
 report, so the ``results/report/`` folder can be moved or archived as a whole.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -19,23 +20,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tikmix.analysis.additivity import PAPER_PEARSON_R, predicted_benefits
-from tikmix.analysis.evaluation import AVERAGE, METHOD, RANDOM, margins_over, recommended_mixture
-from tikmix.analysis.ranking import checkpoint_positions
-from tikmix.core.atomic import atomic_output, restore_nan
+from tikmix.analysis import read_json_file
+from tikmix.analysis.additivity import additivity_overview, predicted_benefits
+from tikmix.analysis.compute import flops_disagreements, flops_ratio
+from tikmix.analysis.evaluation import (
+    AVERAGE,
+    RANDOM,
+    AllWorse,
+    SurrogateVerdict,
+    all_worse_than_checkpoint,
+    lowest_average_loss,
+    margins_over,
+    surrogate_verdict,
+)
+from tikmix.analysis.projection_agreement import safe_projection_rank
+from tikmix.analysis.ranking import checkpoint_positions, consecutive_agreement
+from tikmix.core import paper
+from tikmix.core.atomic import restore_nan, write_text_atomic
+from tikmix.core.conventions import SIGN_CONVENTION
 from tikmix.core.mixture import read_mixture
 from tikmix.mixing.weights import read_influence_matrix
-from tikmix.report.figures import PAPER_FIGURE4_PEARSON, method_label
+from tikmix.report.figures import method_label
 
 SIGN_NOTE = (
-    "Sign convention: the tables and figures show the **benefit** B = −I (the paper's influence "
-    "with its sign flipped), so **larger is better**: a positive B[v, d] means that training "
+    f"Sign convention: {SIGN_CONVENTION}. The tables and figures show the **benefit** B = −I "
+    "(the paper's influence with its sign flipped): a positive B[v, d] means that training "
     "more on domain d lowers the loss of task v."
 )
-#: The paper's FLOPs to determine each mixture (table 1), for scale.
-PAPER_FLOPS = {"tikmix_d": 7.2e17, "tikmix_m": 3.2e18, "regmix": 3.7e18, "doremi": 4.2e19}
-#: The paper's ratio of TiKMiX-D's FLOPs to RegMix's (table 1).
-PAPER_FLOPS_RATIO = PAPER_FLOPS["tikmix_d"] / PAPER_FLOPS["regmix"]
 #: Order of the known methods in tables; other methods follow in the order given.
 METHOD_ORDER = ["natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi"]
 
@@ -68,6 +79,12 @@ def markdown_table(table: pd.DataFrame, *, index: bool = True) -> str:
         cells = [format_number(v).replace("|", "\\|") for v in row]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def spelled(count: int) -> str:
+    """A small count in words (``10`` → ``ten``), as prose writes it; digits from 13 on."""
+    words = "zero one two three four five six seven eight nine ten eleven twelve".split()
+    return words[count] if 0 <= count < len(words) else str(count)
 
 
 def _ordered_methods(methods: Sequence[str]) -> list[str]:
@@ -148,9 +165,7 @@ class _Writer:
 
 
 def _read_json(path: Path) -> dict:
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"result file not found: {path}")
-    return restore_nan(json.loads(Path(path).read_text()))
+    return restore_nan(read_json_file(path, "result file not found"))
 
 
 def _read_csv(path: Path, what: str) -> pd.DataFrame:
@@ -163,7 +178,7 @@ def _model_description(checkpoint: Path) -> str:
     config_path = Path(checkpoint) / "config.json"
     if not config_path.is_file():
         return f"checkpoint {checkpoint}"
-    config = json.loads(config_path.read_text())
+    config = read_json_file(config_path, "model config not found")
     if "model_type" in config:
         keys = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
         dims = ", ".join(f"{k} {config[k]}" for k in keys if k in config)
@@ -215,7 +230,9 @@ def _influence_section(w: _Writer, inputs: ReportInputs, matrices: dict[str, pd.
     w.figure("influence", "Benefit matrix per checkpoint (diverging colour scale centred at 0).")
 
 
-def _mixture_section(w: _Writer, inputs: ReportInputs, B: pd.DataFrame) -> pd.DataFrame:
+def _mixture_section(
+    w: _Writer, inputs: ReportInputs, B: pd.DataFrame, tikmix_m: SurrogateVerdict | None
+) -> pd.DataFrame:
     methods = _ordered_methods(list(inputs.mixtures))
     weights = pd.DataFrame({m: read_mixture(inputs.mixtures[m], B.columns) for m in methods}).T
     weights.index.name = "method"
@@ -236,22 +253,19 @@ def _mixture_section(w: _Writer, inputs: ReportInputs, B: pd.DataFrame) -> pd.Da
         "(the linear prediction TiKMiX-D maximises; larger is better).",
         markdown_table(table),
     )
-    if "tikmix_m" in inputs.mixtures:
-        document = _read_json(Path(inputs.mixtures["tikmix_m"]))
-        _tikmix_m_part(w, document["solver"])
-        method, reason = recommended_mixture(document)
+    if tikmix_m is not None:
+        solver = _read_json(Path(inputs.mixtures["tikmix_m"]))["solver"]
+        _tikmix_m_part(w, solver, tikmix_m)
         w.add(
             "### Recommended mixture",
-            f"**{method_label(method)}** is this study's recommended mixture for the next stage: "
-            f"{reason}.",
+            f"**{method_label(tikmix_m.recommended)}** is this study's recommended mixture for "
+            f"the next stage: {tikmix_m.reason}.",
         )
     return predicted
 
 
-def _tikmix_m_part(w: _Writer, solver: Mapping) -> None:
+def _tikmix_m_part(w: _Writer, solver: Mapping, verdict: SurrogateVerdict) -> None:
     """TiKMiX-M's surrogate quality, gate, confirmation and (curvature) departure from B·w."""
-    quality = solver["surrogate_quality"]
-    decision = solver["decision"]
     response = {
         "curvature": "the Newton-step benefit under each mixture's own curvature "
         "Λ(w) = Σ_d w_d Λ_d (exact, no sampling noise)",
@@ -260,18 +274,18 @@ def _tikmix_m_part(w: _Writer, solver: Mapping) -> None:
     }[solver["response"]]
     w.add(
         "### TiKMiX-M",
-        f"TiKMiX-M's LightGBM surrogate was fitted on {quality['n_samples']} mixtures sampled "
+        f"TiKMiX-M's LightGBM surrogate was fitted on {verdict.n_samples} mixtures sampled "
         "in the box [low·w_D, high·w_D] cut by the Pareto set (the search never leaves it), "
         f"with response {response}. It predicts held-out responses with Spearman "
-        f"{format_number(quality['spearman'])}, Pearson {format_number(quality['pearson'])} and "
-        f"RMSE {format_number(quality['rmse'])} ({quality['n_folds']}-fold cross-validation). "
+        f"{format_number(verdict.spearman)}, Pearson {format_number(verdict.pearson)} and "
+        f"RMSE {format_number(verdict.rmse)} ({verdict.n_folds}-fold cross-validation). "
         f"Its search moved the surrogate's prediction from "
-        f"{format_number(solver['predicted_start'])} at w_D to "
-        f"{format_number(solver['predicted_proposal'])}. Gate: "
-        f"{'passed' if solver['gate_passed'] else 'kept w_D'} ({solver['gate_reason']}). "
-        f"Confirmation by the response: w_D {format_number(decision['start_response'])}, "
-        f"proposal {format_number(decision['proposal_response'])}; "
-        f"TiKMiX-M returns {'its proposal' if decision['chosen'] == 'proposal' else 'w_D'}.",
+        f"{format_number(verdict.predicted_start)} at w_D to "
+        f"{format_number(verdict.predicted_proposal)}. Gate: "
+        f"{'passed' if verdict.trusted else 'kept w_D'} ({verdict.gate_reason}). "
+        f"Confirmation by the response: w_D {format_number(verdict.start_response)}, "
+        f"proposal {format_number(verdict.proposal_response)}; "
+        f"TiKMiX-M returns {'its proposal' if verdict.returns_proposal else 'w_D'}.",
     )
     departure = solver.get("curvature_vs_linear")
     if departure:
@@ -297,35 +311,38 @@ def _additivity_section(w: _Writer, inputs: ReportInputs) -> None:
     )
     for ckpt, path in inputs.additivity.items():
         summary = _read_csv(path, "additivity summary").set_index("task")
-        low, high = summary["pearson_r"].min(), summary["pearson_r"].max()
+        overview = additivity_overview(summary)
         w.add(
             f"Table: direct vs predicted benefit at checkpoint `{ckpt}`.",
             markdown_table(summary),
-            f"Pearson r ranges from {format_number(low)} to {format_number(high)} over "
-            f"{len(summary)} tasks, with {format_number(int(summary['n_outliers'].sum()))} "
-            "flagged outlier(s) in total." + _noise_sentence(summary),
+            f"Pearson r ranges from {format_number(overview.lowest_r)} to "
+            f"{format_number(overview.highest_r)} over {overview.n_tasks} tasks, with "
+            f"{format_number(overview.n_outliers)} flagged outlier(s) in total."
+            + _noise_sentence(overview.noise_ceiling),
         )
-    paper = pd.DataFrame(
+    reported = pd.DataFrame(
         {
-            "benchmark": list(PAPER_PEARSON_R),
-            "pearson_r (paper, appendix D)": list(PAPER_PEARSON_R.values()),
+            "benchmark": list(paper.ADDITIVITY_PEARSON_R),
+            "pearson_r (paper, appendix D)": list(paper.ADDITIVITY_PEARSON_R.values()),
         }
     )
     w.add(
-        "For reference, the paper reports (254 mixtures of 0.1B tokens, two outliers removed, "
-        "p < 0.0001):",
-        markdown_table(paper, index=False),
+        f"For reference, the paper reports ({paper.ADDITIVITY_MIXTURES} mixtures of "
+        f"{paper.billions(paper.ADDITIVITY_TOKENS_PER_MIXTURE)} tokens, "
+        f"{spelled(paper.ADDITIVITY_OUTLIERS_REMOVED)} outliers removed, "
+        f"p < {paper.ADDITIVITY_P_BELOW:g}):",
+        markdown_table(reported, index=False),
     )
     w.figure("additivity", "Direct against predicted benefit per task, y = x and the OLS fit.")
 
 
-def _noise_sentence(summary: pd.DataFrame) -> str:
+def _noise_sentence(ceilings: Mapping[str, tuple[float, float]]) -> str:
     """r beside the noise ceiling that replicate measurements allow (when they were made)."""
-    if "noise_ceiling" not in summary or summary["noise_ceiling"].isna().all():
+    if not ceilings:
         return ""
     pairs = ", ".join(
-        f"{task} {format_number(row['pearson_r'])} / {format_number(row['noise_ceiling'])}"
-        for task, row in summary.iterrows()
+        f"{task} {format_number(r)} / {format_number(ceiling)}"
+        for task, (r, ceiling) in ceilings.items()
     )
     return (
         " With θ and the curvature fixed, the direct benefit is linear in w up to sampling "
@@ -337,34 +354,30 @@ def _noise_sentence(summary: pd.DataFrame) -> str:
 def _ranking_section(w: _Writer, inputs: ReportInputs) -> None:
     stability = _read_csv(inputs.ranking, "ranking stability table")
     w.add("## Ranking invariance over training")
-    if stability.empty:
+    agreement = consecutive_agreement(stability)
+    if agreement is None:
         w.add("A single checkpoint was analysed, so no ranking can be compared across training.")
     else:
-        consecutive = stability[stability["comparison"] == "consecutive"]
         w.add(
             "Table: Spearman ρ and Kendall τ-b between the domain benefits of a task at two "
             "checkpoints (`consecutive`: each against the next; `final`: each against the last).",
             markdown_table(stability, index=False),
             "Between consecutive checkpoints the mean Spearman ρ over tasks is "
-            f"{format_number(consecutive['spearman_rho'].mean())} and the mean Kendall τ "
-            f"{format_number(consecutive['kendall_tau'].mean())}.",
+            f"{format_number(agreement.mean_spearman)} and the mean Kendall τ "
+            f"{format_number(agreement.mean_kendall)}.",
         )
     w.figure("ranking", "Benefit of each domain over training, one panel per task.")
 
 
-def _projection_section(w: _Writer, path: Path, target: float = 0.9) -> None:
+def _projection_section(w: _Writer, path: Path) -> None:
     table = _read_csv(path, "projection agreement table")
     wide = table.pivot(index="task", columns="rank", values="spearman")
     wide.columns = [f"ρ at r = {r}" for r in wide.columns]
-    worst = table.groupby("rank")["spearman"].min().sort_index()
-    # The smallest rank from which every larger tested rank also keeps every task above target.
-    # (1e-9: Spearman's ρ is a ratio of integers, e.g. exactly 0.9, computed as 0.8999…)
-    failing = worst.index[~(worst >= target - 1e-9)]
-    safe = worst.index[worst.index > failing.max()] if len(failing) else worst.index
+    safe = safe_projection_rank(table)
     verdict = (
-        f"From rank {safe.min()} on, every task keeps ρ ≥ {target:g}."
-        if len(safe)
-        else f"The largest tested rank does not keep ρ ≥ {target:g} for every task."
+        f"From rank {safe.safe_rank} on, every task keeps ρ ≥ {safe.target:g}."
+        if safe.safe_rank is not None
+        else f"The largest tested rank does not keep ρ ≥ {safe.target:g} for every task."
     )
     w.add(
         "## Gradient projection",
@@ -373,7 +386,7 @@ def _projection_section(w: _Writer, path: Path, target: float = 0.9) -> None:
         "projected space).",
         markdown_table(wide),
         "The worst task's ρ per rank: "
-        + ", ".join(f"r = {r}: {format_number(v)}" for r, v in worst.items())
+        + ", ".join(f"r = {r}: {format_number(v)}" for r, v in safe.worst.items())
         + f". {verdict}",
     )
     w.figure("projection", "Projected against unprojected influence: Spearman ρ per task.")
@@ -390,8 +403,8 @@ def _compute_section(w: _Writer, inputs: ReportInputs) -> None:
         markdown_table(shown),
         "Table: the same by component.",
         markdown_table(components, index=False),
-        "For scale, the paper (1B model) reports "
-        + ", ".join(f"{method_label(m)} {v:.2g}" for m, v in PAPER_FLOPS.items())
+        f"For scale, the paper ({paper.billions(paper.MODEL_PARAMETERS)} model) reports "
+        + ", ".join(f"{method_label(m)} {v:.2g}" for m, v in paper.MIXTURE_FLOPS.items())
         + " FLOPs.",
     )
     w.figure("compute", "FLOPs to determine each mixture.")
@@ -470,14 +483,14 @@ def _evaluation_section(
             "per token; higher is better).",
             markdown_table(acc[labels]),
         )
-    average = summary["average_loss_mean"].reindex(methods)
-    best = average.idxmin()
-    worse = _all_worse_warning(points, stats)
-    if worse:
-        w.add(worse)
+    best = lowest_average_loss(summary, methods)
+    worse = all_worse_than_checkpoint(points, stats)
+    if worse is not None:
+        w.add(_all_worse_warning(worse))
     sentences = [
-        f"{method_label(best)} has the lowest average loss ({format_number(average[best])})"
-        + (", i.e. it hurt the model least." if worse else ".")
+        f"{method_label(best.method)} has the lowest average loss "
+        f"({format_number(best.average_loss)})"
+        + (", i.e. it hurt the model least." if worse is not None else ".")
     ]
     if recommended in summary.index:
         for row in margins_over(summary, recommended, ["natural", "uniform"]):
@@ -494,31 +507,32 @@ def _evaluation_section(
                 "(sum of the two seed standard deviations)."
             )
     flops = summary["mixture_flops"]
-    if {"tikmix_d", "regmix"} <= set(flops.index) and flops["regmix"] > 0:
-        ratio = flops["tikmix_d"] / flops["regmix"]
+    ratio = flops_ratio(flops, "tikmix_d", "regmix")
+    if ratio is not None:
         sentences.append(
-            f"Determining TiKMiX-D's mixture cost {format_number(flops['tikmix_d'])} FLOPs, "
-            f"{format_number(ratio)} times RegMix's {format_number(flops['regmix'])} "
-            f"(the paper: {PAPER_FLOPS['tikmix_d']:.2g} / {PAPER_FLOPS['regmix']:.2g} = "
-            f"{PAPER_FLOPS_RATIO:.2f})."
+            f"Determining TiKMiX-D's mixture cost {format_number(ratio.flops)} FLOPs, "
+            f"{format_number(ratio.ratio)} times RegMix's {format_number(ratio.reference_flops)} "
+            f"(the paper: {paper.MIXTURE_FLOPS['tikmix_d']:.2g} / "
+            f"{paper.MIXTURE_FLOPS['regmix']:.2g} = {paper.TIKMIX_D_TO_REGMIX_FLOPS:.2f})."
         )
     if compute is not None:
-        sentences += _flops_disagreement(flops, compute)
+        sentences += [
+            f"**Warning:** {method_label(d.method)}'s mixture file records "
+            f"{format_number(d.mixture_file)} FLOPs but the compute table sums "
+            f"{format_number(d.compute_table)} from the job records; one of the two accounts "
+            "misses a component."
+            for d in flops_disagreements(flops, compute)
+        ]
     w.add(" ".join(sentences))
     _figure4_part(w, points, stats)
 
 
-def _all_worse_warning(points: pd.DataFrame, stats: Mapping) -> str | None:
-    """A plain warning when every method's stage-2 run ended worse than its checkpoint."""
-    methods = points[points["kind"] == METHOD]
-    if stats["reference"] != "checkpoint" or methods.empty:
-        return None
-    if not (methods["improvement_mean"] < 0).all():
-        return None
-    least, most = -methods["improvement_mean"].max(), -methods["improvement_mean"].min()
+def _all_worse_warning(worse: AllWorse) -> str:
+    """A plain warning that every method's stage-2 run ended worse than its checkpoint."""
     return (
         "**Every stage-2 run ended worse than the checkpoint it continued**: the average task "
-        f"loss rose by {format_number(least)} to {format_number(most)} nats. No mixture "
+        f"loss rose by {format_number(worse.least_rise)} to {format_number(worse.most_rise)} "
+        "nats. No mixture "
         "improved the model, so the table below ranks mixtures by how little they hurt, not by "
         "how much they help. The likely cause is the continued training, not the mixtures: a "
         "learning rate too high for this checkpoint (`stage2.lr`) and AdamW moments restarted "
@@ -527,22 +541,6 @@ def _all_worse_warning(points: pd.DataFrame, stats: Mapping) -> str | None:
         "(about 1e-5 to 1e-4) with a longer warm-up (`stage2.warmup_fraction`), as in "
         "`config/examples/user.yaml`, or give more stage-2 tokens."
     )
-
-
-def _flops_disagreement(flops: pd.Series, compute: pd.DataFrame) -> list[str]:
-    """A warning for each method whose mixture file's ``total_compute`` and the compute table
-    (summed from the job records) differ by more than 1%: the two should be the same cost."""
-    table = compute.set_index("method")["flops"]
-    notes = []
-    for method in flops.index.intersection(table.index):
-        a, b = float(flops[method]), float(table[method])
-        if abs(a - b) > 0.01 * max(abs(a), abs(b)):
-            notes.append(
-                f"**Warning:** {method_label(method)}'s mixture file records "
-                f"{format_number(a)} FLOPs but the compute table sums {format_number(b)} from "
-                "the job records; one of the two accounts misses a component."
-            )
-    return notes
 
 
 def _figure4_part(w: _Writer, points: pd.DataFrame, stats: Mapping) -> None:
@@ -577,14 +575,16 @@ def _figure4_part(w: _Writer, points: pd.DataFrame, stats: Mapping) -> None:
     if math.isnan(stats["pearson"]):
         w.add(
             f"Pearson ρ is undefined for these {stats['n_mixtures']} mixtures (fewer than three, "
-            f"or no spread on an axis); the paper reports ρ = {PAPER_FIGURE4_PEARSON}."
+            f"or no spread on an axis); the paper reports ρ = {paper.FIGURE4_PEARSON}."
         )
     else:
         w.add(
             f"Over the {stats['n_mixtures']} mixtures, the Pearson correlation between predicted "
             f"benefit and measured improvement is ρ = {format_number(stats['pearson'])} "
-            f"(p = {stats['p_value']:.2g}); the paper reports ρ = {PAPER_FIGURE4_PEARSON} over "
-            "ten mixtures of a 1B model trained on 500B tokens."
+            f"(p = {stats['p_value']:.2g}); the paper reports ρ = {paper.FIGURE4_PEARSON} over "
+            f"{spelled(paper.FIGURE4_MIXTURES)} mixtures of a "
+            f"{paper.billions(paper.MODEL_PARAMETERS)} model trained on "
+            f"{paper.billions(paper.FIGURE4_TOKENS)} tokens."
         )
     w.figure(
         "evaluation",
@@ -659,12 +659,13 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
     )
     _setup_section(w, inputs, B, positions)
     _influence_section(w, inputs, matrices)
-    _mixture_section(w, inputs, B)
-    recommended = (
-        recommended_mixture(_read_json(Path(inputs.mixtures["tikmix_m"])))[0]
+    tikmix_m = (
+        surrogate_verdict(_read_json(Path(inputs.mixtures["tikmix_m"]))["solver"])
         if "tikmix_m" in inputs.mixtures
         else None
     )
+    _mixture_section(w, inputs, B, tikmix_m)
+    recommended = tikmix_m.recommended if tikmix_m is not None else None
     if inputs.additivity:
         _additivity_section(w, inputs)
     if inputs.ranking is not None:
@@ -676,6 +677,47 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
         compute = _read_csv(inputs.compute, "compute table")
         _evaluation_section(w, inputs.evaluation, compute, recommended)
     _not_run_section(w, inputs)
-    with atomic_output(path) as tmp:
-        tmp.write_text(w.text())
+    write_text_atomic(path, w.text())
     return path
+
+
+def report_job(
+    *,
+    report: str | Path,
+    influence: Sequence[str | Path],
+    mixtures: Sequence[str | Path],
+    additivity: Sequence[str | Path],
+    ranking: Sequence[str | Path],
+    projection: Sequence[str | Path],
+    compute: str | Path,
+    compute_components: str | Path,
+    checkpoints: Sequence[str],
+    checkpoint_dirs: Mapping[str, str | Path],
+    mixture_checkpoint: str,
+    methods: Sequence[str],
+    figures: Mapping[str, Sequence[str | Path]],
+    stage1_metrics: str | Path | None,
+    evaluation: Mapping[str, str | Path] | None,
+) -> Path:
+    """Rule ``report``: :func:`write_report`. ``influence`` is in the order of
+    ``checkpoints``, ``mixtures`` of ``methods``; ``additivity``, ``ranking`` and
+    ``projection`` are empty when their check is switched off (``additivity`` holds the
+    summary of ``mixture_checkpoint``); ``evaluation`` maps the keys of
+    :class:`EvaluationFiles` to files, empty without stage 2."""
+    return write_report(
+        report,
+        ReportInputs(
+            influence=dict(zip(checkpoints, influence, strict=True)),
+            checkpoint_dirs=dict(checkpoint_dirs),
+            mixture_checkpoint=mixture_checkpoint,
+            mixtures=dict(zip(methods, mixtures, strict=True)),
+            additivity=dict(zip([mixture_checkpoint], additivity, strict=False)),
+            ranking=ranking[0] if ranking else None,
+            compute=compute,
+            compute_components=compute_components,
+            figures=dict(figures),
+            stage1_metrics=stage1_metrics,
+            evaluation=EvaluationFiles(**evaluation) if evaluation else None,
+            projection=projection[0] if projection else None,
+        ),
+    )

@@ -41,6 +41,7 @@ from scipy.stats import pearsonr
 from tikmix.analysis import read_json_file, write_tables
 from tikmix.core.atomic import write_json_atomic
 from tikmix.core.conventions import SIGN_CONVENTION, normalised_benefit
+from tikmix.core.mixture import read_mixture_document
 from tikmix.mixing.pipeline import write_method
 from tikmix.mixing.weights import read_influence_matrix
 from tikmix.seeds import derive_seed
@@ -135,9 +136,9 @@ def mixture_flops(mixture_files: Mapping[str, str | Path]) -> pd.Series:
     """
     values = {}
     for method, path in mixture_files.items():
-        document = read_json_file(
-            path, f"mixture file of method {method!r} not found", EvaluationInputError
-        )
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"mixture file of method {method!r} not found: {path}")
+        document = read_mixture_document(path)
         flops = (document.get("total_compute") or {}).get("flops")
         values[method] = math.nan if flops is None else float(flops)
     return pd.Series(values, dtype=float, name="mixture_flops")

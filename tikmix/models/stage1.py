@@ -188,11 +188,3 @@ def run_stage1(
         metrics_path=metrics_path,
         device=device,
     )
-
-
-def read_weights(path: str | Path) -> dict[str, float]:
-    """Domain weights of a mixture document, in the file's order (:func:`read_mixture`).
-
-    Kept for the influence scripts that import it; new code calls ``read_mixture`` itself.
-    """
-    return read_mixture(path).to_dict()

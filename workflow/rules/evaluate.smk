@@ -84,10 +84,10 @@ rule mixture_random:
         mem_mb=1000,
         runtime=5,
     params:
+        **NORMALISATION,
         upstream=lambda wildcards: mixture_digest(
             wildcards.ckpt, f"random{wildcards.k}"
         ),
-        **NORMALISATION,
         domains=DOMAINS,
         seed=config["seed"],
     script:
@@ -207,11 +207,11 @@ rule evaluation_table:
         mem_mb=2000,
         runtime=10,
     params:
+        **NORMALISATION,
         upstream=evaluation_digest(),
         methods=STAGE2_METHODS,
         random_mixtures=RANDOM_MIXTURES,
         reference=STAGE2["improvement_reference"],
-        normalisation=NORMALISATION,
         checkpoint=EVAL_CKPT,
         figure_stem=lambda wildcards, output: output.figure.removesuffix(".png"),
     script:

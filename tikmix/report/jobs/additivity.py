@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from tikmix.analysis.additivity import run_additivity_check, write_additivity
+from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.report.figures import additivity_figures
 
 #: The settings of :func:`tikmix.analysis.additivity.additivity_check` the rule gives, in the
@@ -40,8 +41,7 @@ def additivity_job(
     domain_dirs: Mapping[str, str | Path],
     tasks: Sequence[str],
     figure_stems: Sequence[str | Path],
-    tracked_modules: str,
-    device: str,
+    gradient_pass: GradientPassSettings,
     mixtures: int,
     noise: Mapping[str, int],
     **settings,
@@ -51,13 +51,18 @@ def additivity_job(
 
     ``mixtures`` is the number of perturbed mixtures (``mixtures_table`` the file they are
     written to), ``noise`` the replicates' ``{mixtures, replicates}``; ``settings`` are the
-    rest of :data:`SETTINGS` (``low, high, tokens, seq_len, batch_size, seed,
-    outlier_threshold, projection, precision``), all required.
+    rest of :data:`SETTINGS` (``low, high, tokens, outlier_threshold``), all required; the
+    gradient passes' settings come from ``gradient_pass``.
     """
     given = {
         "n_mixtures": mixtures,
         "noise_mixtures": noise["mixtures"],
         "noise_replicates": noise["replicates"],
+        "seq_len": gradient_pass.seq_len,
+        "batch_size": gradient_pass.batch_size,
+        "seed": gradient_pass.seed,
+        "projection": gradient_pass.projection,
+        "precision": gradient_pass.precision,
         **settings,
     }
     unknown = sorted(set(given) - set(SETTINGS))
@@ -70,8 +75,8 @@ def additivity_job(
         influence_csv=influence,
         reference_mixture=reference,
         preconditioned=preconditioned,
-        tracked_modules=tracked_modules,
-        device=device,
+        tracked_modules=gradient_pass.tracked_modules,
+        device=gradient_pass.device,
         **options,
     )
     write_additivity(

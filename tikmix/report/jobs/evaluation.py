@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from tikmix.analysis.evaluation import write_evaluation_tables
@@ -26,7 +26,8 @@ def evaluation_table_job(
     methods: Sequence[str],
     random_mixtures: Sequence[str],
     reference: str,
-    normalisation: Mapping,
+    eps: float,
+    normaliser: str,
     checkpoint: str,
     figure_stem: str | Path,
 ) -> None:
@@ -42,7 +43,8 @@ def evaluation_table_job(
         figure4_stats_path=figure4_stats,
         random_mixtures=random_mixtures,
         reference=reference,
-        **normalisation,
+        eps=eps,
+        normaliser=normaliser,
     )
     benefit_improvement_scatter(
         points,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from tikmix.analysis.projection_agreement import (
@@ -10,6 +10,7 @@ from tikmix.analysis.projection_agreement import (
     run_projection_agreement,
     write_projection_agreement,
 )
+from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.core.mixture import read_mixture
 from tikmix.report.figures import projection_agreement_figure
 
@@ -26,15 +27,24 @@ def projection_agreement_job(
     ckpt: str,
     tasks: Sequence[str],
     figure_stem: str | Path,
-    options: Mapping,
+    gradient_pass: GradientPassSettings,
+    **options,
 ) -> None:
     """Rule ``projection_agreement``: the check at checkpoint ``ckpt`` (``options`` go to
-    :func:`run_projection_agreement`; ``task_files`` in the order of ``tasks``), its table,
-    record and figure. EK-FAC is fitted on the ``prior`` mixture file's sample."""
+    :func:`run_projection_agreement`: domain_dirs, ranks, tokens_per_domain, fit_tokens,
+    fisher; ``task_files`` in the order of ``tasks``), its table, record and figure. EK-FAC is
+    fitted on the ``prior`` mixture file's sample; the check projects at its own ranks, so
+    ``gradient_pass.projection`` is not used."""
     agreement, cost = run_projection_agreement(
         checkpoint=checkpoint,
         prior=read_mixture(prior).to_dict(),
         task_files=dict(zip(tasks, task_files, strict=True)),
+        seq_len=gradient_pass.seq_len,
+        batch_size=gradient_pass.batch_size,
+        tracked_modules=gradient_pass.tracked_modules,
+        precision=gradient_pass.precision,
+        seed=gradient_pass.seed,
+        device=gradient_pass.device,
         **options,
     )
     write_projection_agreement(agreement, cost, csv=table, record_path=record)

@@ -244,7 +244,12 @@ def _stage2_results(root, before=3.0):
         mixtures[method].parent.mkdir(parents=True, exist_ok=True)
         mixtures[method].write_text(
             json.dumps(
-                {"method": method, "compute": {"flops": 1.0}, "total_compute": {"flops": total}}
+                {
+                    "method": method,
+                    "weights": dict(zip(DOMAINS, weights[method], strict=True)),
+                    "compute": {"flops": 1.0},
+                    "total_compute": {"flops": total},
+                }
             )
         )
     files = EvaluationFiles(

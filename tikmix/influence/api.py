@@ -75,14 +75,17 @@ def fit_ekfac(
     dtype: torch.dtype = torch.float64,
     precision: Precision = "fp32",
     projection: ProjectionArg = None,
+    eigenvalue_correction: bool = True,
 ) -> EkfacFactors:
     """Fit EK-FAC factors on ``batches`` (re-iterable: covariance pass, then Λ pass).
 
     ``fisher="true"`` samples labels from the model (deterministic for ``seed``);
-    ``damping="auto"`` is ``0.1 · mean(Λ)`` per module. Sums accumulate in ``dtype``.
+    ``damping="auto"`` is ``0.1 · mean(Λ)`` per module. Sums accumulate in ``dtype``. Without
+    ``eigenvalue_correction`` the factors are plain K-FAC's (one pass; see :func:`fit_kfac`).
     """
     modules = resolve_modules(model, modules)
-    batches = _reiterable(batches)
+    if eigenvalue_correction:
+        batches = _reiterable(batches)
     options = {
         "fisher": fisher,
         "seed": seed,
@@ -92,35 +95,19 @@ def fit_ekfac(
     }
     covariances = covariance_sums(model, modules, batches, **options)
     bases = eigendecompose(covariances)
+    if not eigenvalue_correction:
+        return EkfacFactors.kfac(bases, covariances, damping)
     lambdas = lambda_sums(model, modules, bases, batches, **options)
     return EkfacFactors.from_lambda(bases, lambdas, damping)
 
 
-def fit_kfac(
-    model: nn.Module,
-    batches: Iterable[Batch],
-    *,
-    modules: ModuleSpec = None,
-    fisher: FisherKind = "true",
-    seed: int = 0,
-    damping: float | Literal["auto"] = "auto",
-    dtype: torch.dtype = torch.float64,
-    precision: Precision = "fp32",
-    projection: ProjectionArg = None,
-) -> EkfacFactors:
-    """Plain K-FAC factors (no eigenvalue correction): a baseline for EK-FAC, one pass."""
-    modules = resolve_modules(model, modules)
-    covariances = covariance_sums(
-        model,
-        modules,
-        batches,
-        fisher=fisher,
-        seed=seed,
-        dtype=dtype,
-        precision=precision,
-        projections=resolve_projections(modules, projection),
-    )
-    return EkfacFactors.kfac(eigendecompose(covariances), covariances, damping)
+def fit_kfac(model: nn.Module, batches: Iterable[Batch], **options) -> EkfacFactors:
+    """Plain K-FAC factors (no eigenvalue correction): a baseline for EK-FAC, one pass.
+
+    ``options`` are :func:`fit_ekfac`'s (modules, fisher, seed, damping, dtype, precision,
+    projection).
+    """
+    return fit_ekfac(model, batches, eigenvalue_correction=False, **options)
 
 
 def domain_gradient(

@@ -155,6 +155,16 @@ class _ShardPass:
         projections = resolve_projections(modules, settings.projection)
         return cls(model, modules, projections, batches, provenance, monitor)
 
+    def fisher_options(self, fisher: str, settings: GradientPassSettings) -> dict[str, Any]:
+        """The EK-FAC passes' options: the Fisher's labels (``sampled`` or ``empirical``) and
+        their seed, the precision and this job's projections."""
+        return {
+            "fisher": FISHER_LABELS[fisher],
+            "seed": derive_seed(settings.seed, "fisher"),
+            "precision": settings.precision,
+            "projections": self.projections,
+        }
+
     def finish(self, **extra: Any) -> dict[str, Any]:
         """The store's provenance, with this job's peak memory and wall time."""
         return {**self.provenance, **extra, "resources": self.monitor.usage()}
@@ -285,13 +295,7 @@ def ekfac_covariances(*, fisher: str, out: str | Path, **sample: Any) -> Path:
     settings = sample["gradient_pass"]
     job = _ekfac_sample("EK-FAC covariances", **sample)
     sums = covariance_sums(
-        job.model,
-        job.modules,
-        job.batches,
-        fisher=FISHER_LABELS[fisher],
-        seed=derive_seed(settings.seed, "fisher"),
-        precision=settings.precision,
-        projections=job.projections,
+        job.model, job.modules, job.batches, **job.fisher_options(fisher, settings)
     )
     return save_covariances(out, sums, job.finish(fisher=fisher))
 
@@ -340,10 +344,7 @@ def ekfac_lambda(*, eigen: str | Path, fisher: str, out: str | Path, **sample: A
         job.modules,
         load_eigenbases(eigen),
         job.batches,
-        fisher=FISHER_LABELS[fisher],
-        seed=derive_seed(settings.seed, "fisher"),
-        precision=settings.precision,
-        projections=job.projections,
+        **job.fisher_options(fisher, settings),
     )
     return save_lambdas(out, sums, job.finish(fisher=fisher))
 

@@ -182,19 +182,17 @@ def domain_gradients(
     out: str | Path,
 ) -> Path:
     """Summed gradient of shard ``shard`` of the domain's token budget."""
-    streams = load_streams({domain: domain_dir})
-    sample_seed = derive_seed(gradient_pass.seed, "domain_gradients", domain)
-    plan = plan_mixture(
-        {domain: len(streams[domain])}, {domain: 1.0}, tokens, gradient_pass.seq_len, sample_seed
-    )
-    job = _ShardPass.open(
+    role = ("domain_gradients", domain)
+    job = _sample_shard(
+        f"{domain} gradient",
         checkpoint=checkpoint,
-        gradient_pass=gradient_pass,
-        streams=streams,
-        plan=plan,
+        domain_dirs={domain: domain_dir},
+        weights={domain: 1.0},
+        tokens=tokens,
         shards=shards,
         shard=shard,
-        what=f"{domain} gradient",
+        gradient_pass=gradient_pass,
+        sample_role=role,
     )
     stats = summed_gradients(
         job.model,
@@ -203,7 +201,7 @@ def domain_gradients(
         precision=gradient_pass.precision,
         projections=job.projections,
     )
-    provenance = job.finish(domain=domain, seed=sample_seed)
+    provenance = job.finish(domain=domain, seed=derive_seed(gradient_pass.seed, *role))
     return save_gradients(out, stats, provenance)
 
 
@@ -249,7 +247,7 @@ def task_gradients(
     return save_gradients(out, stats, provenance)
 
 
-def _ekfac_sample(
+def _sample_shard(
     what: str,
     *,
     checkpoint: str | Path,
@@ -261,11 +259,12 @@ def _ekfac_sample(
     gradient_pass: GradientPassSettings,
     sample_role: tuple[str, ...] = ("ekfac",),
 ) -> _ShardPass:
-    """Shard ``shard`` of the EK-FAC sample, ready to iterate.
+    """Shard ``shard`` of a sample, ready to iterate.
 
     The sample is ``tokens`` drawn from ``weights`` over ``domain_dirs`` with a seed derived from
-    the workflow's seed and ``sample_role``, so the covariance pass and the Λ pass see the same
-    sequences (and TiKMiX-M's per-domain Λ passes their own).
+    the workflow's seed and ``sample_role``: the EK-FAC fit's (``ekfac``), so the covariance pass
+    and the Λ pass see the same sequences, TiKMiX-M's per-domain Λ passes' and each domain's
+    gradient sample their own.
     """
     streams = load_streams(domain_dirs)
     plan = plan_mixture(
@@ -289,11 +288,11 @@ def _ekfac_sample(
 def ekfac_covariances(*, fisher: str, out: str | Path, **sample: Any) -> Path:
     """Sums of a aᵀ and g gᵀ over shard ``shard`` of the EK-FAC sample.
 
-    ``fisher`` is ``sampled`` or ``empirical``; ``sample`` are :func:`_ekfac_sample`'s
+    ``fisher`` is ``sampled`` or ``empirical``; ``sample`` are :func:`_sample_shard`'s
     arguments (checkpoint, domain_dirs, weights, tokens, shards, shard, gradient_pass).
     """
     settings = sample["gradient_pass"]
-    job = _ekfac_sample("EK-FAC covariances", **sample)
+    job = _sample_shard("EK-FAC covariances", **sample)
     sums = covariance_sums(
         job.model, job.modules, job.batches, **job.fisher_options(fisher, settings)
     )
@@ -338,7 +337,7 @@ def ekfac_lambda(*, eigen: str | Path, fisher: str, out: str | Path, **sample: A
             f"{eigen_attrs.get('projection')!r}, this job asks for "
             f"{projection_attrs(settings.projection)!r}"
         )
-    job = _ekfac_sample("EK-FAC eigenvalue correction", **sample)
+    job = _sample_shard("EK-FAC eigenvalue correction", **sample)
     sums = lambda_sums(
         job.model,
         job.modules,

@@ -18,6 +18,7 @@ from tikmix.influence import select_modules
 from tikmix.influence.ekfac import (
     _backward_recorded,
     _sample_labels,
+    _symmetric_from_upper,
     covariance_sums,
     eigendecompose,
     lambda_sums,
@@ -169,3 +170,13 @@ def test_shared_covariance_follows_a_change_of_which_modules_share_an_input():
     activation, gradient, _ = reference_sums(model, modules, batches, bases)
     assert relative_difference(covariances.activation, activation) < 1e-6
     assert relative_difference(covariances.gradient, gradient) < 1e-6
+
+
+@pytest.mark.parametrize("n", [1, 5, 255, 256, 257, 600])
+def test_blocked_symmetrisation_equals_mirroring_the_whole_upper_triangle(n):
+    """The block-wise mirror is bit-identical to ``triu + triu(1).T`` at every size (block
+    boundaries included) and ignores the lower triangle it is given."""
+    upper = torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+    expected = upper.triu() + upper.triu(1).T
+    assert torch.equal(_symmetric_from_upper(upper), expected)
+    assert torch.equal(_symmetric_from_upper(upper), _symmetric_from_upper(upper.triu()))

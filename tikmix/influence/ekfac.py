@@ -162,8 +162,24 @@ def _gram_upper(x: torch.Tensor) -> torch.Tensor:
     return x.T @ x
 
 
+#: Rows per block when mirroring the upper triangle: a block's transposed reads stay in cache.
+SYMMETRISE_BLOCK = 256
+
+
 def _symmetric_from_upper(matrix: torch.Tensor) -> torch.Tensor:
-    return matrix.triu() + matrix.triu(1).T
+    """The symmetric matrix whose upper triangle is ``matrix``'s (its lower one is ignored).
+
+    The same values as ``matrix.triu() + matrix.triu(1).T``, mirrored one block of rows at a
+    time: reading a whole transposed float64 matrix strides across memory and costs several
+    times more on large layers.
+    """
+    out = matrix.triu()
+    n = matrix.shape[0]
+    for start in range(0, n, SYMMETRISE_BLOCK):
+        stop = min(n, start + SYMMETRISE_BLOCK)
+        out[start:stop, :start] += matrix[:start, start:stop].T
+        out[start:stop, start:stop] += matrix[start:stop, start:stop].triu(1).T
+    return out
 
 
 def _scored_rows(x: torch.Tensor, mask: torch.Tensor, all_scored: bool) -> torch.Tensor:
@@ -189,6 +205,8 @@ class CovarianceSums:
 
     ``n_tokens[name]`` counts the tokens summed (times the number of calls, for a module applied
     more than once per forward pass); ``n_sequences`` counts sequences. Shards add up with ``+``.
+    Modules that read the same input (q/k/v, gate/up) may hold the same ``activation`` tensor:
+    treat the sums as read-only.
     """
 
     activation: dict[str, torch.Tensor]
@@ -264,10 +282,12 @@ def covariance_sums(
     """
     device = next(model.parameters()).device
     recorder, shapes = _recorder(model, modules, projections)
-    activation, gradient = {}, {}
-    for name, (out_dim, in_dim) in shapes.items():
-        activation[name] = torch.zeros(in_dim, in_dim, dtype=dtype, device=device)
-        gradient[name] = torch.zeros(out_dim, out_dim, dtype=dtype, device=device)
+    # activation sums are filled when the shared sums settle (below); gradient sums per module
+    activation: dict[str, torch.Tensor] = {}
+    gradient = {
+        name: torch.zeros(out_dim, out_dim, dtype=dtype, device=device)
+        for name, (out_dim, _) in shapes.items()
+    }
     n_tokens = dict.fromkeys(modules, 0)
     n_sequences = 0
     # per-batch products in the working dtype (float32 for float32/bf16 models), summed in dtype
@@ -279,9 +299,12 @@ def covariance_sums(
     shared: dict[str, torch.Tensor] = {}
 
     def settle_shared_sums() -> None:
+        # A module's first contribution is its group's sum itself (the group's members then
+        # hold one tensor, symmetrised once); a later one (a model that regrouped) is added.
         for name, leader in leaders.items():
             if leader in shared:
-                activation[name] += shared[leader]
+                previous = activation.get(name)
+                activation[name] = shared[leader] if previous is None else previous + shared[leader]
         shared.clear()
 
     with evaluation_mode(model):
@@ -308,12 +331,22 @@ def covariance_sums(
                                 _scored_rows(a, mask, all_scored).to(work)
                             )
                         if name not in shared:
-                            shared[name] = torch.zeros_like(activation[name])
+                            in_dim = shapes[name][1]
+                            shared[name] = torch.zeros(in_dim, in_dim, dtype=dtype, device=device)
                         shared[name] += input_products[id(a)]
                     gradient[name] += _gram_upper(_scored_rows(g, mask, all_scored).to(work))
                     n_tokens[name] += count
     settle_shared_sums()
-    activation = {name: _symmetric_from_upper(m) for name, m in activation.items()}
+    symmetric: dict[int, torch.Tensor] = {}  # one symmetrisation per distinct sum
+    for m in activation.values():
+        if id(m) not in symmetric:
+            symmetric[id(m)] = _symmetric_from_upper(m)
+    activation = {
+        name: symmetric[id(activation[name])]
+        if name in activation
+        else torch.zeros(in_dim, in_dim, dtype=dtype, device=device)  # no batch reached it
+        for name, (_, in_dim) in shapes.items()
+    }
     gradient = {name: _symmetric_from_upper(m) for name, m in gradient.items()}
     return CovarianceSums(activation, gradient, n_tokens, n_sequences)
 

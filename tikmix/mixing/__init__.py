@@ -1,12 +1,14 @@
 """Data mixtures from a benefit matrix or from measured runs.
 
-* :mod:`~tikmix.mixing.priors` — natural / uniform / file priors;
-* :mod:`~tikmix.mixing.tikmix_d` — TiKMiX-D (paper eq. 7, SciPy SLSQP);
+* :mod:`~tikmix.mixing.priors` — natural / uniform / file priors (one grammar, ``build_prior``);
+* :mod:`~tikmix.mixing.tikmix_d` — TiKMiX-D (paper eq. 7, a conic program solved by Clarabel);
 * :mod:`~tikmix.mixing.candidates` — Latin-hypercube and perturbed candidate mixtures;
 * :mod:`~tikmix.mixing.surrogate`, :mod:`~tikmix.mixing.search` — TiKMiX-M (LightGBM
   surrogate, Algorithm 1);
-* :mod:`~tikmix.core.mixture` — canonical JSON, YAML, CSV and Megatron-LM exports;
-* :mod:`~tikmix.mixing.weights` — validation of weights, benefit matrices and run tables;
+* :mod:`~tikmix.mixing.pareto` — projection onto the box ∩ Pareto set;
+* :mod:`~tikmix.mixing.pipeline` — the mixture rules' functions (documents through
+  :mod:`tikmix.core.mixture`, the only reader and writer of mixtures);
+* :mod:`~tikmix.mixing.weights` — validation of benefit matrices and run tables;
 * :mod:`~tikmix.mixing.regmix`, :mod:`~tikmix.mixing.doremi` — the RegMix and DoReMi baselines'
   arithmetic (mixture generator, regression over a run table; weight update, averaging). Their
   proxy models are trained in :mod:`tikmix.models.proxies`.

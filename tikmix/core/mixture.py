@@ -340,8 +340,13 @@ def read_mixture_document(path: str | Path, domains: Iterable[str] | None = None
 
     For readers that need more than the weights: ``solver``, ``compute``, ``total_compute``…
     """
-    weights = read_mixture(path, domains, fmt="json")
-    document = load_mapping(Path(path))
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"mixture file not found: {path}")
+    document = load_mapping(path)
+    if not isinstance(document.get("weights"), dict):
+        raise MixtureInputError(f"{path}: not a mixture document (no 'weights' mapping)")
+    weights = validate_weights(document["weights"], domains, source=str(path))
     document["weights"] = {str(d): float(v) for d, v in weights.items()}
     return document
 

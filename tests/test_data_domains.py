@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from tikmix.core.digest import file_sha256
 from tikmix.data.domains import TokenStreamWriter, is_heldout, tokenize_domain
 from tikmix.data.errors import DataError
-from tikmix.data.sources import DomainSource, file_sha256
+from tikmix.data.sources import DomainSource
 from tikmix.data.tokenizer import train_tokenizer
 
 META_KEYS = {

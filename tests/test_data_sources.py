@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 from tikmix.data.errors import DataError
 from tikmix.data.sources import (
     DomainSource,
-    file_sha256,
     iter_texts,
     iter_token_documents,
     open_token_file,
@@ -131,9 +129,3 @@ def test_validate_sources_checks_first_record_of_every_file(tmp_path):
         validate_sources(bad)
     with pytest.raises(DataError, match="domain 'c': source is named 'a'"):
         validate_sources({"c": ok["a"]})
-
-
-def test_file_sha256_matches_hashlib(tmp_path):
-    data = bytes(range(256)) * 5000
-    (tmp_path / "f").write_bytes(data)
-    assert file_sha256(tmp_path / "f", chunk_bytes=1000) == hashlib.sha256(data).hexdigest()

@@ -10,12 +10,12 @@ input (:class:`ValueError`, including infeasible mixture problems, and
 from __future__ import annotations
 
 import argparse
-import hashlib
 import sys
 from collections.abc import Callable, Sequence
 
 from tikmix import __version__
 from tikmix.config import MIN_SURROGATE_ROWS
+from tikmix.core.digest import file_sha256
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,11 +63,6 @@ def _write_output(args: argparse.Namespace, weights, method: str, provenance, so
     )
     prefixes = load_mapping(args.prefixes) if args.prefixes else None
     write_mixture(args.out, document, args.format, prefixes=prefixes, digits=args.digits)
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.sha256(handle.read()).hexdigest()
 
 
 def _add_mix_d(subparsers) -> None:
@@ -177,7 +172,7 @@ def _run_mix_d(args: argparse.Namespace) -> int:
     )
     provenance = {
         "influence": str(args.influence),
-        "influence_sha256": _sha256(args.influence),
+        "influence_sha256": file_sha256(args.influence),
         "prior": args.prior,
         "prior_weights": {d: float(v) for d, v in result.prior.items()},
         "caps": None if caps is None else {d: float(v) for d, v in caps.items()},
@@ -315,7 +310,7 @@ def _run_mix_m(args: argparse.Namespace) -> int:
     )
     provenance = {
         "table": str(args.table),
-        "table_sha256": _sha256(args.table),
+        "table_sha256": file_sha256(args.table),
         "response": args.response,
         "n_runs": int(len(y)),
         "influence": str(args.influence),

@@ -5,6 +5,7 @@
 * :mod:`tikmix.core.compute` — the ``{tokens, flops}`` record every job writes;
 * :mod:`tikmix.core.mixture` — the mixture document: validate, build, read, write, export;
 * :mod:`tikmix.core.conventions` — the sign convention and the eq. 6 normalisation;
+* :mod:`tikmix.core.digest` — the sha256 of a file (or of a checkpoint's files);
 * :mod:`tikmix.core.gradient_pass` — the settings every gradient pass over a checkpoint reads;
 * :mod:`tikmix.core.paper` — the paper's reference numbers the checks and the report cite.
 

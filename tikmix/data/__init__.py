@@ -18,7 +18,7 @@ from tikmix.data.sampler import (
     plan_mixture,
     sample_mixture,
 )
-from tikmix.data.sources import DomainSource, file_sha256, validate_sources
+from tikmix.data.sources import DomainSource, validate_sources
 from tikmix.data.synthetic import SyntheticCorpus, make_synthetic_corpus
 from tikmix.data.tasks import read_task, tokenize_task
 from tikmix.data.tokenizer import (
@@ -38,7 +38,6 @@ __all__ = [
     "MixtureSample",
     "SyntheticCorpus",
     "eos_id",
-    "file_sha256",
     "is_heldout",
     "iter_batches",
     "largest_remainder",

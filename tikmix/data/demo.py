@@ -38,8 +38,8 @@ from typing import Any
 import yaml
 
 from tikmix.core.atomic import atomic_output, write_json_atomic
+from tikmix.core.digest import file_sha256
 from tikmix.data.errors import DataError
-from tikmix.data.sources import file_sha256
 
 
 @dataclass(frozen=True)

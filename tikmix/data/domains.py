@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 
 from tikmix.core.atomic import atomic_output, write_json_atomic
+from tikmix.core.digest import file_sha256
 from tikmix.data.errors import DataError
 from tikmix.data.sources import (
     DomainSource,
-    file_sha256,
     iter_texts,
     iter_token_documents,
     open_token_file,

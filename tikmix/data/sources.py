@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import glob
 import gzip
-import hashlib
 import json
 import os
 import zlib
@@ -83,15 +82,6 @@ class DomainSource:
         if "paths" not in cfg:
             raise DataError(f"domain {name!r}: missing key 'paths'")
         return cls(name, cfg["paths"], cfg.get("text_field", "text"), cfg.get("dtype"))
-
-
-def file_sha256(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_bytes):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def file_format(path: str | Path) -> str:

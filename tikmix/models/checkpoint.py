@@ -15,7 +15,6 @@ never leaves a partial checkpoint under the final name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from tikmix.core.atomic import atomic_directory
+from tikmix.core.digest import named_files_sha256
 from tikmix.models.hf import hf_weight_files, load_hf_model
 from tikmix.models.llama import ModelConfig, TinyLlama
 
@@ -173,13 +173,7 @@ def checkpoint_hash(directory: str | Path) -> str:
     files = hf_weight_files(directory) if directory.is_dir() else []
     if not files:
         raise FileNotFoundError(f"no safetensors weight files in checkpoint directory {directory}")
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-    return digest.hexdigest()
+    return named_files_sha256(files)
 
 
 def _write_model(directory: Path, model: nn.Module, model_config: ModelConfig | None) -> str:

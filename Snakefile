@@ -42,3 +42,11 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+# Each rule that runs jobs carries its own upstream=user_inputs_digest("<rule>") (common.smk).
+if missing_upstream := user_inputs_digest.rules_without_it():
+    raise WorkflowError(
+        f"rule(s) {', '.join(missing_upstream)}: params lack "
+        'upstream=user_inputs_digest("<rule name>") (tikmix/provenance.py)'
+    )

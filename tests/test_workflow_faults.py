@@ -2,11 +2,11 @@
 
 * A setting changes and every rerun job it started is killed (SIGKILL, as a cluster does at a
   time limit): Snakemake has deleted those jobs' outputs, and with them the record of the change,
-  but the downstream rules' ``upstream`` digests (common.smk, tikmix/provenance.py) still differ,
-  so the next run redoes the chain; its results equal an uninterrupted run's, bit for bit.
+  so the next run finds them missing and redoes them and, as "input updated by another job", the
+  chain below them; its results equal an uninterrupted run's, bit for bit.
 * A user input edited in place, the prior weights file or a checkpoint's ``model.safetensors``,
-  reruns exactly the jobs that read it and what follows (the dry-run plan equals ``--forcerun``
-  of those jobs).
+  changes the ``upstream`` param (tikmix/provenance.py) of exactly the jobs that read it: they
+  and what follows rerun (the dry-run plan equals ``--forcerun`` of those jobs).
 * A write that runs out of disk space leaves no store, partial or temporary, that a reader or a
   rerun would trust.
 

@@ -42,7 +42,7 @@ rule additivity:
         mem_mb=4000,
         runtime=120,
     params:
-        upstream=lambda wildcards: additivity_digest(wildcards.ckpt),
+        upstream=user_inputs_digest("additivity"),
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
         tasks=TASKS,
         figure_stems=lambda wildcards: additivity_stems(wildcards.ckpt),
@@ -100,7 +100,7 @@ rule ranking:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=ranking_digest(),
+        upstream=user_inputs_digest("ranking"),
         checkpoints=CHECKPOINTS,
         checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
         trajectories_stem=lambda wildcards, output: output.figures[0].removesuffix(
@@ -144,7 +144,7 @@ rule projection_agreement:
         mem_mb=4000,
         runtime=240,
     params:
-        upstream=lambda wildcards: projection_digest(wildcards.ckpt),
+        upstream=user_inputs_digest("projection_agreement"),
         tasks=TASKS,
         figure_stem=lambda wildcards, output: output.figure.removesuffix(".png"),
         gradient_pass=GRADIENT_PASS,

@@ -1,5 +1,47 @@
 # Data: demo corpus, tokenizer, tokenized domains and validation tasks.
 
+import glob
+
+from tikmix.data.tokenizer import agreed_special_tokens, tokenizer_file
+from tikmix.mixing.priors import prior_kind
+
+# The EOS (document separator) and BOS ids your checkpoints' config.json name; None for stage 1.
+SPECIAL_TOKENS = agreed_special_tokens(USER_CHECKPOINTS)
+# A Hugging Face tokenizer directory stands for the tokenizer.json inside it.
+TOKENIZER_FILE = (
+    str(tokenizer_file(config["tokenizer"]["path"]))
+    if config["tokenizer"]["path"]
+    else None
+)
+
+
+def source_files(domain):
+    """Source files of a domain (the demo's appear only after fetch_demo_data has run)."""
+    if DEMO:
+        return [DEMO_MANIFEST]
+    spec = config["domains"][domain]
+    return sorted(
+        {f for pattern in spec["paths"] for f in glob.glob(pattern, recursive=True)}
+    )
+
+
+def domain_sources(wildcards):
+    return source_files(wildcards.domain)
+
+
+def task_source(wildcards):
+    return DEMO_MANIFEST if DEMO else config["tasks"][wildcards.task]["path"]
+
+
+def tokenizer_sources(wildcards):
+    return sorted({f for domain in DOMAINS for f in source_files(domain)})
+
+
+def prior_file():
+    """The weights file named by stage1.prior, or None for natural / uniform / natural:<t>."""
+    spec = config["stage1"]["prior"]
+    return spec if prior_kind(spec) == "file" else None
+
 
 if DEMO:
 
@@ -19,6 +61,7 @@ if DEMO:
             mem_mb=2000,
             runtime=30,
         params:
+            upstream=user_inputs_digest("fetch_demo_data"),
             resources_dir=lambda wildcards, output: str(
                 Path(output.manifest).parents[1]
             ),
@@ -45,7 +88,7 @@ if config["tokenizer"]["path"]:
             mem_mb=1000,
             runtime=5,
         params:
-            upstream=TOKENIZER_DIGEST,
+            upstream=user_inputs_digest("use_tokenizer"),
         script:
             script_path("use_tokenizer.py")
 
@@ -68,7 +111,7 @@ else:
             mem_mb=4000,
             runtime=30,
         params:
-            upstream=TOKENIZER_DIGEST,
+            upstream=user_inputs_digest("train_tokenizer"),
             domains=config["domains"],
             vocab_size=config["tokenizer"]["vocab_size"],
             sample_chars=config["tokenizer"]["sample_chars"],
@@ -96,7 +139,7 @@ rule tokenize_domain:
         mem_mb=4000,
         runtime=60,
     params:
-        upstream=lambda wildcards: DATA_DIGESTS[wildcards.domain],
+        upstream=user_inputs_digest("tokenize_domain"),
         spec=lambda wildcards: config["domains"][wildcards.domain],
         heldout_fraction=config["data"]["heldout_fraction"],
         max_tokens=config["data"]["max_tokens_per_domain"],
@@ -124,7 +167,7 @@ rule tokenize_task:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=lambda wildcards: TASK_DIGESTS[wildcards.task],
+        upstream=user_inputs_digest("tokenize_task"),
         path=lambda wildcards: config["tasks"][wildcards.task]["path"],
         seq_len=config["data"]["seq_len"],
     script:
@@ -150,7 +193,7 @@ rule prior_mixture:
         mem_mb=1000,
         runtime=5,
     params:
-        upstream=PRIOR_DIGEST,
+        upstream=user_inputs_digest("prior_mixture"),
         domains=DOMAINS,
         spec=config["stage1"]["prior"],
     script:

@@ -3,6 +3,37 @@
 # proxy-model baselines RegMix and DoReMi, which write mixtures like the other methods, and the
 # random mixtures that join the methods in figure 4 (predicted benefit vs measured improvement).
 
+BASELINES = config["baselines"]
+STAGE2_SEEDS = list(STAGE2["seeds"])
+DOMAIN_DIRS = {domain: domain_dir(domain) for domain in DOMAINS}
+# Settings of tikmix.models.stage2.run_stage2 (STAGE2_KEYS), without the evaluation plan.
+STAGE2_SETTINGS = {
+    key: STAGE2[key]
+    for key in (
+        "tokens",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "schedule",
+        "warmup_fraction",
+        "optimizer_policy",
+        "eval_batch_size",
+    )
+}
+
+
+# The evaluation checkpoint's own task metrics: the "before" of every stage-2 record.
+CHECKPOINT_TASK_METRICS = "results/evaluation/checkpoint_tasks.json"
+
+
+def stage2_mixture(wildcards):
+    return mixture_file(EVAL_CKPT, wildcards.method)
+
+
+# Random mixtures of figure 4 (schema key stage2.random_mixtures, default 3); the names follow
+# tikmix.analysis.evaluation.random_mixture_name, not imported here to keep parsing light.
+RANDOM_MIXTURES = [f"random{k}" for k in range(STAGE2["random_mixtures"])]
+
 
 rule evaluate_checkpoint:
     input:
@@ -22,7 +53,7 @@ rule evaluate_checkpoint:
         mem_mb=8000,
         runtime=120,
     params:
-        upstream=checkpoint_metrics_digest(),
+        upstream=user_inputs_digest("evaluate_checkpoint"),
         task_files=TASK_FILES,
         eval_batch_size=STAGE2["eval_batch_size"],
         device=config["device"],
@@ -54,7 +85,7 @@ rule evaluate_stage2:
         mem_mb=8000,
         runtime=240 * len(STAGE2_SEEDS),
     params:
-        upstream=lambda wildcards: stage2_digest(wildcards.method),
+        upstream=user_inputs_digest("evaluate_stage2"),
         domain_dirs=DOMAIN_DIRS,
         task_files=TASK_FILES,
         stage2=STAGE2_SETTINGS,
@@ -85,9 +116,7 @@ rule mixture_random:
         runtime=5,
     params:
         **NORMALISATION,
-        upstream=lambda wildcards: mixture_digest(
-            wildcards.ckpt, f"random{wildcards.k}"
-        ),
+        upstream=user_inputs_digest("mixture_random"),
         domains=DOMAINS,
         seed=config["seed"],
     script:
@@ -115,7 +144,7 @@ rule mixture_regmix:
         mem_mb=8000,
         runtime=240,
     params:
-        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "regmix"),
+        upstream=user_inputs_digest("mixture_regmix"),
         regmix=BASELINES["regmix"],
         domain_dirs=DOMAIN_DIRS,
         task_files=TASK_FILES,
@@ -148,7 +177,7 @@ rule mixture_doremi:
         mem_mb=8000,
         runtime=240,
     params:
-        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "doremi"),
+        upstream=user_inputs_digest("mixture_doremi"),
         doremi=BASELINES["doremi"],
         domain_dirs=DOMAIN_DIRS,
         seq_len=config["data"]["seq_len"],
@@ -208,7 +237,7 @@ rule evaluation_table:
         runtime=10,
     params:
         **NORMALISATION,
-        upstream=evaluation_digest(),
+        upstream=user_inputs_digest("evaluation_table"),
         methods=STAGE2_METHODS,
         random_mixtures=RANDOM_MIXTURES,
         reference=STAGE2["improvement_reference"],

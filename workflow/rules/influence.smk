@@ -1,5 +1,39 @@
 # Group influence (paper section 3.1): per-domain mean gradients, task gradients, EK-FAC curvature
 # in map-reduce form, and the tasks x domains benefit matrix, for every checkpoint.
+# The task gradients' pass: the gradient pass with the task batch size.
+
+TASK_GRADIENT_PASS = (
+    GradientPassSettings.from_config(config)
+    .for_tasks(INFLUENCE["task_batch_size"])
+    .as_params()
+)
+
+
+# The EK-FAC fit samples one dataset from the prior mixture; each shard job takes its slice.
+EKFAC_SAMPLE_PARAMS = dict(
+    tokens=INFLUENCE["ekfac"]["tokens"],
+    shards=INFLUENCE["ekfac"]["shards"],
+    fisher=INFLUENCE["ekfac"]["fisher"],
+    domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
+    gradient_pass=GRADIENT_PASS,
+)
+
+
+# TiKMiX-M's curvature response: the same Λ pass as the EK-FAC fit, on each domain alone.
+DOMAIN_LAMBDA_PARAMS = dict(
+    fisher=INFLUENCE["ekfac"]["fisher"],
+    tokens=config["mixing"]["tikmix_m"]["curvature"]["tokens_per_domain"],
+    gradient_pass=GRADIENT_PASS,
+)
+
+
+def domain_gradient_parts(wildcards):
+    return expand(
+        "results/influence/{ckpt}/grads/{domain}/part-{shard}.zarr",
+        ckpt=wildcards.ckpt,
+        domain=wildcards.domain,
+        shard=range(INFLUENCE["shards_per_domain"]),
+    )
 
 
 rule domain_gradients:
@@ -21,7 +55,7 @@ rule domain_gradients:
         mem_mb=4000,
         runtime=120,
     params:
-        upstream=lambda wildcards: gradients_digest(wildcards.ckpt, wildcards.domain),
+        upstream=user_inputs_digest("domain_gradients"),
         domain_dir=lambda wildcards: domain_dir(wildcards.domain),
         tokens=INFLUENCE["domain_tokens"],
         shards=INFLUENCE["shards_per_domain"],
@@ -48,7 +82,7 @@ rule reduce_domain_gradients:
         mem_mb=4000,
         runtime=30,
     params:
-        upstream=lambda wildcards: gradients_digest(wildcards.ckpt, wildcards.domain),
+        upstream=user_inputs_digest("reduce_domain_gradients"),
     script:
         script_path("reduce_domain_gradients.py")
 
@@ -71,7 +105,7 @@ rule task_gradients:
         mem_mb=4000,
         runtime=60,
     params:
-        upstream=lambda wildcards: task_gradients_digest(wildcards.ckpt, wildcards.task),
+        upstream=user_inputs_digest("task_gradients"),
         gradient_pass=TASK_GRADIENT_PASS,
     script:
         script_path("task_gradients.py")
@@ -97,7 +131,7 @@ rule ekfac_covariances:
         runtime=120,
     params:
         **EKFAC_SAMPLE_PARAMS,
-        upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
+        upstream=user_inputs_digest("ekfac_covariances"),
     script:
         script_path("ekfac_covariances.py")
 
@@ -122,7 +156,7 @@ rule ekfac_eigen:
         mem_mb=8000,
         runtime=60,
     params:
-        upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
+        upstream=user_inputs_digest("ekfac_eigen"),
     script:
         script_path("ekfac_eigen.py")
 
@@ -148,7 +182,7 @@ rule ekfac_lambda:
         runtime=120,
     params:
         **EKFAC_SAMPLE_PARAMS,
-        upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
+        upstream=user_inputs_digest("ekfac_lambda"),
     script:
         script_path("ekfac_lambda.py")
 
@@ -173,9 +207,7 @@ rule ekfac_domain_lambda:
         runtime=120,
     params:
         **DOMAIN_LAMBDA_PARAMS,
-        upstream=lambda wildcards: domain_lambda_digest(
-            wildcards.ckpt, wildcards.domain
-        ),
+        upstream=user_inputs_digest("ekfac_domain_lambda"),
         domain_dir=lambda wildcards: domain_dir(wildcards.domain),
     script:
         script_path("ekfac_domain_lambda.py")
@@ -203,7 +235,7 @@ rule ekfac_factors:
         mem_mb=4000,
         runtime=30,
     params:
-        upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
+        upstream=user_inputs_digest("ekfac_factors"),
     script:
         script_path("ekfac_factors.py")
 
@@ -226,7 +258,7 @@ rule precondition_task_gradients:
         mem_mb=4000,
         runtime=30,
     params:
-        upstream=lambda wildcards: preconditioned_digest(wildcards.ckpt),
+        upstream=user_inputs_digest("precondition_task_gradients"),
         tasks=TASKS,
         damping=INFLUENCE["ekfac"]["damping"],
         damping_factor=INFLUENCE["ekfac"]["damping_factor"],
@@ -259,7 +291,7 @@ rule influence_matrix:
         mem_mb=4000,
         runtime=30,
     params:
-        upstream=lambda wildcards: influence_digest(wildcards.ckpt),
+        upstream=user_inputs_digest("influence_matrix"),
         domains=DOMAINS,
     script:
         script_path("influence_matrix.py")

@@ -2,6 +2,36 @@
 # TiKMiX-D on each checkpoint's influence matrix, and TiKMiX-M: responses of mixtures sampled
 # around w_D, a surrogate, a search in the sampled support, a gate and a confirmation.
 
+TIKMIX_M = MIXING["tikmix_m"]
+# TiKMiX-M confirms its proposal against w_D with the response: once if it is deterministic.
+CONFIRM_REPLICATES = (
+    1 if TIKMIX_M["response"] == "curvature" else TIKMIX_M["gate"]["replicates"]
+)
+
+
+def measurement_parts(ckpt, design):
+    return expand(
+        "results/measurements/{ckpt}/{design}/part-{shard}.csv",
+        ckpt=ckpt,
+        design=design,
+        shard=range(MIXING["measurement"]["shards"]),
+    )
+
+
+def tikmix_m_responses(ckpt, design):
+    """A TiKMiX-M design's measured responses: one curvature table, or the measurement parts."""
+    if TIKMIX_M["response"] == "curvature":
+        return [f"results/measurements/{ckpt}/{design}/curvature.csv"]
+    return measurement_parts(ckpt, design)
+
+
+def domain_lambda_stores(ckpt):
+    return expand(
+        "results/influence/{ckpt}/ekfac/domain_lambda/{domain}.zarr",
+        ckpt=ckpt,
+        domain=DOMAINS,
+    )
+
 
 rule mixture_baseline:
     input:
@@ -24,7 +54,7 @@ rule mixture_baseline:
         runtime=5,
     params:
         **NORMALISATION,
-        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, wildcards.baseline),
+        upstream=user_inputs_digest("mixture_baseline"),
         domains=DOMAINS,
     script:
         script_path("mixture_baseline.py")
@@ -51,7 +81,7 @@ rule mixture_tikmix_d:
         runtime=5,
     params:
         **MIXING["tikmix_d"],
-        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_d"),
+        upstream=user_inputs_digest("mixture_tikmix_d"),
         domains=DOMAINS,
         stage_tokens=MIXING["stage_tokens"],
     script:
@@ -78,7 +108,7 @@ rule mixture_candidates:
         runtime=5,
     params:
         **NORMALISATION,
-        upstream=lambda wildcards: candidates_digest(wildcards.ckpt),
+        upstream=user_inputs_digest("mixture_candidates"),
         n=TIKMIX_M["candidates"],
         low=TIKMIX_M["low"],
         high=TIKMIX_M["high"],
@@ -108,7 +138,7 @@ rule measure_mixtures:
         mem_mb=4000,
         runtime=120,
     params:
-        upstream=lambda wildcards: measurements_digest(wildcards.ckpt, wildcards.design),
+        upstream=user_inputs_digest("measure_mixtures"),
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
         tokens=MIXING["measurement"]["tokens"],
         response=TIKMIX_M["response"],
@@ -142,6 +172,7 @@ rule curvature_responses:
         mem_mb=4000,
         runtime=30,
     params:
+        upstream=user_inputs_digest("curvature_responses"),
         tasks=TASKS,
         domains=DOMAINS,
         # The Λ_d passes are counted once, in TiKMiX-M's training design.
@@ -172,6 +203,7 @@ rule tikmix_m_search:
         runtime=30,
     params:
         **NORMALISATION,
+        upstream=user_inputs_digest("tikmix_m_search"),
         low=TIKMIX_M["low"],
         high=TIKMIX_M["high"],
         min_spearman=TIKMIX_M["gate"]["min_spearman"],
@@ -206,7 +238,7 @@ rule mixture_tikmix_m:
         runtime=30,
     params:
         **NORMALISATION,
-        upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_m"),
+        upstream=user_inputs_digest("mixture_tikmix_m"),
     script:
         script_path("mixture_tikmix_m.py")
 
@@ -234,7 +266,7 @@ rule export_mixtures:
         mem_mb=500,
         runtime=5,
     params:
-        upstream=lambda wildcards: mixtures_digest(wildcards.ckpt, MIXTURE_METHODS),
+        upstream=user_inputs_digest("export_mixtures"),
         methods=MIXTURE_METHODS,
         formats=EXPORT_FORMATS,
         prefixes=MEGATRON_PREFIXES,

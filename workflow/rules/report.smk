@@ -1,4 +1,96 @@
 # The paper-style report: mixture figures, compute accounting, and results/report/report.md.
+# The mixtures the report and its figures compare: a mixtures-only study (stage2.methods: [])
+# shows the workflow's own mixtures.
+
+REPORT_METHODS = STAGE2_METHODS or MIXTURE_METHODS
+RANKING_CHECK = config["checks"]["ranking"]
+
+
+# The influence pipeline's job outputs whose `compute` records make up TiKMiX-D's cost at a
+# checkpoint (pure reductions add arrays and are not counted).
+def influence_compute_sources(ckpt):
+    influence = lambda *parts: os.path.join("results", "influence", ckpt, *parts)
+    return {
+        "domain gradients": expand(
+            influence("grads", "{domain}", "part-{shard}.zarr"),
+            domain=DOMAINS,
+            shard=range(INFLUENCE["shards_per_domain"]),
+        ),
+        "task gradients": expand(influence("task_grads", "{task}.zarr"), task=TASKS),
+        "EK-FAC": expand(
+            influence("ekfac", "{kind}", "part-{shard}.zarr"),
+            kind=["covariances", "lambda"],
+            shard=EKFAC_SHARDS,
+        )
+        + [influence("ekfac", "eigen.zarr")],
+        "preconditioning": [influence("preconditioned_tasks.zarr")],
+        "influence matrix": [influence("influence.json")],
+    }
+
+
+def compute_sources(ckpt, methods):
+    """method -> component -> job outputs: TiKMiX-M = TiKMiX-D's components + its own."""
+    influence = influence_compute_sources(ckpt)
+    mixture = lambda method: [mixture_file(ckpt, method)]
+    sources = {}
+    for method in methods:
+        if method == "tikmix_d":
+            sources[method] = {**influence, "TiKMiX-D solve": mixture("tikmix_d")}
+        elif method == "tikmix_m":
+            sources[method] = {
+                **influence,
+                "TiKMiX-D solve": mixture("tikmix_d"),
+                "TiKMiX-M measurements and search": mixture("tikmix_m"),
+            }
+        else:
+            sources[method] = {method: mixture(method)}
+    return sources
+
+
+COMPUTE_SOURCES = compute_sources(EVAL_CKPT, REPORT_METHODS)
+MIXTURE_FIGURES = {
+    "weights": f"{FIGURES}/mixture_weights_{{ckpt}}",
+    "benefit": f"{FIGURES}/predicted_benefit_{{ckpt}}",
+}
+COMPUTE_STEM = f"{FIGURES}/compute"
+
+
+def report_figures():
+    """Section of report.md -> the PNG figures shown in it."""
+    fill = lambda stem: stem.format(ckpt=EVAL_CKPT) + ".png"
+    ranking = RANKING_CHECK["enabled"]
+    return {
+        "influence": [f"{stem}.png" for stem in heatmap_stems()] if ranking else [],
+        "mixtures": [
+            fill(MIXTURE_FIGURES["weights"]),
+            fill(MIXTURE_FIGURES["benefit"]),
+        ],
+        "additivity": [
+            f"{stem}.png"
+            for stem in additivity_stems(EVAL_CKPT)
+            if ADDITIVITY["enabled"]
+        ],
+        "ranking": [f"{TRAJECTORIES_STEM}.png"] if ranking else [],
+        "compute": [f"{COMPUTE_STEM}.png"],
+        "projection": [
+            PROJECTION_STEM.format(ckpt=EVAL_CKPT) + ".png"
+            for _ in projection_check_targets()
+        ],
+    }
+
+
+# The stage-2 files report.md reads (none when no method is evaluated).
+REPORT_EVALUATION_KEYS = list(EVALUATION_FILES) if STAGE2_METHODS else []
+REPORT_EVALUATION_FIGURES = [f"{EVALUATION_FIGURE_STEM}.png"] if STAGE2_METHODS else []
+
+
+# The checks report.md reads: each switched off in the config is absent (the report says so).
+REPORT_ADDITIVITY = (
+    [f"results/checks/{EVAL_CKPT}/additivity_summary.csv"]
+    if ADDITIVITY["enabled"]
+    else []
+)
+REPORT_RANKING = ["results/checks/ranking.csv"] if RANKING_CHECK["enabled"] else []
 
 
 rule mixture_figures:
@@ -33,7 +125,7 @@ rule mixture_figures:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=lambda wildcards: mixtures_digest(wildcards.ckpt, REPORT_METHODS),
+        upstream=user_inputs_digest("mixture_figures"),
         methods=REPORT_METHODS,
         weights_stem=lambda wildcards: MIXTURE_FIGURES["weights"].format(
             ckpt=wildcards.ckpt
@@ -82,7 +174,7 @@ rule compute_table:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=mixtures_digest(EVAL_CKPT, STAGE2_METHODS),
+        upstream=user_inputs_digest("compute_table"),
         sources=COMPUTE_SOURCES,
         reference="regmix",
         figure_stem=lambda wildcards, output: output.figure.removesuffix(".png"),
@@ -126,7 +218,7 @@ rule report:
         mem_mb=2000,
         runtime=10,
     params:
-        upstream=report_digest(),
+        upstream=user_inputs_digest("report"),
         checkpoints=CHECKPOINTS,
         checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
         mixture_checkpoint=EVAL_CKPT,

@@ -32,7 +32,7 @@ if not USER_CHECKPOINTS:
             mem_mb=8000,
             runtime=240,
         params:
-            upstream=STAGE1_DIGEST,
+            upstream=user_inputs_digest("train_stage1"),
             domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},
             checkpoints=STAGE1_CHECKPOINTS,
             model=config["model"],

@@ -157,10 +157,9 @@ def domain_gradient_parts(wildcards):
 MIXING = config["mixing"]
 TIKMIX_M = MIXING["tikmix_m"]
 # Eq. 6's normaliser, used wherever P̂ is computed (mixtures, responses, figure 4).
-NORMALISATION = {
-    "eps": MIXING["tikmix_d"]["eps"],
-    "normaliser": MIXING["tikmix_d"]["normaliser"],
-}
+from tikmix.core.settings import Normalisation
+
+NORMALISATION = Normalisation.from_config(config).as_params()
 # TiKMiX-M confirms its proposal against w_D with the response: once if it is deterministic.
 CONFIRM_REPLICATES = (
     1 if TIKMIX_M["response"] == "curvature" else TIKMIX_M["gate"]["replicates"]

@@ -84,7 +84,7 @@ rule mixture_random:
         mem_mb=1000,
         runtime=5,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=lambda wildcards: mixture_digest(
             wildcards.ckpt, f"random{wildcards.k}"
         ),
@@ -207,7 +207,7 @@ rule evaluation_table:
         mem_mb=2000,
         runtime=10,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=evaluation_digest(),
         methods=STAGE2_METHODS,
         random_mixtures=RANDOM_MIXTURES,

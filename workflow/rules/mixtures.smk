@@ -23,11 +23,18 @@ rule mixture_baseline:
         mem_mb=1000,
         runtime=5,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=lambda wildcards: mixture_digest(wildcards.ckpt, wildcards.baseline),
         domains=DOMAINS,
     script:
         script_path("mixture_baseline.py")
+
+
+from tikmix.core.settings import TikmixDSettings, TikmixMSearch
+
+# TiKMiX-D's objective and TiKMiX-M's search, one settings object each (tikmix.core.settings).
+TIKMIX_D = TikmixDSettings.from_config(config).as_params()
+TIKMIX_M_SEARCH = TikmixMSearch.from_config(config).as_params()
 
 
 rule mixture_tikmix_d:
@@ -50,7 +57,8 @@ rule mixture_tikmix_d:
         mem_mb=1000,
         runtime=5,
     params:
-        **MIXING["tikmix_d"],
+        tikmix_d=TIKMIX_D,
+        normalisation=NORMALISATION,
         upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_d"),
         domains=DOMAINS,
         stage_tokens=MIXING["stage_tokens"],
@@ -77,7 +85,7 @@ rule mixture_candidates:
         mem_mb=1000,
         runtime=5,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=lambda wildcards: candidates_digest(wildcards.ckpt),
         n=TIKMIX_M["candidates"],
         low=TIKMIX_M["low"],
@@ -171,13 +179,13 @@ rule tikmix_m_search:
         mem_mb=2000,
         runtime=30,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         low=TIKMIX_M["low"],
         high=TIKMIX_M["high"],
         min_spearman=TIKMIX_M["gate"]["min_spearman"],
         replicates=CONFIRM_REPLICATES,
         seed=config["seed"],
-        search=TIKMIX_M["search"],
+        search=TIKMIX_M_SEARCH,
     script:
         script_path("tikmix_m_search.py")
 
@@ -205,7 +213,7 @@ rule mixture_tikmix_m:
         mem_mb=2000,
         runtime=30,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=lambda wildcards: mixture_digest(wildcards.ckpt, "tikmix_m"),
     script:
         script_path("mixture_tikmix_m.py")

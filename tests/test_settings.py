@@ -12,12 +12,19 @@ import yaml
 
 from tikmix.cli import build_parser
 from tikmix.core.gradient_pass import GradientPassSettings
-from tikmix.core.settings import Normalisation, Settings, TikmixDSettings, TikmixMSearch
+from tikmix.core.settings import (
+    Normalisation,
+    Settings,
+    TikmixDSettings,
+    TikmixMBox,
+    TikmixMGate,
+    TikmixMSearch,
+)
 from tikmix.workflow import rule_settings, settings_params
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-GROUPS_WITH_DEFAULTS = (Normalisation, TikmixDSettings, TikmixMSearch)
+GROUPS_WITH_DEFAULTS = (Normalisation, TikmixDSettings, TikmixMSearch, TikmixMBox, TikmixMGate)
 
 
 def _section(schema: dict, keys: tuple[str, ...]) -> dict:
@@ -107,6 +114,8 @@ def test_command_line_defaults_are_the_settings_defaults() -> None:
             for item in dataclasses.fields(group):
                 assert getattr(args, item.name) == item.default, item.name
     assert (mix_d.alpha, mix_d.beta, mix_d.gamma) == (1.0, 1.0, 1.0)
+    assert tuple(mix_m.box) == (TikmixMBox.low, TikmixMBox.high) == (0.5, 2.0)
+    assert mix_m.min_spearman == TikmixMGate.min_spearman == 0.5
     changed = parser.parse_args(
         ["mix-m", *"--table t --response r --influence B --prior uniform --start s".split()]
         + ["--out", "o", "--topk", "7", "--kappa-max", "99", "--normaliser", "abs_max"]

@@ -17,7 +17,14 @@ from collections.abc import Callable, Sequence
 
 from tikmix import __version__
 from tikmix.config import MIN_SURROGATE_ROWS
-from tikmix.core.settings import Normalisation, Settings, TikmixDSettings, TikmixMSearch
+from tikmix.core.settings import (
+    Normalisation,
+    Settings,
+    TikmixDSettings,
+    TikmixMBox,
+    TikmixMGate,
+    TikmixMSearch,
+)
 
 #: Older spellings of options built from settings fields, still accepted.
 _ALIASES = {"top_k": ("--topk",)}
@@ -246,14 +253,15 @@ def _add_mix_m(subparsers) -> None:
         nargs=2,
         type=float,
         metavar=("LOW", "HIGH"),
-        default=(0.5, 2.0),
-        help="the support [LOW*w_start, HIGH*w_start] per domain (default 0.5 2.0)",
+        default=(TikmixMBox.low, TikmixMBox.high),
+        help="the support [LOW*w_start, HIGH*w_start] per domain (default %(default)s)",
     )
     parser.add_argument(
         "--min-spearman",
         type=float,
-        default=0.5,
-        help="gate: the surrogate's held-out Spearman needed to leave the start (default 0.5)",
+        default=TikmixMGate.min_spearman,
+        help="gate: the surrogate's held-out Spearman needed to leave the start "
+        "(default %(default)s)",
     )
     _add_settings_arguments(parser, Normalisation)
     _add_settings_arguments(parser, TikmixMSearch)

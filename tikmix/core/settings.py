@@ -95,3 +95,28 @@ class TikmixMSearch(Settings):
     floor: float = field(
         default=0.05, metadata={"help": "Dirichlet concentration of a domain whose weight is 0"}
     )
+
+
+@dataclass(frozen=True)
+class TikmixMBox(Settings):
+    """TiKMiX-M's support: the box ``[low·w_D, high·w_D]`` its mixtures are sampled and searched
+    in (intersected with the Pareto set)."""
+
+    CONFIG_SECTION: ClassVar[tuple[str, ...]] = ("mixing", "tikmix_m")
+
+    low: float = field(default=0.5, metadata={"help": "lower box bound as a multiple of w_D"})
+    high: float = field(default=2.0, metadata={"help": "upper box bound as a multiple of w_D"})
+
+
+@dataclass(frozen=True)
+class TikmixMGate(Settings):
+    """When TiKMiX-M may leave w_D, and how often the response confirms it."""
+
+    CONFIG_SECTION: ClassVar[tuple[str, ...]] = ("mixing", "tikmix_m", "gate")
+
+    min_spearman: float = field(
+        default=0.5, metadata={"help": "the surrogate's cross-validated Spearman needed"}
+    )
+    replicates: int = field(
+        default=4, metadata={"help": "measurements each of w_D and w_M for a noisy response"}
+    )

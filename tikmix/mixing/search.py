@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tikmix.core.mixture import MixtureInputError, validate_weights
-from tikmix.core.settings import TikmixMSearch
+from tikmix.core.settings import TikmixMBox, TikmixMGate, TikmixMSearch
 from tikmix.mixing.candidates import support_box
 from tikmix.mixing.pareto import project_onto_pareto, pull_towards
 from tikmix.mixing.surrogate import Surrogate, SurrogateQuality, fit_surrogate
@@ -198,9 +198,9 @@ def propose_tikmix_m(
     *,
     B_hat: np.ndarray,
     pareto_floor: np.ndarray,
-    low: float = 0.5,
-    high: float = 2.0,
-    min_spearman: float = 0.5,
+    low: float = TikmixMBox.low,
+    high: float = TikmixMBox.high,
+    min_spearman: float = TikmixMGate.min_spearman,
     caps: pd.Series | None = None,
     seed: int = 0,
     num_threads: int = 1,

@@ -23,6 +23,7 @@ import pandas as pd
 from scipy.optimize import BFGS, Bounds, LinearConstraint, minimize
 from threadpoolctl import threadpool_limits
 
+from tikmix.core.settings import Normalisation, TikmixDSettings
 from tikmix.mixing.tikmix_d import _Problem, solve_tikmix_d
 
 DOMAINS, TASKS = 26, 9
@@ -88,16 +89,19 @@ def trust_constr(problem: _Problem):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=10, help="random problems to time")
-    parser.add_argument("--gamma", type=float, default=1.0, help="entropy weight γ")
+    parser.add_argument(
+        "--gamma", type=float, default=TikmixDSettings.gamma, help="entropy weight γ"
+    )
     args = parser.parse_args()
     solve_tikmix_d(*make_problem(0))  # warm-up: imports and first-call costs
     times = {"ours": [], "slsqp": [], "trust_constr": []}
     gaps = {"slsqp": [], "trust_constr": []}
+    settings = TikmixDSettings(gamma=args.gamma)
     for seed in range(args.problems):
         B, prior = make_problem(seed)
-        t, result = timed(lambda B=B, prior=prior: solve_tikmix_d(B, prior, gamma=args.gamma))
+        t, result = timed(lambda B=B, prior=prior: solve_tikmix_d(B, prior, settings))
         times["ours"].append(t)
-        problem = _Problem.build(B, prior, 1.0, 1.0, args.gamma, 1e-8, "max", None)
+        problem = _Problem.build(B, prior, settings, Normalisation(), None)
         with threadpool_limits(limits=1, user_api="blas"):
             for name, baseline in (("slsqp", slsqp), ("trust_constr", trust_constr)):
                 t, raw = timed(lambda baseline=baseline, problem=problem: baseline(problem))

@@ -1,11 +1,10 @@
-from tikmix.core.mixture import read_mixture
 from tikmix.influence.stages import ekfac_covariances
 from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
     ekfac_covariances(
         checkpoint=snakemake.input.checkpoint,
-        weights=read_mixture(snakemake.input.prior).to_dict(),
+        prior=snakemake.input.prior,
         shard=int(snakemake.wildcards.shard),
         out=snakemake.output[0],
         **rule_settings(snakemake),

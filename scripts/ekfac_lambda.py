@@ -1,4 +1,3 @@
-from tikmix.core.mixture import read_mixture
 from tikmix.influence.stages import ekfac_lambda
 from tikmix.workflow import rule_settings, script_logging
 
@@ -6,7 +5,7 @@ with script_logging(snakemake):
     ekfac_lambda(
         eigen=snakemake.input.eigen,
         checkpoint=snakemake.input.checkpoint,
-        weights=read_mixture(snakemake.input.prior).to_dict(),
+        prior=snakemake.input.prior,
         shard=int(snakemake.wildcards.shard),
         out=snakemake.output[0],
         **rule_settings(snakemake),

@@ -1,12 +1,11 @@
-from tikmix.mixing.pipeline import baseline_mixture
+from tikmix.mixing.stages import baseline_mixture
 from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):
-    settings = rule_settings(snakemake)
     baseline_mixture(
         method=snakemake.wildcards.baseline,
-        domain_meta=dict(zip(settings.pop("domains"), snakemake.input.meta, strict=True)),
+        meta=snakemake.input.meta,
         influence_csv=snakemake.input.influence,
         out=snakemake.output[0],
-        **settings,
+        **rule_settings(snakemake),
     )

@@ -1,4 +1,4 @@
-from tikmix.mixing.pipeline import tikmix_m_candidates
+from tikmix.mixing.stages import tikmix_m_candidates
 from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake):

@@ -1,9 +1,5 @@
-from tikmix.core.mixture import write_mixture
-from tikmix.mixing.priors import build_prior, domain_tokens, prior_document
-from tikmix.workflow import script_logging
+from tikmix.mixing.stages import prior_mixture
+from tikmix.workflow import rule_settings, script_logging
 
-with script_logging(snakemake) as log:
-    meta = dict(zip(snakemake.params.domains, snakemake.input.meta, strict=True))
-    prior = build_prior(snakemake.params.spec, list(meta), domain_tokens(meta))
-    write_mixture(snakemake.output[0], prior_document(prior, snakemake.params.spec))
-    log.info("prior %s: %s", snakemake.params.spec, prior.round(4).to_dict())
+with script_logging(snakemake):
+    prior_mixture(meta=snakemake.input.meta, out=snakemake.output[0], **rule_settings(snakemake))

@@ -1,4 +1,4 @@
-from tikmix.mixing.pipeline import tikmix_m_search
+from tikmix.mixing.stages import tikmix_m_search
 from tikmix.workflow import rule_settings, script_logging
 
 with script_logging(snakemake) as log:

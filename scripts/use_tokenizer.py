@@ -1,7 +1,9 @@
-from tikmix.data.tokenizer import load_tokenizer, save_tokenizer, vocab_size
-from tikmix.workflow import script_logging
+from tikmix.data.stages import use_tokenizer
+from tikmix.workflow import rule_settings, script_logging
 
-with script_logging(snakemake) as log:
-    tokenizer = load_tokenizer(snakemake.input.tokenizer)
-    save_tokenizer(tokenizer, snakemake.output[0])
-    log.info("using %s (%d tokens)", snakemake.input.tokenizer, vocab_size(tokenizer))
+with script_logging(snakemake):
+    use_tokenizer(
+        tokenizer_path=snakemake.input.tokenizer,
+        out=snakemake.output[0],
+        **rule_settings(snakemake),
+    )

@@ -83,8 +83,9 @@ def test_tikmix_m_candidates_lie_in_the_box_around_w_d_and_the_pareto_set(tmp_pa
     opposite benefits pin B·w to the prior's), the box's samples are projected onto it."""
     from tikmix.core.conventions import normalised_matrix
     from tikmix.core.mixture import mixture_document, write_mixture
-    from tikmix.mixing.pipeline import tikmix_m_candidates
+    from tikmix.core.settings import Normalisation
     from tikmix.mixing.search import in_support
+    from tikmix.mixing.stages import tikmix_m_candidates
 
     domains = ["a", "b", "c", "d", "e"]
     rng = np.random.default_rng(0)
@@ -104,8 +105,7 @@ def test_tikmix_m_candidates_lie_in_the_box_around_w_d_and_the_pareto_set(tmp_pa
             low=0.5,
             high=2.0,
             seed=0,
-            eps=1e-8,
-            normaliser="max",
+            normalisation=Normalisation(),
             out=tmp_path / f"{name}_mixtures.csv",
         )
         B_hat = normalised_matrix(B.to_numpy())

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tikmix.core.mixture import MixtureInputError
+from tikmix.core.settings import TikmixMSearch
 from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
 from tikmix.mixing.pareto import project_onto_pareto
 from tikmix.mixing.search import (
@@ -163,7 +164,7 @@ def test_floor_lets_a_zero_weight_move_and_projection_keeps_the_box():
     assert (w >= lower - 1e-9).all() and (w <= upper + 1e-9).all()
     assert bounded.weights["c"] > 0.15  # pushed towards the optimum, up to the bound
     with pytest.raises(MixtureInputError, match="floor must be > 0"):
-        search_mixture(surrogate, w0, floor=0.0)
+        search_mixture(surrogate, w0, settings=TikmixMSearch(floor=0.0))
 
 
 def test_uninformative_surrogate_does_not_pull_towards_uniform():
@@ -212,9 +213,7 @@ def test_search_with_projection_keeps_every_iterate_feasible():
     result = search_mixture(
         fit.model,
         w0,
-        iters=8,
-        samples=256,
-        top_k=16,
+        settings=TikmixMSearch(iters=8, samples=256, top_k=16),
         project=lambda ws: project_onto_pareto(ws, B_hat, floor),
     )
     assert (result.trace["c"] >= 0.25 - 1e-9).all()

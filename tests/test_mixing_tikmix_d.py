@@ -12,6 +12,7 @@ from threadpoolctl import threadpool_limits
 
 from tikmix.core.conventions import normalised_benefit
 from tikmix.core.mixture import MixtureInputError
+from tikmix.core.settings import Normalisation, TikmixDSettings
 from tikmix.mixing.tikmix_d import MixtureSolveError, availability_caps, solve_tikmix_d
 
 TOL = 1e-8
@@ -169,9 +170,7 @@ def test_optimum_agrees_with_an_independent_conic_solver():
             ours = solve_tikmix_d(
                 B,
                 pd.Series(prior, index=B.columns),
-                alpha=alpha,
-                beta=beta,
-                gamma=gamma,
+                TikmixDSettings(alpha=alpha, beta=beta, gamma=gamma),
                 caps=cap_series,
             )
             value = reference_objective(Bv, ours.weights.to_numpy(), alpha, beta, gamma)
@@ -198,16 +197,18 @@ def test_normaliser_is_the_papers_max_or_the_absolute_max():
     B = frame(np.array([[2.0, -5.0, 1.0], [-1.0, -3.0, -2.0]]))
     w = np.array([0.5, 0.25, 0.25])
     raw = B.to_numpy() @ w
-    paper = normalised_benefit(B, w, eps=0.0)
+    paper = normalised_benefit(B, w, Normalisation(eps=0.0))
     # Row 0: max_j B_ij = 2; row 1 has no positive entry, so it falls back to max |B_ij| = 3.
     np.testing.assert_allclose(paper, raw / [2.0, 3.0], atol=1e-12)
-    absolute = normalised_benefit(B, w, eps=0.0, normaliser="abs_max")
+    absolute = normalised_benefit(B, w, Normalisation(eps=0.0, normaliser="abs_max"))
     np.testing.assert_allclose(absolute, raw / [5.0, 3.0], atol=1e-12)
     prior = pd.Series(1 / 3, index=B.columns)
-    report = solve_tikmix_d(B, prior, normaliser="abs_max").solver_report()
+    report = solve_tikmix_d(
+        B, prior, normalisation=Normalisation(normaliser="abs_max")
+    ).solver_report()
     assert report["params"]["normaliser"] == "abs_max"
     with pytest.raises(MixtureInputError, match="normaliser must be one of"):
-        solve_tikmix_d(B, prior, normaliser="paper")
+        solve_tikmix_d(B, prior, normalisation=Normalisation(normaliser="paper"))
 
 
 def test_permuting_domains_permutes_the_result():
@@ -248,7 +249,7 @@ def test_binding_pareto_constraint_keeps_the_prior_benefit():
     # w_0 ≥ 0.7, whose solution spreads the remaining 0.3 evenly.
     B = frame(np.array([[1.0, 0.0, 0.0, 0.0]]))
     prior = pd.Series([0.7, 0.3, 0.0, 0.0], index=B.columns)
-    result = solve_tikmix_d(B, prior, alpha=0.0, beta=0.0)
+    result = solve_tikmix_d(B, prior, TikmixDSettings(alpha=0.0, beta=0.0))
     np.testing.assert_allclose(result.weights.to_numpy(), [0.7, 0.1, 0.1, 0.1], atol=1e-7)
     assert result.pareto_slack.iloc[0] == pytest.approx(0.0, abs=1e-8)
 
@@ -256,7 +257,7 @@ def test_binding_pareto_constraint_keeps_the_prior_benefit():
 def test_all_negative_row_keeps_its_sign():
     B = frame(np.array([[-2.0, -1.0, -4.0], [1.0, 2.0, 0.5]]))
     w = np.array([0.2, 0.5, 0.3])
-    p = normalised_benefit(B, w, eps=0.0)
+    p = normalised_benefit(B, w, Normalisation(eps=0.0))
     assert p.iloc[0] == pytest.approx((-0.4 - 0.5 - 1.2) / 4.0)
     assert p.iloc[0] < 0
     result = solve_tikmix_d(B, pd.Series(w, index=B.columns))
@@ -268,7 +269,9 @@ def test_result_reports_terms_slacks_and_benefit():
     rng = np.random.default_rng(4)
     B, prior, caps = random_problem(rng, 6, 3, with_caps=True)
     caps = pd.Series(caps, index=B.columns)
-    result = solve_tikmix_d(B, pd.Series(prior, index=B.columns), caps=caps, alpha=2.0)
+    result = solve_tikmix_d(
+        B, pd.Series(prior, index=B.columns), TikmixDSettings(alpha=2.0), caps=caps
+    )
     w = result.weights.to_numpy()
     Bv = B.to_numpy()
     p = Bv @ w / reference_scale(Bv)
@@ -287,7 +290,9 @@ def test_entropy_alone_fills_the_caps_like_water():
     # With α = β = 0 only the entropy matters: the optimum is min(cap, t) with Σ = 1.
     B = frame(np.ones((1, 4)))
     caps = pd.Series([0.1, 0.2, 1.0, 1.0], index=B.columns)
-    result = solve_tikmix_d(B, pd.Series(0.25, index=B.columns), alpha=0, beta=0, caps=caps)
+    result = solve_tikmix_d(
+        B, pd.Series(0.25, index=B.columns), TikmixDSettings(alpha=0, beta=0), caps=caps
+    )
     np.testing.assert_allclose(result.weights, [0.1, 0.2, 0.35, 0.35], atol=1e-7)
 
 
@@ -326,7 +331,7 @@ def test_bad_inputs_name_the_problem():
     with pytest.raises(MixtureInputError, match=r"no weight for domain\(s\) \['d1'\]"):
         solve_tikmix_d(B, pd.Series({"d0": 1.0}))
     with pytest.raises(MixtureInputError, match="gamma must be >= 0"):
-        solve_tikmix_d(B, pd.Series([0.5, 0.5], index=B.columns), gamma=-1)
+        solve_tikmix_d(B, pd.Series([0.5, 0.5], index=B.columns), TikmixDSettings(gamma=-1))
     with pytest.raises(MixtureInputError, match=r"missing domain\(s\) \['d1'\]"):
         solve_tikmix_d(B, pd.Series([0.5, 0.5], index=B.columns), caps=pd.Series({"d0": 1.0}))
 

@@ -247,8 +247,8 @@ def _stage2_results(root, before=3.0):
                 {
                     "method": method,
                     "weights": dict(zip(DOMAINS, weights[method], strict=True)),
-                    "compute": {"flops": 1.0},
-                    "total_compute": {"flops": total},
+                    "compute": {"tokens": 0, "flops": 1.0},
+                    "total_compute": {"tokens": 0, "flops": total},
                 }
             )
         )

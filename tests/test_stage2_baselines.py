@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from tikmix.core.mixture import MixtureInputError
+from tikmix.mixing.documents import baseline_document
 from tikmix.mixing.doremi import exponentiated_gradient_step
 from tikmix.mixing.regmix import DirichletSettings, fit_regmix, sample_regmix_mixtures
 from tikmix.models.checkpoint import save_checkpoint
@@ -124,7 +125,7 @@ def test_regmix_end_to_end_puts_most_weight_on_the_useful_domain(corpus):
     per_token = model_flops_per_token(config, SEQ)
     task_tokens = 10 * SEQ
     assert result.flops == 8 * (per_token * tokens + per_token // 3 * task_tokens)
-    document = result.document(stage_tokens=1000)
+    document = baseline_document(result, method="regmix", stage_tokens=1000)
     assert document["method"] == "regmix" and document["compute"]["flops"] == result.flops
     assert document["solver"]["n_proxies"] == 8
     json.dumps(document, allow_nan=False)  # NaN fold correlations are written as null
@@ -201,7 +202,7 @@ def test_doremi_mixture_counts_reference_training_and_proxy_compute(corpus):
         "proxy_train_flops": per_token * 5 * 9 * SEQ,
         "reference_forward_flops": per_token // 3 * 5 * 9 * SEQ,
     }
-    document = result.document(stage_tokens=1000)
+    document = baseline_document(result, method="doremi", stage_tokens=1000)
     assert document["method"] == "doremi" and document["stage_tokens"] == 1000
     assert document["compute"]["flops"] == sum(result.flops.values())
     assert sum(document["weights"].values()) == pytest.approx(1.0)

@@ -75,9 +75,9 @@ def test_table_mean_std_and_best_against_hand_values():
 def test_summary_best_on_k_of_n_and_total_flops(tmp_path):
     for method, flops in (("a", 7.2e17), ("b", None)):
         # `compute` is the last step only (e.g. TiKMiX-D's solve); `total_compute` is the cost.
-        doc = {"method": method, "weights": {"x": 1.0}, "compute": {"flops": 5.0}}
+        doc = {"method": method, "weights": {"x": 1.0}, "compute": {"tokens": 0, "flops": 5.0}}
         if flops is not None:
-            doc["total_compute"] = {"flops": flops}
+            doc["total_compute"] = {"tokens": 0, "flops": flops}
         (tmp_path / f"{method}.json").write_text(json.dumps(doc))
     flops = mixture_flops({m: tmp_path / f"{m}.json" for m in ("a", "b")})
     summary = method_summary(evaluation_table(RECORDS), flops)

@@ -10,12 +10,52 @@ input (:class:`ValueError`, including infeasible mixture problems, and
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 
 from tikmix import __version__
 from tikmix.config import MIN_SURROGATE_ROWS
 from tikmix.core.digest import file_sha256
+from tikmix.core.settings import (
+    Normalisation,
+    Settings,
+    TikmixDSettings,
+    TikmixMBox,
+    TikmixMGate,
+    TikmixMSearch,
+)
+
+#: Older spellings of options built from settings fields, still accepted.
+_ALIASES = {"top_k": ("--topk",)}
+
+
+def _add_settings_arguments(
+    parser: argparse.ArgumentParser, group: type[Settings], skip: Sequence[str] = ()
+) -> None:
+    """One option per field of a settings group (``--field-name``), its default and help
+    from the field: the dataclass is the one home of both."""
+    for item in dataclasses.fields(group):
+        if item.name in skip:
+            continue
+        default = item.default
+        parser.add_argument(
+            f"--{item.name.replace('_', '-')}",
+            *_ALIASES.get(item.name, ()),
+            dest=item.name,
+            type=type(default),
+            choices=item.metadata.get("choices"),
+            default=default,
+            help=f"{item.metadata['help']} (default %(default)s)",
+        )
+
+
+def _settings(group: type[Settings], args: argparse.Namespace, **given):  # noqa: ANN202
+    """The settings group from its parsed options (``given`` overrides fields)."""
+    values = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(group) if f.name not in given
+    }
+    return group(**values, **given)
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,9 +91,10 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _write_output(args: argparse.Namespace, weights, method: str, provenance, solver) -> None:
-    from tikmix.core.mixture import load_mapping, mixture_document, write_mixture
+    from tikmix.core.mixture import load_mapping, write_mixture
+    from tikmix.mixing.documents import cli_document
 
-    document = mixture_document(
+    document = cli_document(
         weights,
         method=method,
         stage_tokens=args.stage_tokens,
@@ -88,10 +129,9 @@ def _add_mix_d(subparsers) -> None:
         "mixture document such as a previous output); the grammar of the config's stage1.prior",
     )
     _add_tokens_argument(parser)
-    parser.add_argument("--alpha", type=float, default=1.0, help="weight of std(P) (default 1)")
-    parser.add_argument("--beta", type=float, default=1.0, help="weight of sum(P) (default 1)")
-    parser.add_argument("--gamma", type=float, default=1.0, help="weight of H(w) (default 1)")
-    _add_normaliser_arguments(parser)
+    # max_epochs has its own option below: on the command line it applies with --available.
+    _add_settings_arguments(parser, TikmixDSettings, skip=("max_epochs",))
+    _add_settings_arguments(parser, Normalisation)
     caps = parser.add_mutually_exclusive_group()
     caps.add_argument("--caps", help="JSON/YAML mapping domain -> upper bound on its weight")
     caps.add_argument(
@@ -107,24 +147,6 @@ def _add_mix_d(subparsers) -> None:
     )
     _add_output_arguments(parser)
     parser.set_defaults(handler=_run_mix_d)
-
-
-def _add_normaliser_arguments(parser: argparse.ArgumentParser) -> None:
-    from tikmix.core.conventions import NORMALISERS
-
-    parser.add_argument(
-        "--eps",
-        type=float,
-        default=1e-8,
-        help="relative epsilon of eq. 6's normaliser: s_i * (1 + eps) (default 1e-8)",
-    )
-    parser.add_argument(
-        "--normaliser",
-        choices=NORMALISERS,
-        default="max",
-        help="eq. 6's s_i: max = the paper's max_j B_ij (max_j |B_ij| for a row without a "
-        "positive entry); abs_max = max_j |B_ij| (default max)",
-    )
 
 
 def _add_tokens_argument(parser: argparse.ArgumentParser) -> None:
@@ -163,11 +185,8 @@ def _run_mix_d(args: argparse.Namespace) -> int:
     result = solve_tikmix_d(
         B,
         prior,
-        alpha=args.alpha,
-        beta=args.beta,
-        gamma=args.gamma,
-        eps=args.eps,
-        normaliser=args.normaliser,
+        _settings(TikmixDSettings, args, max_epochs=args.max_epochs if args.available else None),
+        normalisation=_settings(Normalisation, args),
         caps=caps,
     )
     provenance = {
@@ -229,38 +248,18 @@ def _add_mix_m(subparsers) -> None:
         nargs=2,
         type=float,
         metavar=("LOW", "HIGH"),
-        default=(0.5, 2.0),
-        help="the support [LOW*w_start, HIGH*w_start] per domain (default 0.5 2.0)",
+        default=(TikmixMBox.low, TikmixMBox.high),
+        help="the support [LOW*w_start, HIGH*w_start] per domain (default %(default)s)",
     )
     parser.add_argument(
         "--min-spearman",
         type=float,
-        default=0.5,
-        help="gate: the surrogate's held-out Spearman needed to leave the start (default 0.5)",
+        default=TikmixMGate.min_spearman,
+        help="gate: the surrogate's held-out Spearman needed to leave the start "
+        "(default %(default)s)",
     )
-    _add_normaliser_arguments(parser)
-    parser.add_argument("--iters", type=int, default=20, help="search iterations T (default 20)")
-    parser.add_argument(
-        "--samples", type=int, default=2048, help="candidates per iteration N (default 2048)"
-    )
-    parser.add_argument(
-        "--topk", type=int, default=32, help="candidates averaged into the new centre (default 32)"
-    )
-    parser.add_argument(
-        "--kappa-min", type=float, default=20.0, help="first Dirichlet concentration (default 20)"
-    )
-    parser.add_argument(
-        "--kappa-max",
-        type=float,
-        default=5000.0,
-        help="last Dirichlet concentration (default 5000)",
-    )
-    parser.add_argument(
-        "--floor",
-        type=float,
-        default=0.05,
-        help="Dirichlet concentration of a domain whose weight is 0 (default 0.05)",
-    )
+    _add_settings_arguments(parser, Normalisation)
+    _add_settings_arguments(parser, TikmixMSearch)
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of surrogate and search (default 0)"
     )
@@ -287,7 +286,7 @@ def _run_mix_m(args: argparse.Namespace) -> int:
             "there is nothing for the surrogate to learn"
         )
     B = read_influence_matrix(args.influence).reindex(columns=W.columns)
-    B_hat = normalised_matrix(B.to_numpy(), args.eps, args.normaliser)
+    B_hat = normalised_matrix(B.to_numpy(), _settings(Normalisation, args))
     prior = _prior(args, W.columns)
     start = read_mixture(args.start, W.columns)
     proposal = propose_tikmix_m(
@@ -301,12 +300,7 @@ def _run_mix_m(args: argparse.Namespace) -> int:
         min_spearman=args.min_spearman,
         seed=args.seed,
         num_threads=args.num_threads,
-        iters=args.iters,
-        samples=args.samples,
-        top_k=args.topk,
-        kappa_min=args.kappa_min,
-        kappa_max=args.kappa_max,
-        floor=args.floor,
+        search=_settings(TikmixMSearch, args),
     )
     provenance = {
         "table": str(args.table),

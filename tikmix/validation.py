@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from tikmix.config import ConfigError
+from tikmix.core.checkpoint_format import CONFIG_FILE, META_FILE
 
-#: Files the built-in checkpoint format needs (tikmix.models.checkpoint).
-CONFIG_FILE, META_FILE = "config.json", "tikmix.json"
 #: Names of the token-embedding matrix in the built-in model and common Hugging Face families.
 _EMBEDDING = re.compile(r"(^|\.)(embed_tokens|wte|word_embeddings|embed_in)\.weight$")
 #: The tail of a jsonl file read to find its last row.

@@ -97,15 +97,27 @@ PROVENANCE_PARAM = "upstream"
 def rule_settings(snakemake) -> dict:  # noqa: ANN001 - Snakemake's object
     """A rule's params as keyword arguments, without the provenance digest.
 
-    Every script passes its settings this way. A ``gradient_pass`` param becomes a
-    :class:`~tikmix.core.gradient_pass.GradientPassSettings`.
+    Every script passes its settings this way. A param named after a settings group
+    (:func:`settings_params`) becomes that group's object (:mod:`tikmix.core.settings`).
     """
     settings = {k: v for k, v in snakemake.params.items() if k != PROVENANCE_PARAM}
-    if "gradient_pass" in settings:
-        from tikmix.core.gradient_pass import GradientPassSettings
-
-        settings["gradient_pass"] = GradientPassSettings.from_params(settings["gradient_pass"])
+    for name, group in settings_params().items():
+        if name in settings:
+            settings[name] = group.from_params(settings[name])
     return settings
+
+
+def settings_params() -> dict[str, type]:
+    """Rule param name -> the settings object it carries (``as_params`` of it, common.smk)."""
+    from tikmix.core.gradient_pass import GradientPassSettings
+    from tikmix.core.settings import Normalisation, TikmixDSettings, TikmixMSearch
+
+    return {
+        "gradient_pass": GradientPassSettings,
+        "normalisation": Normalisation,
+        "tikmix_d": TikmixDSettings,
+        "search": TikmixMSearch,
+    }
 
 
 @contextlib.contextmanager

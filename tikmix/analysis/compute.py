@@ -39,14 +39,9 @@ def read_compute(path: str | Path) -> ComputeRecord:
     """
     path = Path(path)
     if path.is_dir():
-        attrs = open_store(path).attrs
-        if "compute" not in attrs:
-            raise ComputeRecordError(f"store {path}: no 'compute' attribute")
-        return ComputeRecord.parse(attrs["compute"], f"store {path}")
+        return ComputeRecord.read(open_store(path).attrs, f"store {path}")
     document = read_json_file(path, "compute record not found", ComputeRecordError)
-    if not isinstance(document, Mapping) or "compute" not in document:
-        raise ComputeRecordError(f"{path}: no top-level 'compute' key")
-    return ComputeRecord.parse(document["compute"], str(path))
+    return ComputeRecord.read(document, str(path))
 
 
 def total_compute(paths: Sequence[str | Path]) -> ComputeRecord:

@@ -40,9 +40,11 @@ from scipy.stats import pearsonr
 
 from tikmix.analysis import read_json_file, write_tables
 from tikmix.core.atomic import write_json_atomic
+from tikmix.core.compute import ComputeRecord
 from tikmix.core.conventions import SIGN_CONVENTION, normalised_benefit
 from tikmix.core.mixture import read_mixture_document
-from tikmix.mixing.pipeline import write_method
+from tikmix.core.settings import Normalisation
+from tikmix.mixing.documents import write_method
 from tikmix.mixing.weights import read_influence_matrix
 from tikmix.seeds import derive_seed
 
@@ -139,8 +141,11 @@ def mixture_flops(mixture_files: Mapping[str, str | Path]) -> pd.Series:
         if not Path(path).is_file():
             raise FileNotFoundError(f"mixture file of method {method!r} not found: {path}")
         document = read_mixture_document(path)
-        flops = (document.get("total_compute") or {}).get("flops")
-        values[method] = math.nan if flops is None else float(flops)
+        values[method] = (
+            ComputeRecord.read(document, str(path), "total_compute").flops
+            if "total_compute" in document
+            else math.nan
+        )
     return pd.Series(values, dtype=float, name="mixture_flops")
 
 
@@ -179,8 +184,7 @@ def benefit_vs_improvement(
     *,
     reference: str = "checkpoint",
     random_mixtures: Collection[str] = (),
-    eps: float = 1e-8,
-    normaliser: str = "max",
+    normalisation: Normalisation = Normalisation(),
 ) -> tuple[pd.DataFrame, dict]:
     """Figure 4: predicted total normalised benefit vs measured improvement, per mixture.
 
@@ -191,7 +195,7 @@ def benefit_vs_improvement(
             before stage 2 minus the mixture's (per seed); a method name measures it against
             that method's seed-mean average loss (e.g. ``"natural"``).
         random_mixtures: the names in ``records`` that are random mixtures, not methods.
-        eps, normaliser: eq. 6's normaliser (:func:`tikmix.core.conventions.row_scales`).
+        normalisation: eq. 6's normaliser (:func:`tikmix.core.conventions.row_scales`).
 
     Returns:
         ``(points, stats)``: ``points`` has per mixture ``kind`` (:data:`METHOD` or
@@ -234,7 +238,7 @@ def benefit_vs_improvement(
         {
             "kind": {m: RANDOM if m in random_mixtures else METHOD for m in weights},
             "predicted_benefit": {
-                m: float(normalised_benefit(benefit, w, eps, normaliser).sum())
+                m: float(normalised_benefit(benefit, w, normalisation).sum())
                 for m, w in weights.items()
             },
             "improvement_mean": {m: float(np.mean(v)) for m, v in improvements.items()},
@@ -274,8 +278,7 @@ def write_random_mixture(
     seed: int,
     index: int,
     influence_csv: str | Path,
-    eps: float = 1e-8,
-    normaliser: str = "max",
+    normalisation: Normalisation = Normalisation(),
 ) -> dict:
     """Write the ``index``-th random mixture: a Dirichlet(1) draw, uniform on the simplex.
 
@@ -294,8 +297,7 @@ def write_random_mixture(
         pd.Series(draw, index=list(domains)),
         method=random_mixture_name(index),
         influence_csv=influence_csv,
-        eps=eps,
-        normaliser=normaliser,
+        normalisation=normalisation,
         solver={"name": "dirichlet", "concentration": 1.0, "seed": draw_seed},
         provenance={"seed": seed, "index": index, "influence": str(influence_csv)},
     )
@@ -312,8 +314,7 @@ def write_evaluation_tables(
     figure4_stats_path: str | Path,
     random_mixtures: Sequence[str] = (),
     reference: str = "checkpoint",
-    eps: float = 1e-8,
-    normaliser: str = "max",
+    normalisation: Normalisation = Normalisation(),
 ) -> tuple[pd.DataFrame, dict]:
     """Compute and write Table 1 (long CSV + per-method summary CSV) and the Figure-4 data.
 
@@ -336,8 +337,7 @@ def write_evaluation_tables(
         read_influence_matrix(influence_path),
         reference=reference,
         random_mixtures=set(random_mixtures),
-        eps=eps,
-        normaliser=normaliser,
+        normalisation=normalisation,
     )
     stats["influence_matrix"] = str(influence_path)
     stats["orientation"] = SIGN_CONVENTION

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from tikmix.core.checkpoint_format import META_FILE
 from tikmix.core.mixture import MixtureInputError
 from tikmix.mixing.weights import read_influence_matrix
 
-META_FILE = "tikmix.json"
 TOKENS_AXIS = "tokens seen"
 ORDER_AXIS = "checkpoint index in training order (tokens seen not recorded)"
 STABILITY_COLUMNS = [

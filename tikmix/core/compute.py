@@ -3,7 +3,8 @@
 Every job writes what it did itself as ``compute: {tokens, flops}`` (in the attributes of the
 store it writes, or a top-level key of its JSON document) and, where it derives from other
 jobs' outputs, ``total_compute``: its own record plus theirs. This class is the only way a
-record is made, added and parsed, so every account (table 1's last row, the report's FLOP
+record is made, added, read and parsed (:meth:`ComputeRecord.read`, the one reader of a
+store's attributes or a JSON document), so every account (table 1's last row, the report's FLOP
 cross-check) sums the same numbers. FLOPs are estimated by :mod:`tikmix.models.flops`.
 """
 
@@ -57,3 +58,11 @@ class ComputeRecord:
             numbers[key] = number
         tokens = numbers["tokens"]
         return cls(int(tokens) if float(tokens).is_integer() else tokens, float(numbers["flops"]))
+
+    @classmethod
+    def read(cls, holder: object, where: str, key: str = "compute") -> ComputeRecord:
+        """The record under ``key`` (``compute`` or ``total_compute``) of a store's attributes
+        or a JSON document; raises :class:`ComputeRecordError` naming ``where``."""
+        if not isinstance(holder, Mapping) or key not in holder:
+            raise ComputeRecordError(f"{where}: no '{key}' record")
+        return cls.parse(holder[key], where)

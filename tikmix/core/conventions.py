@@ -9,13 +9,21 @@ training on domain ``d`` lowers task ``v``'s loss. The workflow stores its negat
 documents, responses, figures).
 
 **Eq. 6.** A mixture's predicted benefit on task ``i`` is ``P̂_i(w) = (B w)_i / s_i``, with the
-row normaliser ``s_i`` of :func:`row_scales`.
+row normaliser ``s_i`` of :func:`row_scales`, set by a
+:class:`~tikmix.core.settings.Normalisation`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+from tikmix.core.settings import NORMALISERS, Normalisation
+
+
+class MixtureInputError(ValueError):
+    """A mixture, prior, influence matrix or run table that cannot be used as given."""
+
 
 #: The sign convention in one line, written into every mixture document and on every figure.
 SIGN_CONVENTION = "benefit = -influence; larger is better"
@@ -24,15 +32,11 @@ BENEFIT_DEFINITION = (
     "benefit B[v,d] = grad f_v^T (G + lambda I)^-1 mean_grad_d; larger is better (= -I)"
 )
 
-#: The forms of the eq. 6 normaliser ``P̂_i = (B w)_i / s_i``: ``max`` is the paper's
-#: ``s_i = max_j B_ij``; ``abs_max`` is ``s_i = max_j |B_ij|``. See :func:`row_scales`.
-NORMALISERS = ("max", "abs_max")
 
-
-def row_scales(B: np.ndarray, eps: float = 1e-8, normaliser: str = "max") -> np.ndarray:
+def row_scales(B: np.ndarray, normalisation: Normalisation = Normalisation()) -> np.ndarray:
     """The eq. 6 normaliser of every row of a benefit matrix (tasks × domains).
 
-    ``normaliser="max"`` is the paper's ``s_i = max_j B_ij``, the benefit of the task's best
+    ``normaliser="max"`` (of ``normalisation``) is the paper's ``s_i = max_j B_ij``, the benefit of the task's best
     domain, so ``P̂_i`` is the fraction of that best benefit a mixture attains. A row whose
     largest entry is not positive (every domain hurts the task) would flip the sign of ``P̂_i``
     under that form, so such a row falls back to ``max_j |B_ij|``. ``normaliser="abs_max"`` uses
@@ -40,9 +44,7 @@ def row_scales(B: np.ndarray, eps: float = 1e-8, normaliser: str = "max") -> np.
     every mixture derived from it are invariant to a global rescaling of ``B``. An all-zero row
     gets scale 1 (its ``P̂`` is 0 for every mixture).
     """
-    # imported here: the mixture document imports this module for SIGN_CONVENTION
-    from tikmix.core.mixture import MixtureInputError
-
+    eps, normaliser = normalisation.eps, normalisation.normaliser
     if normaliser not in NORMALISERS:
         raise MixtureInputError(f"normaliser must be one of {NORMALISERS}, got {normaliser!r}")
     if not eps >= 0:
@@ -54,15 +56,15 @@ def row_scales(B: np.ndarray, eps: float = 1e-8, normaliser: str = "max") -> np.
     return np.where(scale > 0, scale * (1.0 + eps), 1.0)
 
 
-def normalised_matrix(B: np.ndarray, eps: float = 1e-8, normaliser: str = "max") -> np.ndarray:
+def normalised_matrix(B: np.ndarray, normalisation: Normalisation = Normalisation()) -> np.ndarray:
     """``B̂ = B / s`` row by row (:func:`row_scales`): ``P̂(w) = B̂ w``."""
     B = np.atleast_2d(np.asarray(B, dtype=float))
-    return B / row_scales(B, eps, normaliser)[:, None]
+    return B / row_scales(B, normalisation)[:, None]
 
 
 def normalised_benefit(
-    B: pd.DataFrame, w: np.ndarray | pd.Series, eps: float = 1e-8, normaliser: str = "max"
+    B: pd.DataFrame, w: np.ndarray | pd.Series, normalisation: Normalisation = Normalisation()
 ) -> pd.Series:
     """``P̂(w)`` per task: eq. 6, ``B̂ w`` with ``B̂`` of :func:`normalised_matrix`."""
     w = np.asarray(w, dtype=float)
-    return pd.Series(normalised_matrix(B.to_numpy(dtype=float), eps, normaliser) @ w, index=B.index)
+    return pd.Series(normalised_matrix(B.to_numpy(dtype=float), normalisation) @ w, index=B.index)

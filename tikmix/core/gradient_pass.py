@@ -10,12 +10,14 @@ trigger sees it) and :func:`tikmix.workflow.rule_settings` turns it back into th
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
+
+from tikmix.core.settings import Settings
 
 
 @dataclass(frozen=True)
-class GradientPassSettings:
+class GradientPassSettings(Settings):
     """What every gradient pass over a checkpoint needs besides its data.
 
     Attributes:
@@ -56,11 +58,3 @@ class GradientPassSettings:
         """The settings of a task-gradient pass: its own batch size, and no ``seq_len`` or
         ``seed`` (a task file fixes its sequences), so changing those does not rerun it."""
         return replace(self, batch_size=batch_size, seq_len=None, seed=None)
-
-    def as_params(self) -> dict[str, Any]:
-        """A plain mapping (a rule param; :meth:`from_params` inverts it)."""
-        return asdict(self)
-
-    @classmethod
-    def from_params(cls, params: GradientPassSettings | Mapping[str, Any]) -> GradientPassSettings:
-        return params if isinstance(params, cls) else cls(**params)

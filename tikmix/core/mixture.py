@@ -35,14 +35,10 @@ import yaml
 
 from tikmix import __version__
 from tikmix.core.atomic import dumps_json, write_text_atomic
-from tikmix.core.conventions import SIGN_CONVENTION
+from tikmix.core.conventions import SIGN_CONVENTION, MixtureInputError
 
 #: Tolerance on ``|sum(w) - 1|`` for weights read from users or files.
 SUM_TOLERANCE = 1e-6
-
-
-class MixtureInputError(ValueError):
-    """A mixture, prior, influence matrix or run table that cannot be used as given."""
 
 
 def validate_weights(

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from tikmix.influence.layers import weight_gradient_matrix
 from tikmix.influence.projection import ModuleProjection
 from tikmix.influence.tracking import (
     Batch,
@@ -31,7 +32,6 @@ from tikmix.influence.tracking import (
     projections_on,
     tracked_parameters_require_grad,
     unpack_batch,
-    weight_gradient_matrix,
     working_dtype,
 )
 from tikmix.models.loss import summed_loss

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from tikmix.influence.tracking import layer_dims
+from tikmix.influence.layers import layer_dims
 from tikmix.seeds import derive_seed
 
 

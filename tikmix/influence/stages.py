@@ -46,6 +46,7 @@ from tikmix.core.atomic import atomic_output, write_json_atomic
 from tikmix.core.compute import ComputeRecord
 from tikmix.core.conventions import BENEFIT_DEFINITION
 from tikmix.core.gradient_pass import GradientPassSettings
+from tikmix.core.mixture import read_mixture
 from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
 from tikmix.influence import api, mixture_curvature
 from tikmix.influence.ekfac import (
@@ -76,6 +77,7 @@ from tikmix.influence.store import (
     write_store,
 )
 from tikmix.influence.tracking import select_modules
+from tikmix.mixing.responses import BENEFIT_PREFIX
 from tikmix.models.checkpoint import checkpoint_hash, load_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.flops import eigh_flops, training_flops_per_token
@@ -252,20 +254,24 @@ def _sample_shard(
     *,
     checkpoint: str | Path,
     domain_dirs: Mapping[str, str | Path],
-    weights: Mapping[str, float],
     tokens: int,
     shards: int,
     shard: int,
     gradient_pass: GradientPassSettings,
+    weights: Mapping[str, float] | None = None,
+    prior: str | Path | None = None,
     sample_role: tuple[str, ...] = ("ekfac",),
 ) -> _ShardPass:
     """Shard ``shard`` of a sample, ready to iterate.
 
-    The sample is ``tokens`` drawn from ``weights`` over ``domain_dirs`` with a seed derived from
+    The sample is ``tokens`` drawn from ``weights`` (or the mixture file ``prior``: the EK-FAC
+    fit's) over ``domain_dirs`` with a seed derived from
     the workflow's seed and ``sample_role``: the EK-FAC fit's (``ekfac``), so the covariance pass
     and the Λ pass see the same sequences, TiKMiX-M's per-domain Λ passes' and each domain's
     gradient sample their own.
     """
+    if prior is not None:
+        weights = read_mixture(prior).to_dict()
     streams = load_streams(domain_dirs)
     plan = plan_mixture(
         {d: len(s) for d, s in streams.items()},
@@ -289,7 +295,7 @@ def ekfac_covariances(*, fisher: str, out: str | Path, **sample: Any) -> Path:
     """Sums of a aᵀ and g gᵀ over shard ``shard`` of the EK-FAC sample.
 
     ``fisher`` is ``sampled`` or ``empirical``; ``sample`` are :func:`_sample_shard`'s
-    arguments (checkpoint, domain_dirs, weights, tokens, shards, shard, gradient_pass).
+    arguments (checkpoint, domain_dirs, weights or prior, tokens, shards, shard, gradient_pass).
     """
     settings = sample["gradient_pass"]
     job = _sample_shard("EK-FAC covariances", **sample)
@@ -549,7 +555,7 @@ def measure_mixtures(
             device=str(resolve_device(settings.device)),
             **lookahead,
         )
-        result = pd.concat([rows, decreases.add_prefix("benefit:")], axis=1)
+        result = pd.concat([rows, decreases.add_prefix(BENEFIT_PREFIX)], axis=1)
         result["tokens"], result["flops"] = n_tokens / len(rows), flops / len(rows)
         return _write_responses(result, response, out)
     if response != "direct":
@@ -578,7 +584,7 @@ def measure_mixtures(
         projections=resolve_projections(modules, settings.projection),
     )
     n_tokens = (tokens // settings.seq_len) * settings.seq_len
-    result = pd.concat([rows, benefits.add_prefix("benefit:")], axis=1)
+    result = pd.concat([rows, benefits.add_prefix(BENEFIT_PREFIX)], axis=1)
     result["tokens"] = n_tokens
     result["flops"] = n_tokens * training_flops_per_token(model, settings.seq_len)
     return _write_responses(result, response, out)
@@ -606,11 +612,14 @@ def curvature_responses(
     )
     tasks = list(stores["task_stores"])
     result = pd.concat(
-        [table, pd.DataFrame(values, index=table.index, columns=tasks).add_prefix("benefit:")],
+        [table, pd.DataFrame(values, index=table.index, columns=tasks).add_prefix(BENEFIT_PREFIX)],
         axis=1,
     )
     passes = ComputeRecord.total(
-        *(open_store(path).attrs["compute"] for path in stores["domain_lambda_stores"].values())
+        *(
+            ComputeRecord.read(open_store(path).attrs, f"store {path}")
+            for path in stores["domain_lambda_stores"].values()
+        )
     )
     share = 1.0 / len(result) if count_passes else 0.0
     result["tokens"] = passes.tokens * share

@@ -336,11 +336,11 @@ def load_preconditioned(path: str | os.PathLike) -> dict[str, dict[str, torch.Te
 
 def total_compute(path: str | os.PathLike) -> ComputeRecord:
     """Total compute behind a store: its ``total_compute``, or its own plus its parts'."""
-    attrs = open_store(path).attrs
+    attrs, where = open_store(path).attrs, f"store {path}"
     if "total_compute" in attrs:
-        return ComputeRecord.parse(attrs["total_compute"], f"store {path}")
-    parts = [part["compute"] for part in attrs.get("parts", []) if "compute" in part]
-    return ComputeRecord.total(*([attrs["compute"]] if "compute" in attrs else []), *parts)
+        return ComputeRecord.read(attrs, where, "total_compute")
+    holders = [attrs, *attrs.get("parts", [])]
+    return ComputeRecord.total(*(ComputeRecord.read(h, where) for h in holders if "compute" in h))
 
 
 def check_projection(

@@ -17,16 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import re
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:  # projection.py imports layer_dims from here
-    from tikmix.influence.projection import ModuleProjection
+from tikmix.influence.layers import is_trackable, layer_dims
+from tikmix.influence.projection import ModuleProjection
 
 #: The attention and MLP layers inside the transformer blocks of the families that dominate open
 #: pre-training (the LM head, embeddings and norms are not matched):
@@ -66,30 +65,6 @@ def autocast(
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-def _conv1d_class() -> type | None:
-    """``transformers``' Conv1D when ``transformers`` is loaded (a model using it imported it)."""
-    return getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
-
-
-def is_trackable(module: nn.Module) -> bool:
-    """``nn.Linear`` or ``transformers`` ``Conv1D``: the layers whose gradient is ``g aᵀ``."""
-    conv1d = _conv1d_class()
-    return isinstance(module, nn.Linear) or (conv1d is not None and isinstance(module, conv1d))
-
-
-def layer_dims(module: nn.Module) -> tuple[int, int]:
-    """``(out_features, in_features)`` of a tracked layer (without the bias column)."""
-    if isinstance(module, nn.Linear):
-        return module.out_features, module.in_features
-    in_features, out_features = module.weight.shape  # Conv1D stores [in, out]
-    return out_features, in_features
-
-
-def weight_gradient_matrix(module: nn.Module, weight_grad: torch.Tensor) -> torch.Tensor:
-    """The weight's gradient as ``[out, in]`` (a Conv1D's ``[in, out]`` gradient transposed)."""
-    return weight_grad if isinstance(module, nn.Linear) else weight_grad.T
 
 
 def mixture_of_experts(model_config: Mapping) -> str | None:

@@ -6,8 +6,11 @@
 * :mod:`~tikmix.mixing.surrogate`, :mod:`~tikmix.mixing.search` — TiKMiX-M (LightGBM
   surrogate, Algorithm 1);
 * :mod:`~tikmix.mixing.pareto` — projection onto the box ∩ Pareto set;
-* :mod:`~tikmix.mixing.pipeline` — the mixture rules' functions (documents through
-  :mod:`tikmix.core.mixture`, the only reader and writer of mixtures);
+* :mod:`~tikmix.mixing.stages` — the mixture rules' functions;
+* :mod:`~tikmix.mixing.documents` — every mixture document (the workflow's methods, the prior,
+  RegMix, DoReMi, the command line), in :mod:`tikmix.core.mixture`'s format (the only reader
+  and writer of mixtures);
+* :mod:`~tikmix.mixing.responses` — measured response tables (``benefit:<task>`` columns);
 * :mod:`~tikmix.mixing.weights` — validation of benefit matrices and run tables;
 * :mod:`~tikmix.mixing.regmix`, :mod:`~tikmix.mixing.doremi` — the RegMix and DoReMi baselines'
   arithmetic (mixture generator, regression over a run table; weight update, averaging). Their

@@ -18,6 +18,7 @@ import pandas as pd
 from scipy.stats import qmc
 
 from tikmix.core.mixture import MixtureInputError, validate_weights
+from tikmix.core.settings import TikmixMBox
 
 
 @dataclass
@@ -64,8 +65,8 @@ def latin_hypercube_mixtures(
     w_orig: pd.Series,
     n: int,
     *,
-    low: float = 0.5,
-    high: float = 2.0,
+    low: float = TikmixMBox.low,
+    high: float = TikmixMBox.high,
     seed: int = 0,
     batch_size: int | None = None,
     max_rounds: int = 100,
@@ -132,7 +133,12 @@ def latin_hypercube_mixtures(
 
 
 def perturbed_mixtures(
-    w: pd.Series, n: int, *, low: float = 0.5, high: float = 2.0, seed: int = 0
+    w: pd.Series,
+    n: int,
+    *,
+    low: float = TikmixMBox.low,
+    high: float = TikmixMBox.high,
+    seed: int = 0,
 ) -> pd.DataFrame:
     """``n`` mixtures ``w ⊙ u / Σ(w ⊙ u)`` with ``u_d ~ U(low, high)`` i.i.d. (appendix D)."""
     w = validate_weights(w, source="w")

@@ -32,7 +32,7 @@ result); the reference and proxy training live in :mod:`tikmix.models.proxies`
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 
 from tikmix.core.compute import ComputeRecord
-from tikmix.core.mixture import MixtureInputError, mixture_document, validate_weights
+from tikmix.core.mixture import MixtureInputError, validate_weights
 
 Reference = Literal["checkpoint", "train"]
 
@@ -94,19 +94,6 @@ class DoremiResult:
         """The ``compute`` section of a mixture document: FLOPs spent to find the mixture."""
         tokens = self.settings["reference_tokens"] + self.settings["proxy_tokens"]
         return {**ComputeRecord(int(tokens), sum(self.flops.values())).to_dict(), **self.flops}
-
-    def document(
-        self, *, stage_tokens: int | None = None, provenance: Mapping | None = None
-    ) -> dict[str, Any]:
-        """The canonical mixture document (method ``doremi``) with a ``compute`` section."""
-        return mixture_document(
-            self.weights,
-            method="doremi",
-            stage_tokens=stage_tokens,
-            provenance=provenance,
-            solver=self.solver_report(),
-            compute=self.compute(),
-        )
 
 
 def averaged_weights(trace: pd.DataFrame, domains: Sequence[str]) -> pd.Series:

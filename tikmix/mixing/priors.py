@@ -24,7 +24,6 @@ import pandas as pd
 
 from tikmix.core.mixture import (
     MixtureInputError,
-    mixture_document,
     read_mixture,
     validate_weights,
 )
@@ -118,8 +117,3 @@ def domain_tokens(domain_meta: Mapping[str, str | Path]) -> dict[str, int]:
     return {
         d: json.loads(Path(path).read_text())["n_tokens_train"] for d, path in domain_meta.items()
     }
-
-
-def prior_document(prior: pd.Series, spec: str) -> dict:
-    """The prior as a mixture document (``method: prior``, its ``spec`` in the provenance)."""
-    return mixture_document(prior, method="prior", provenance={"spec": spec})

@@ -39,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from tikmix.core.compute import ComputeRecord
-from tikmix.core.mixture import MixtureInputError, mixture_document, validate_weights
+from tikmix.core.mixture import MixtureInputError, validate_weights
 from tikmix.mixing.surrogate import SurrogateQuality, fit_surrogate
 from tikmix.seeds import derive_seed
 
@@ -158,19 +158,6 @@ class RegMixResult:
             "train_flops": int(self.runs["train_flops"].sum()),
             "eval_flops": int(self.runs["eval_flops"].sum()),
         }
-
-    def document(
-        self, *, stage_tokens: int | None = None, provenance: Mapping | None = None
-    ) -> dict[str, Any]:
-        """The canonical mixture document (method ``regmix``) with a ``compute`` section."""
-        return mixture_document(
-            self.weights,
-            method="regmix",
-            stage_tokens=stage_tokens,
-            provenance=provenance,
-            solver=self.solver_report(),
-            compute=self.compute(),
-        )
 
 
 def _finite_or_none(value: Any) -> Any:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from tikmix.core.mixture import MixtureInputError, validate_weights
+from tikmix.core.settings import TikmixMBox, TikmixMGate, TikmixMSearch
 from tikmix.mixing.candidates import support_box
 from tikmix.mixing.pareto import project_onto_pareto, pull_towards
 from tikmix.mixing.surrogate import Surrogate, SurrogateQuality, fit_surrogate
@@ -59,12 +60,7 @@ def search_mixture(
     surrogate: Surrogate,
     w0: pd.Series,
     *,
-    iters: int = 20,
-    samples: int = 2048,
-    top_k: int = 32,
-    kappa_min: float = 20.0,
-    kappa_max: float = 5000.0,
-    floor: float = 0.05,
+    settings: TikmixMSearch = TikmixMSearch(),
     project: Callable[[np.ndarray], np.ndarray] | None = None,
     seed: int = 0,
 ) -> SearchResult:
@@ -73,15 +69,17 @@ def search_mixture(
     Args:
         surrogate: the trained response model.
         w0: the starting mixture over ``surrogate.domains``.
-        iters, samples, top_k: T, N and k of Algorithm 1.
-        kappa_min, kappa_max: the concentration schedule (see :func:`kappa_schedule`).
-        floor: the Dirichlet concentration of a domain whose weight is exactly 0 (> 0).
+        settings: T, N and k of Algorithm 1 (``iters``, ``samples``, ``top_k``), the
+            concentration schedule (``kappa_min``, ``kappa_max``; :func:`kappa_schedule`) and
+            the Dirichlet concentration of a domain whose weight is exactly 0 (``floor`` > 0).
         project: map of a ``[n, D]`` batch of candidates onto a convex feasible set (TiKMiX's
             Pareto constraint within the sampled box: :func:`propose_tikmix_m`). Candidates are
             projected before the surrogate scores them, so it only ever scores points of the
             set; the top-k mean of points of a convex set stays in it.
         seed: the search is deterministic for a seed.
     """
+    iters, samples, top_k = settings.iters, settings.samples, settings.top_k
+    floor = settings.floor
     domains = surrogate.domains
     w_best = validate_weights(w0, domains, source="w0").to_numpy()
     if iters < 1 or samples < 1 or not 1 <= top_k <= samples:
@@ -92,7 +90,7 @@ def search_mixture(
         raise MixtureInputError(f"floor must be > 0 (Dirichlet concentrations), got {floor}")
     rng = np.random.default_rng(seed)
     rows = []
-    for kappa in kappa_schedule(kappa_min, kappa_max, iters):
+    for kappa in kappa_schedule(settings.kappa_min, settings.kappa_max, iters):
         concentration = np.where(w_best > 0, kappa * w_best, floor)
         candidates = rng.dirichlet(concentration, size=samples)
         if project is not None:
@@ -200,14 +198,14 @@ def propose_tikmix_m(
     *,
     B_hat: np.ndarray,
     pareto_floor: np.ndarray,
-    low: float = 0.5,
-    high: float = 2.0,
-    min_spearman: float = 0.5,
+    low: float = TikmixMBox.low,
+    high: float = TikmixMBox.high,
+    min_spearman: float = TikmixMGate.min_spearman,
     caps: pd.Series | None = None,
     seed: int = 0,
     num_threads: int = 1,
     surrogate_params: dict | None = None,
-    **search_kwargs,
+    search: TikmixMSearch = TikmixMSearch(),
 ) -> TikmixMProposal:
     """TiKMiX-M up to the confirmation: surrogate, search in the support, and the gate.
 
@@ -232,7 +230,7 @@ def propose_tikmix_m(
             points, B_hat, floor, lower=lower.to_numpy(), upper=upper.to_numpy()
         )
 
-    result = search_mixture(fit.model, start, seed=seed, project=project, **search_kwargs)
+    result = search_mixture(fit.model, start, settings=search, seed=seed, project=project)
     # Dykstra converges to the set; remove its round-off on the Pareto side against w_start.
     exact = pull_towards(result.weights.to_numpy(), start.to_numpy(), B_hat, floor)[0]
     weights = pd.Series(exact, index=start.index, name="weight")

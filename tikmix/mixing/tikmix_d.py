@@ -32,6 +32,7 @@ from threadpoolctl import threadpool_limits
 
 from tikmix.core.conventions import normalised_matrix
 from tikmix.core.mixture import MixtureInputError, validate_weights
+from tikmix.core.settings import Normalisation, TikmixDSettings
 
 #: Constraint tolerance of a returned mixture (sum, bounds, caps, Pareto in normalised units).
 FEASIBILITY_TOLERANCE = 1e-8
@@ -127,12 +128,9 @@ SOLVER_TOLERANCE = 1e-12
 def solve_tikmix_d(
     B: pd.DataFrame,
     prior: pd.Series,
+    settings: TikmixDSettings = TikmixDSettings(),
     *,
-    alpha: float = 1.0,
-    beta: float = 1.0,
-    gamma: float = 1.0,
-    eps: float = 1e-8,
-    normaliser: str = "max",
+    normalisation: Normalisation = Normalisation(),
     caps: pd.Series | None = None,
     tolerance: float = SOLVER_TOLERANCE,
 ) -> TikmixDResult:
@@ -148,9 +146,10 @@ def solve_tikmix_d(
     Args:
         B: benefit matrix, tasks × domains (larger is better); finite values.
         prior: the prior mixture over ``B``'s columns (Pareto reference).
-        alpha, beta, gamma: weights of std(P̂), ΣP̂ and H(w); must be >= 0.
-        eps: the normaliser's relative ε (eq. 6).
-        normaliser: ``max`` (the paper's) or ``abs_max`` (:func:`~tikmix.core.conventions.row_scales`).
+        settings: ``alpha``, ``beta``, ``gamma``: weights of std(P̂), ΣP̂ and H(w); must be
+            >= 0 (its ``max_epochs`` is the caller's, for ``caps``).
+        normalisation: eq. 6's relative ε and ``max`` (the paper's) or ``abs_max`` normaliser
+            (:func:`~tikmix.core.conventions.row_scales`).
         caps: optional upper bound per domain (see :func:`availability_caps`).
         tolerance: the solver's gap and feasibility tolerance.
 
@@ -159,7 +158,7 @@ def solve_tikmix_d(
         MixtureSolveError: no mixture satisfies every constraint (the message names the task
             or cap at fault), or the solver found no optimum.
     """
-    problem = _Problem.build(B, prior, alpha, beta, gamma, eps, normaliser, caps)
+    problem = _Problem.build(B, prior, settings, normalisation, caps)
     # The problem is tiny (domains × tasks); multi-threaded BLAS only adds synchronisation,
     # which costs 100× on a busy machine. One thread is always fastest.
     with threadpool_limits(limits=1, user_api="blas"):
@@ -197,7 +196,9 @@ class _Problem:
         }
 
     @classmethod
-    def build(cls, B, prior, alpha, beta, gamma, eps, normaliser, caps) -> _Problem:
+    def build(cls, B, prior, settings, normalisation, caps) -> _Problem:
+        alpha, beta, gamma = settings.alpha, settings.beta, settings.gamma
+        eps, normaliser = normalisation.eps, normalisation.normaliser
         if not isinstance(B, pd.DataFrame) or B.shape[0] == 0 or B.shape[1] == 0:
             raise MixtureInputError("TiKMiX-D: B must be a non-empty DataFrame (tasks × domains)")
         values = B.to_numpy(dtype=float)
@@ -232,7 +233,7 @@ class _Problem:
                     "(raise max_epochs, lower stage_tokens or add data)"
                 )
             cap_values = np.minimum(cap_values, 1.0)
-        A = normalised_matrix(values, eps, normaliser)
+        A = normalised_matrix(values, normalisation)
         return cls(B, A, prior, cap_values, alpha, beta, gamma, eps, normaliser)
 
     def solve(self, tolerance: float) -> TikmixDResult:

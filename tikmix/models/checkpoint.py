@@ -28,15 +28,12 @@ from torch import nn
 
 from tikmix.core.atomic import atomic_directory
 from tikmix.core.digest import named_files_sha256
+from tikmix.core.checkpoint_format import CONFIG_FILE, META_FILE, OPTIMIZER_FILE, WEIGHTS_FILE
 from tikmix.models.hf import hf_weight_files, load_hf_model
 from tikmix.models.llama import ModelConfig, TinyLlama
 
 BUILTIN = "builtin"
 HF = "hf"
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-META_FILE = "tikmix.json"
-OPTIMIZER_FILE = "optimizer.pt"
 _TIED_KEY = "lm_head.weight"
 
 

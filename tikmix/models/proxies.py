@@ -32,6 +32,7 @@ from tikmix.core.mixture import MixtureInputError, read_mixture, validate_weight
 from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
 from tikmix.data.tokenizer import load_tokenizer
 from tikmix.data.tokenizer import vocab_size as tokenizer_vocab_size
+from tikmix.mixing.documents import baseline_document
 from tikmix.mixing.doremi import (
     DoremiResult,
     Reference,
@@ -251,8 +252,11 @@ def write_regmix_mixture(
         device=device,
         num_threads=num_threads,
     )
-    document = result.document(
-        stage_tokens=stage_tokens, provenance={"checkpoint": checkpoint_name, "prior": prior_path}
+    document = baseline_document(
+        result,
+        method="regmix",
+        stage_tokens=stage_tokens,
+        provenance={"checkpoint": checkpoint_name, "prior": prior_path},
     )
     _write_outputs("RegMix", document, mixture_path, result.runs, runs_path, index=False)
     return result
@@ -532,8 +536,11 @@ def write_doremi_mixture(
         seed=seed,
         device=device,
     )
-    document = result.document(
-        stage_tokens=stage_tokens, provenance={"checkpoint": checkpoint_name, "prior": prior_path}
+    document = baseline_document(
+        result,
+        method="doremi",
+        stage_tokens=stage_tokens,
+        provenance={"checkpoint": checkpoint_name, "prior": prior_path},
     )
     _write_outputs("DoReMi", document, mixture_path, result.trace, trace_path, index=True)
     return result

@@ -98,10 +98,9 @@ GRADIENT_PASS = GradientPassSettings.from_config(config).as_params()
 
 MIXING = config["mixing"]
 # Eq. 6's normaliser, used wherever P̂ is computed (mixtures, responses, figure 4).
-NORMALISATION = {
-    "eps": MIXING["tikmix_d"]["eps"],
-    "normaliser": MIXING["tikmix_d"]["normaliser"],
-}
+from tikmix.core.settings import Normalisation
+
+NORMALISATION = Normalisation.from_config(config).as_params()
 MIXTURE_METHODS = ["natural", "uniform", "tikmix_d", "tikmix_m"]
 MEGATRON_PREFIXES = {
     domain: spec["megatron_prefixes"]

@@ -115,7 +115,7 @@ rule mixture_random:
         mem_mb=1000,
         runtime=5,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=user_inputs_digest("mixture_random"),
         domains=DOMAINS,
         seed=config["seed"],
@@ -236,7 +236,7 @@ rule evaluation_table:
         mem_mb=2000,
         runtime=10,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=user_inputs_digest("evaluation_table"),
         methods=STAGE2_METHODS,
         random_mixtures=RANDOM_MIXTURES,

@@ -53,11 +53,18 @@ rule mixture_baseline:
         mem_mb=1000,
         runtime=5,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=user_inputs_digest("mixture_baseline"),
         domains=DOMAINS,
     script:
         script_path("mixture_baseline.py")
+
+
+from tikmix.core.settings import TikmixDSettings, TikmixMSearch
+
+# TiKMiX-D's objective and TiKMiX-M's search, one settings object each (tikmix.core.settings).
+TIKMIX_D = TikmixDSettings.from_config(config).as_params()
+TIKMIX_M_SEARCH = TikmixMSearch.from_config(config).as_params()
 
 
 rule mixture_tikmix_d:
@@ -80,7 +87,8 @@ rule mixture_tikmix_d:
         mem_mb=1000,
         runtime=5,
     params:
-        **MIXING["tikmix_d"],
+        tikmix_d=TIKMIX_D,
+        normalisation=NORMALISATION,
         upstream=user_inputs_digest("mixture_tikmix_d"),
         domains=DOMAINS,
         stage_tokens=MIXING["stage_tokens"],
@@ -107,7 +115,7 @@ rule mixture_candidates:
         mem_mb=1000,
         runtime=5,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=user_inputs_digest("mixture_candidates"),
         n=TIKMIX_M["candidates"],
         low=TIKMIX_M["low"],
@@ -202,14 +210,14 @@ rule tikmix_m_search:
         mem_mb=2000,
         runtime=30,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=user_inputs_digest("tikmix_m_search"),
         low=TIKMIX_M["low"],
         high=TIKMIX_M["high"],
         min_spearman=TIKMIX_M["gate"]["min_spearman"],
         replicates=CONFIRM_REPLICATES,
         seed=config["seed"],
-        search=TIKMIX_M["search"],
+        search=TIKMIX_M_SEARCH,
     script:
         script_path("tikmix_m_search.py")
 
@@ -237,7 +245,7 @@ rule mixture_tikmix_m:
         mem_mb=2000,
         runtime=30,
     params:
-        **NORMALISATION,
+        normalisation=NORMALISATION,
         upstream=user_inputs_digest("mixture_tikmix_m"),
     script:
         script_path("mixture_tikmix_m.py")

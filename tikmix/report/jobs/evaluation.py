@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tikmix.analysis.evaluation import write_evaluation_tables
+from tikmix.core.settings import Normalisation
 from tikmix.report.figures import benefit_improvement_scatter
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,7 @@ def evaluation_table_job(
     methods: Sequence[str],
     random_mixtures: Sequence[str],
     reference: str,
-    eps: float,
-    normaliser: str,
+    normalisation: Normalisation,
     checkpoint: str,
     figure_stem: str | Path,
 ) -> None:
@@ -43,8 +43,7 @@ def evaluation_table_job(
         figure4_stats_path=figure4_stats,
         random_mixtures=random_mixtures,
         reference=reference,
-        eps=eps,
-        normaliser=normaliser,
+        normalisation=normalisation,
     )
     benefit_improvement_scatter(
         points,

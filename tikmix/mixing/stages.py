@@ -1,7 +1,7 @@
 """The mixture stages of the workflow, one function per rule (scripts only parse arguments).
 
-Mixture documents are the canonical JSON of :mod:`tikmix.core.mixture`; each records what it
-cost to determine (``compute: {tokens, flops}``) so the report can compare methods.
+Each writes what its rule outputs: mixture documents (built by :mod:`tikmix.mixing.documents`),
+TiKMiX-M's candidate and confirmation designs and its proposal, and the exported formats.
 """
 
 from __future__ import annotations
@@ -10,104 +10,65 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from tikmix.core.atomic import atomic_output, write_json_atomic
 from tikmix.core.compute import ComputeRecord
-from tikmix.core.conventions import normalised_benefit, normalised_matrix, row_scales
-from tikmix.core.mixture import (
-    mixture_document,
-    read_mixture,
-    read_mixture_document,
-    write_mixture,
-)
+from tikmix.core.conventions import normalised_matrix
+from tikmix.core.mixture import read_mixture, read_mixture_document, write_mixture
+from tikmix.core.settings import Normalisation, TikmixDSettings, TikmixMSearch
 from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
+from tikmix.mixing.documents import prior_document, write_method
 from tikmix.mixing.pareto import project_onto_pareto
 from tikmix.mixing.priors import build_prior, domain_tokens, uniform_prior
+from tikmix.mixing.responses import curvature_departure, read_measurements, response_totals
 from tikmix.mixing.search import confirm_tikmix_m, in_support, propose_tikmix_m
 from tikmix.mixing.tikmix_d import availability_caps, solve_tikmix_d
 from tikmix.mixing.weights import read_influence_matrix
 
 log = logging.getLogger(__name__)
 
-BENEFIT_PREFIX = "benefit:"
-
 
 def _tokens(domain_meta: Mapping[str, str | Path]) -> pd.Series:
     return pd.Series(domain_tokens(domain_meta), dtype=float)
-
-
-def _predicted(B: pd.DataFrame, w: pd.Series, eps: float, normaliser: str) -> dict[str, Any]:
-    """Predicted per-task benefit B·w and its normalised form P̂ (eq. 6) for a mixture."""
-    w = w.reindex(B.columns)
-    raw = B.to_numpy() @ w.to_numpy()
-    normalised = normalised_benefit(B, w, eps, normaliser)
-    return {
-        "benefit": dict(zip(B.index, raw.tolist(), strict=True)),
-        "normalised_benefit": normalised.to_dict(),
-        "total_normalised_benefit": float(normalised.sum()),
-    }
 
 
 def influence_cost(sidecar: str | Path | None) -> ComputeRecord:
     """FLOPs/tokens recorded for the influence matrix a mixture was derived from (if known)."""
     if sidecar is None:
         return ComputeRecord()
-    record = json.loads(Path(sidecar).read_text()).get("total_compute")
-    return ComputeRecord() if record is None else ComputeRecord.parse(record, str(sidecar))
+    document = json.loads(Path(sidecar).read_text())
+    if "total_compute" not in document:
+        return ComputeRecord()
+    return ComputeRecord.read(document, str(sidecar), "total_compute")
 
 
-def write_method(
-    path: str | Path,
-    weights: pd.Series,
-    *,
-    method: str,
-    influence_csv: str | Path | None = None,
-    eps: float = 1e-8,
-    normaliser: str = "max",
-    solver: Mapping | None = None,
-    compute: ComputeRecord | Mapping | None = None,
-    upstream_compute: ComputeRecord | Mapping | None = None,
-    provenance: Mapping | None = None,
-    stage_tokens: int | None = None,
-) -> dict:
-    """Write a mixture document, with the predicted benefit when an influence matrix is given.
-
-    ``compute`` is what this step itself cost; ``total_compute`` adds ``upstream_compute``
-    (e.g. the influence matrix TiKMiX-D was solved on): the FLOPs spent to determine the mixture.
-    """
-    own = ComputeRecord.total(*([compute] if compute is not None else []))
-    upstream = ComputeRecord.total(*([upstream_compute] if upstream_compute is not None else []))
-    document = mixture_document(
-        weights,
-        method=method,
-        stage_tokens=stage_tokens,
-        provenance=dict(provenance or {}),
-        solver=dict(solver or {}),
-        compute=own.to_dict(),
-        total_compute=(own + upstream).to_dict(),
-    )
-    if influence_csv is not None:
-        document["predicted"] = _predicted(
-            read_influence_matrix(influence_csv), weights, eps, normaliser
-        )
-    write_mixture(path, document)
-    return document
+def prior_mixture(
+    *, spec: str, domains: Sequence[str], meta: Sequence[str | Path], out: str | Path
+) -> pd.Series:
+    """The prior mixture (rule prior_mixture): ``stage1.prior``'s grammar over the domains,
+    natural priors counting each domain's training tokens in its ``meta.json``."""
+    domain_meta = dict(zip(domains, meta, strict=True))
+    prior = build_prior(spec, list(domain_meta), domain_tokens(domain_meta))
+    write_mixture(out, prior_document(prior, spec))
+    log.info("prior %s: %s", spec, prior.round(4).to_dict())
+    return prior
 
 
 def baseline_mixture(
     *,
     method: str,
-    domain_meta: Mapping[str, str | Path],
+    domains: Sequence[str],
+    meta: Sequence[str | Path],
     out: str | Path,
     influence_csv: str | Path | None = None,
-    eps: float = 1e-8,
-    normaliser: str = "max",
+    normalisation: Normalisation = Normalisation(),
 ) -> dict:
-    """The natural (∝ available training tokens) or uniform mixture."""
+    """The natural (∝ available training tokens, from each domain's ``meta.json``) or uniform
+    mixture."""
+    domain_meta = dict(zip(domains, meta, strict=True))
     if method == "natural":
         weights = build_prior("natural", list(domain_meta), domain_tokens(domain_meta))
     elif method == "uniform":
@@ -119,8 +80,7 @@ def baseline_mixture(
         weights,
         method=method,
         influence_csv=influence_csv,
-        eps=eps,
-        normaliser=normaliser,
+        normalisation=normalisation,
     )
 
 
@@ -129,13 +89,10 @@ def tikmix_d_mixture(
     influence_csv: str | Path,
     influence_sidecar: str | Path,
     prior: str | Path,
-    domain_meta: Mapping[str, str | Path],
-    alpha: float,
-    beta: float,
-    gamma: float,
-    eps: float,
-    normaliser: str,
-    max_epochs: float | None,
+    domains: Sequence[str],
+    meta: Sequence[str | Path],
+    tikmix_d: TikmixDSettings,
+    normalisation: Normalisation,
     stage_tokens: int | None,
     out: str | Path,
 ) -> dict:
@@ -143,20 +100,18 @@ def tikmix_d_mixture(
     B = read_influence_matrix(influence_csv)
     w_prior = read_mixture(prior, domains=list(B.columns))
     caps = None
-    if max_epochs is not None:
+    if tikmix_d.max_epochs is not None:
         if stage_tokens is None:
             raise ValueError("mixing.tikmix_d.max_epochs needs mixing.stage_tokens")
-        caps = availability_caps(_tokens(domain_meta), stage_tokens, max_epochs)
-    result = solve_tikmix_d(
-        B, w_prior, alpha=alpha, beta=beta, gamma=gamma, eps=eps, normaliser=normaliser, caps=caps
-    )
+        tokens = _tokens(dict(zip(domains, meta, strict=True)))
+        caps = availability_caps(tokens, stage_tokens, tikmix_d.max_epochs)
+    result = solve_tikmix_d(B, w_prior, tikmix_d, normalisation=normalisation, caps=caps)
     return write_method(
         out,
         result.weights,
         method="tikmix_d",
         influence_csv=influence_csv,
-        eps=eps,
-        normaliser=normaliser,
+        normalisation=normalisation,
         solver=result.solver_report(),
         compute=ComputeRecord(),
         upstream_compute=influence_cost(influence_sidecar),
@@ -166,11 +121,11 @@ def tikmix_d_mixture(
 
 
 def _pareto_set(
-    influence_csv: str | Path, prior: str | Path, eps: float, normaliser: str
+    influence_csv: str | Path, prior: str | Path, normalisation: Normalisation
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """``B``, its normalised rows ``B̂`` and the Pareto floor ``B̂ w_prior`` (TiKMiX's constraint)."""
     B = read_influence_matrix(influence_csv)
-    B_hat = normalised_matrix(B.to_numpy(), eps, normaliser)
+    B_hat = normalised_matrix(B.to_numpy(), normalisation)
     return B, B_hat, B_hat @ read_mixture(prior, domains=list(B.columns)).to_numpy()
 
 
@@ -193,14 +148,13 @@ def tikmix_m_candidates(
     low: float,
     high: float,
     seed: int,
-    eps: float,
-    normaliser: str,
+    normalisation: Normalisation,
     out: str | Path,
 ) -> pd.DataFrame:
     """TiKMiX-M's training mixtures (rule mixture_candidates): Latin-hypercube samples in the
     box ``[low, high]·w_D`` around the search's start, kept only inside the Pareto set, so the
     surrogate is trained exactly where the search looks."""
-    B, B_hat, floor = _pareto_set(influence_csv, prior, eps, normaliser)
+    B, B_hat, floor = _pareto_set(influence_csv, prior, normalisation)
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
     lower, upper = (
         b.to_numpy() for b in support_box(w_d, low, high, availability_caps_of(tikmix_d))
@@ -239,74 +193,19 @@ def tikmix_m_candidates(
     return table
 
 
-def read_measurements(parts: Sequence[str | Path]) -> pd.DataFrame:
-    """Concatenate measurement parts (rows: mixtures; weight, benefit:<task>, tokens, flops)."""
-    frames = [pd.read_csv(p, index_col="mixture") for p in parts]
-    table = pd.concat(frames).sort_index()
-    if table.empty:
-        raise ValueError(f"no measured mixtures in {list(map(str, parts))}")
-    return table
-
-
-def response_totals(
-    table: pd.DataFrame, B: pd.DataFrame, eps: float, normaliser: str
-) -> tuple[pd.Series, str]:
-    """Each measured mixture's total response and the response's kind.
-
-    Benefit responses (``curvature``, ``direct``) are normalised like eq. 6 and summed over tasks
-    (``Σ P̂``); ``lookahead`` ones are already relative loss decreases, comparable across tasks.
-    """
-    tasks = [c[len(BENEFIT_PREFIX) :] for c in table.columns if c.startswith(BENEFIT_PREFIX)]
-    missing = sorted(set(B.index) - set(tasks))
-    if missing:
-        raise ValueError(f"measurements lack task(s) {missing} of the influence matrix")
-    responses = set(table.get("response", pd.Series(["direct"])))
-    if len(responses) != 1:
-        raise ValueError(f"measurements mix responses {sorted(responses)}")
-    response = responses.pop()
-    scale = (
-        pd.Series(row_scales(B.to_numpy(), eps, normaliser), index=B.index)
-        if response != "lookahead"
-        else pd.Series(1.0, index=B.index)
-    )
-    return sum(table[BENEFIT_PREFIX + t] / scale[t] for t in B.index), response
-
-
-def curvature_departure(table: pd.DataFrame, B: pd.DataFrame) -> dict[str, dict[str, float]]:
-    """How far curvature responses depart from the linear prediction ``B·w``, per task.
-
-    ``pearson_r`` over the measured mixtures and ``relative_rms``: the root-mean-square of
-    (curvature − linear) over the spread (standard deviation) of the linear prediction. Both are
-    free of sampling noise, so they are the honest additivity measure of the curvature response.
-    """
-    linear = table[list(B.columns)].to_numpy() @ B.to_numpy().T
-    departure = {}
-    for i, task in enumerate(B.index):
-        curvature = table[BENEFIT_PREFIX + task].to_numpy()
-        spread = float(linear[:, i].std())
-        departure[str(task)] = {
-            "pearson_r": float(np.corrcoef(linear[:, i], curvature)[0, 1]),
-            "relative_rms": float(np.sqrt(np.mean((curvature - linear[:, i]) ** 2)) / spread)
-            if spread > 0
-            else None,
-        }
-    return departure
-
-
 def tikmix_m_search(
     *,
     measurements: Sequence[str | Path],
     influence_csv: str | Path,
     tikmix_d: str | Path,
     prior: str | Path,
-    eps: float,
-    normaliser: str,
+    normalisation: Normalisation,
     low: float,
     high: float,
     min_spearman: float,
     replicates: int,
     seed: int,
-    search: Mapping[str, Any],
+    search: TikmixMSearch,
     out_mixtures: str | Path,
     out_proposal: str | Path,
 ) -> dict:
@@ -315,9 +214,9 @@ def tikmix_m_search(
     Writes the proposal (with the gate's verdict) and the confirmation design: ``replicates``
     rows of w_D, then as many of w_M, for the response to compare them.
     """
-    B, B_hat, floor = _pareto_set(influence_csv, prior, eps, normaliser)
+    B, B_hat, floor = _pareto_set(influence_csv, prior, normalisation)
     table = read_measurements(measurements)
-    y, response = response_totals(table, B, eps, normaliser)
+    y, response = response_totals(table, B, normalisation)
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
     proposal = propose_tikmix_m(
         table[list(B.columns)],
@@ -330,7 +229,7 @@ def tikmix_m_search(
         min_spearman=min_spearman,
         caps=availability_caps_of(tikmix_d),
         seed=seed,
-        **search,
+        search=search,
     )
     document = {
         **proposal.to_dict(),
@@ -359,8 +258,7 @@ def tikmix_m_mixture(
     measurements: Sequence[str | Path],
     influence_csv: str | Path,
     tikmix_d: str | Path,
-    eps: float,
-    normaliser: str,
+    normalisation: Normalisation,
     out: str | Path,
 ) -> dict:
     """TiKMiX-M's mixture (rule mixture_tikmix_m): the proposal if the gate passed and the
@@ -371,7 +269,7 @@ def tikmix_m_mixture(
     B = read_influence_matrix(influence_csv)
     search = json.loads(Path(proposal).read_text())
     confirmed = read_measurements(confirmations)
-    totals, _ = response_totals(confirmed, B, eps, normaliser)
+    totals, _ = response_totals(confirmed, B, normalisation)
     replicates = search["replicates"]
     weights, decision = confirm_tikmix_m(
         search, totals.iloc[:replicates].to_numpy(), totals.iloc[replicates:].to_numpy()
@@ -388,19 +286,29 @@ def tikmix_m_mixture(
         weights.reindex(B.columns),
         method="tikmix_m",
         influence_csv=influence_csv,
-        eps=eps,
-        normaliser=normaliser,
+        normalisation=normalisation,
         solver=solver,
         compute=ComputeRecord(int(measured["tokens"].sum()), float(measured["flops"].sum())),
-        upstream_compute=read_mixture_document(tikmix_d)["total_compute"],
+        upstream_compute=ComputeRecord.read(
+            read_mixture_document(tikmix_d), str(tikmix_d), "total_compute"
+        ),
         provenance={"influence": str(influence_csv), "start": str(tikmix_d)},
     )
 
 
-def export_mixture(
-    document: str | Path, out: str | Path, fmt: str, prefixes: Mapping[str, list[str]] | None
+def export_mixtures(
+    *,
+    methods: Sequence[str],
+    formats: Sequence[str],
+    documents: Sequence[str | Path],
+    outs: Sequence[str | Path],
+    prefixes: Mapping[str, list[str]] | None,
 ) -> None:
-    """Write a mixture in another format (yaml, csv, megatron) from its canonical JSON."""
-    doc = read_mixture_document(document)
-    kwargs = {"prefixes": prefixes} if fmt == "megatron" else {}
-    write_mixture(out, doc, fmt=fmt, **kwargs)
+    """Write each method's mixture (its canonical JSON in ``documents``) in other formats
+    (rule export_mixtures): ``outs`` has one path per method and format (yaml, csv,
+    megatron.txt), formats varying fastest."""
+    jobs = [(d, fmt) for _, d in zip(methods, documents, strict=True) for fmt in formats]
+    for out, (document, fmt) in zip(outs, jobs, strict=True):
+        fmt = fmt.removesuffix(".txt")
+        kwargs = {"prefixes": prefixes} if fmt == "megatron" else {}
+        write_mixture(out, read_mixture_document(document), fmt=fmt, **kwargs)

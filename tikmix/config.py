@@ -11,16 +11,15 @@ import glob
 from pathlib import Path
 from typing import Any
 
+from tikmix import validation
+from tikmix.core.errors import ConfigError
+
 #: Mixtures a stage-2 method can name: results/mixtures/{ckpt}/{method}.json has a rule for each.
 STAGE2_METHODS = ("natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi")
 #: Rows the TiKMiX-M surrogate needs: tikmix.mixing.surrogate.fit_surrogate's 5 folds x 4 rows.
 MIN_SURROGATE_ROWS = 20
 #: Mixtures the additivity check needs (tikmix.analysis.additivity: studentized residuals).
 MIN_ADDITIVITY_MIXTURES = 4
-
-
-class ConfigError(ValueError):
-    """An invalid workflow configuration; the message names the offending key."""
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -139,15 +138,19 @@ def check_config(
     demo: bool = False,
     checkpoints: list[str] | None = None,
     check_data: bool = True,
+    checked_files: validation.CheckedFiles | None = None,
 ) -> None:
     """Raise ConfigError for paths that do not exist and settings that contradict each other.
 
     With ``demo`` the domain and task files are produced by ``fetch_demo_data`` and are not checked.
-    Otherwise every data and task file gets a fast structural check and every user checkpoint a
-    check of its files against the tokenizer (:mod:`tikmix.validation`); ``checkpoints`` are the
-    names influence is computed at (see :func:`check_settings`). ``check_data=False`` skips the
-    rows of the data files (a cluster job re-parsing the workflow: they were checked at start-up).
+    Otherwise every row of every data and task file is read (once per version of a file when
+    ``checked_files`` remembers them) and every user checkpoint is checked against the tokenizer
+    and the settings (:mod:`tikmix.validation`); ``checkpoints`` are the names influence is
+    computed at (see :func:`check_settings`). ``check_data=False`` skips the rows of the data files
+    (a cluster job re-parsing the workflow: they were checked at start-up).
     """
+    for kind in ("domains", "tasks", "checkpoints"):
+        validation.check_names(kind, list(config[kind]))
     if not demo:
         for domain, spec in config["domains"].items():
             for pattern in spec["paths"]:
@@ -191,15 +194,12 @@ def check_config(
         except ValueError as error:
             raise ConfigError(f"config key 'stage1.prior': {error}") from None
     check_settings(config, list(checkpoints or config["checkpoints"]))
-    from tikmix import validation
-
-    if not demo and check_data:
-        validation.check_data_files(config["domains"], config["tasks"])
-    from tikmix.data.tokenizer import tokenizer_file
-
-    vocab = (
-        validation.tokenizer_vocab_size(tokenizer_file(tokenizer))
-        if tokenizer is not None
-        else None
+    vocab = validation.study_tokenizer(tokenizer) if tokenizer is not None else None
+    validation.check_checkpoints(
+        config["checkpoints"],
+        vocab,
+        config["data"]["seq_len"],
+        config["influence"]["tracked_modules"],
     )
-    validation.check_checkpoints(config["checkpoints"], vocab)
+    if not demo and check_data:
+        validation.check_data_files(config["domains"], config["tasks"], vocab, checked_files)

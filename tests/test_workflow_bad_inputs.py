@@ -32,10 +32,12 @@ from conftest import tiny_config
 from snakemake.utils import validate
 from workflow_helpers import REPO, Workflow
 
-from tikmix.config import ConfigError, check_config, check_schema
+from tikmix.config import check_config, check_schema
+from tikmix.core.errors import ConfigError
 from tikmix.data.tokenizer import train_tokenizer
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.llama import ModelConfig, TinyLlama
+from tikmix.validation import CheckedFiles, check_data_files
 
 SCHEMA = REPO / "workflow/schemas/config.schema.yaml"
 VOCAB = 300
@@ -603,8 +605,14 @@ def test_bad_input_fails_at_start_up_naming_key_and_file(study, change, expected
         assert text in message, f"{text!r} not in: {message}"
 
 
-#: One row raised in the Snakefile (the schema) and one in common.smk (files).
-CLI_ROWS = ["unknown nested key", "tokenizer larger than the embedding"]
+#: Rows raised in the Snakefile (the schema) and in common.smk (checkpoints, names, rows).
+CLI_ROWS = [
+    "unknown nested key",
+    "tokenizer larger than the embedding",
+    "mixture-of-experts checkpoint with the default tracked modules",
+    "domain names differing only in case",
+    "malformed row in the middle",
+]
 
 
 @pytest.mark.workflow
@@ -624,3 +632,54 @@ def test_cli_stops_with_one_short_message(study, tmp_path, name):
     assert all(text in output for text in expected), output
     lines = [line for line in output.splitlines() if not line.startswith("Using workflow")]
     assert len(lines) <= 3, output
+
+
+def test_a_file_that_passed_is_not_read_again_until_it_changes(tmp_path, monkeypatch):
+    """The full read runs once per version of a file: remembered by content digest."""
+    monkeypatch.chdir(tmp_path)  # the caches live under .snakemake/ of the working directory
+    path = tmp_path / "domain.jsonl"
+    path.write_bytes(_rows(TEXT, TEXT, TEXT))
+    domains = {"web": {"paths": [str(path)]}}
+    first = CheckedFiles()
+    check_data_files(domains, {}, checked=first)
+    again = CheckedFiles()
+    check_data_files(domains, {}, checked=again)
+    assert (first.read_files, again.read_files) == (1, 0)
+    other_field = CheckedFiles()  # the same file read for another field is another check
+    with pytest.raises(ConfigError, match="no field 'body'"):
+        check_data_files(
+            {"web": {"paths": [str(path)], "text_field": "body"}}, {}, checked=other_field
+        )
+    path.write_bytes(_rows(TEXT, TEXT) + b"{oops\n" + _rows(TEXT))
+    with pytest.raises(ConfigError, match=f"{path}:3: malformed JSON"):
+        check_data_files(domains, {}, checked=CheckedFiles())
+
+
+@pytest.mark.workflow
+def test_a_failing_job_prints_one_line_naming_the_row_and_its_log(study, tmp_path):
+    """A mistake only a job can find (a task text of one token, found by the tokenizer) fails
+    that job with one line naming the file, line and log; the traceback is in the log only. What
+    the console shows after the job's header (the job's line, then Snakemake's report) is at
+    most 20 lines."""
+    task = study.first_task
+    path = study.files / "task.jsonl"
+    path.write_bytes(_rows(TEXT, TEXT, {"text": "a"}, TEXT))
+    study.config["tasks"][task] = {"path": str(path)}
+    flow = Workflow(tmp_path / "work")
+    flow.write_config(study.config)
+    result = flow.snakemake(f"results/data/tasks/{task}.npz", check=False)
+    lines = (result.stdout + result.stderr).splitlines()
+    print("\n".join(lines))
+    assert result.returncode != 0
+    header = next(i for i, line in enumerate(lines) if line.endswith("rule tokenize_task:"))
+    body = header + 1
+    while body < len(lines) and lines[body].startswith("    "):
+        body += 1
+    after_header = lines[body:]
+    assert len(after_header) <= 20, "\n".join(after_header)
+    log = f"logs/tokenize_task/{task}.log"
+    named = [line for line in lines if f"{path}:3:" in line]
+    assert len(named) == 1 and f"traceback in {log}" in named[0], named
+    assert not any("Traceback" in line for line in lines)
+    assert "Traceback" in (flow.workdir / log).read_text()
+    assert not (flow.workdir / f"results/data/tasks/{task}.npz").exists()

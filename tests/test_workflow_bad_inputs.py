@@ -33,6 +33,7 @@ from snakemake.utils import validate
 from workflow_helpers import REPO, Workflow
 
 from tikmix.config import check_config, check_schema
+from tikmix.config import main as config_main
 from tikmix.core.errors import ConfigError
 from tikmix.data.tokenizer import train_tokenizer
 from tikmix.models.checkpoint import save_checkpoint
@@ -683,3 +684,31 @@ def test_a_failing_job_prints_one_line_naming_the_row_and_its_log(study, tmp_pat
     assert not any("Traceback" in line for line in lines)
     assert "Traceback" in (flow.workdir / log).read_text()
     assert not (flow.workdir / f"results/data/tasks/{task}.npz").exists()
+
+
+def test_a_config_file_that_is_not_yaml_or_missing_is_named_in_one_line(tmp_path, capsys):
+    """Snakemake reads --configfile before the workflow runs (a missing file gives a traceback,
+    a YAML error names no line); ``python -m tikmix.config FILE`` names the file and line."""
+    broken = tmp_path / "study.yaml"
+    broken.write_text("seed: 0\ndomains:\n  web: {paths: [a]\n  code: x\n")
+    missing = tmp_path / "missing.yaml"
+    assert config_main([str(broken)]) == 1
+    assert config_main([str(missing)]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"{broken}:4:3: not valid YAML (expected ',' or '}}', but got '<scalar>')",
+        f"no config file '{missing}'",
+    ]
+
+
+def test_the_config_checker_runs_the_start_up_checks(valid_study, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(valid_study.config))
+    assert config_main([str(path)]) == 0
+    study = Study(copy.deepcopy(valid_study.config), tmp_path)
+    expected = _case_colliding_domains(study)
+    path.write_text(yaml.safe_dump(study.config))
+    assert config_main([str(path)]) == 1
+    message = capsys.readouterr().err.strip()
+    assert "\n" not in message and all(text in message for text in expected), message

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import glob
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -203,3 +204,60 @@ def check_config(
     )
     if not demo and check_data:
         validation.check_data_files(config["domains"], config["tasks"], vocab, checked_files)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A study's config file, or ConfigError naming the file (and the line of a YAML error)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file '{path}'")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config file maps keys to values, got {type(config).__name__}")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tikmix.config my.yaml``: the workflow's start-up checks of a study file.
+
+    Snakemake reads ``--configfile`` itself before any code of the workflow runs, and for a
+    missing file (a traceback) or a YAML syntax error (no file, no line) its message names
+    neither; this names both, then runs the checks the Snakefile runs, one line each.
+    """
+    import argparse
+
+    from snakemake.utils import validate
+
+    parser = argparse.ArgumentParser(prog="python -m tikmix.config", description=main.__doc__)
+    parser.add_argument("configfile")
+    args = parser.parse_args(argv)
+    schema = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    try:
+        config = read_config_file(args.configfile)
+        check_schema(config, schema)
+        validate(config, str(schema), set_default=True)
+        fractions = config["stage1"]["checkpoint_fractions"]
+        stage1 = [f"stage1-{round(100 * fraction):03d}" for fraction in fractions]
+        check_config(
+            config,
+            demo=config["demo"]["fetch"],
+            checkpoints=list(config["checkpoints"]) or stage1,
+            checked_files=validation.CheckedFiles(),
+        )
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{args.configfile}: the start-up checks pass")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -6,7 +6,8 @@ import os
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version, validate
 
-from tikmix.config import ConfigError, check_schema
+from tikmix.config import check_schema
+from tikmix.core.errors import ConfigError
 
 min_version("9.0")
 

@@ -225,8 +225,8 @@ def test_checkpoint_hash_tracks_weights_only(tmp_path, hf_dir):
 def test_start_up_check_reads_the_embedding_rows_the_loader_finds(tmp_path, hf_dir):
     """tikmix.validation reads safetensors headers (no torch, no transformers import) at start-up;
     its embedding rows must be those of the loaded model, for both formats."""
-    from tikmix.validation import checkpoint_embedding_rows
+    from tikmix.validation import read_checkpoint
 
     for directory in (hf_dir[0], save(tmp_path / "ckpt", builtin(tie=False))):
         _, info = load_checkpoint(directory)
-        assert checkpoint_embedding_rows(directory, "checkpoints.x") == info.vocab_size == 50
+        assert read_checkpoint(directory, "checkpoints.x")[1] == info.vocab_size == 50

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import difflib
 import glob
+import sys
 from pathlib import Path
 from typing import Any
+
+from tikmix import validation
+from tikmix.core.errors import ConfigError
 
 #: Mixtures a stage-2 method can name: results/mixtures/{ckpt}/{method}.json has a rule for each.
 STAGE2_METHODS = ("natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi")
@@ -17,10 +21,6 @@ STAGE2_METHODS = ("natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "dorem
 MIN_SURROGATE_ROWS = 20
 #: Mixtures the additivity check needs (tikmix.analysis.additivity: studentized residuals).
 MIN_ADDITIVITY_MIXTURES = 4
-
-
-class ConfigError(ValueError):
-    """An invalid workflow configuration; the message names the offending key."""
 
 
 def _require(condition: bool, key: str, message: str) -> None:
@@ -139,15 +139,19 @@ def check_config(
     demo: bool = False,
     checkpoints: list[str] | None = None,
     check_data: bool = True,
+    checked_files: validation.CheckedFiles | None = None,
 ) -> None:
     """Raise ConfigError for paths that do not exist and settings that contradict each other.
 
     With ``demo`` the domain and task files are produced by ``fetch_demo_data`` and are not checked.
-    Otherwise every data and task file gets a fast structural check and every user checkpoint a
-    check of its files against the tokenizer (:mod:`tikmix.validation`); ``checkpoints`` are the
-    names influence is computed at (see :func:`check_settings`). ``check_data=False`` skips the
-    rows of the data files (a cluster job re-parsing the workflow: they were checked at start-up).
+    Otherwise every row of every data and task file is read (once per version of a file when
+    ``checked_files`` remembers them) and every user checkpoint is checked against the tokenizer
+    and the settings (:mod:`tikmix.validation`); ``checkpoints`` are the names influence is
+    computed at (see :func:`check_settings`). ``check_data=False`` skips the rows of the data files
+    (a cluster job re-parsing the workflow: they were checked at start-up).
     """
+    for kind in ("domains", "tasks", "checkpoints"):
+        validation.check_names(kind, list(config[kind]))
     if not demo:
         for domain, spec in config["domains"].items():
             for pattern in spec["paths"]:
@@ -191,15 +195,69 @@ def check_config(
         except ValueError as error:
             raise ConfigError(f"config key 'stage1.prior': {error}") from None
     check_settings(config, list(checkpoints or config["checkpoints"]))
-    from tikmix import validation
-
-    if not demo and check_data:
-        validation.check_data_files(config["domains"], config["tasks"])
-    from tikmix.data.tokenizer import tokenizer_file
-
-    vocab = (
-        validation.tokenizer_vocab_size(tokenizer_file(tokenizer))
-        if tokenizer is not None
-        else None
+    vocab = validation.study_tokenizer(tokenizer) if tokenizer is not None else None
+    validation.check_checkpoints(
+        config["checkpoints"],
+        vocab,
+        config["data"]["seq_len"],
+        config["influence"]["tracked_modules"],
     )
-    validation.check_checkpoints(config["checkpoints"], vocab)
+    if not demo and check_data:
+        validation.check_data_files(config["domains"], config["tasks"], vocab, checked_files)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A study's config file, or ConfigError naming the file (and the line of a YAML error)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"no config file '{path}'")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML ({problem})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"{path}: a config file maps keys to values, got {type(config).__name__}")
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tikmix.config my.yaml``: the workflow's start-up checks of a study file.
+
+    Snakemake reads ``--configfile`` itself before any code of the workflow runs, and for a
+    missing file (a traceback) or a YAML syntax error (no file, no line) its message names
+    neither; this names both, then runs the checks the Snakefile runs, one line each.
+    """
+    import argparse
+
+    from snakemake.utils import validate
+
+    parser = argparse.ArgumentParser(prog="python -m tikmix.config", description=main.__doc__)
+    parser.add_argument("configfile")
+    args = parser.parse_args(argv)
+    schema = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    try:
+        config = read_config_file(args.configfile)
+        check_schema(config, schema)
+        validate(config, str(schema), set_default=True)
+        fractions = config["stage1"]["checkpoint_fractions"]
+        stage1 = [f"stage1-{round(100 * fraction):03d}" for fraction in fractions]
+        check_config(
+            config,
+            demo=config["demo"]["fetch"],
+            checkpoints=list(config["checkpoints"]) or stage1,
+            checked_files=validation.CheckedFiles(),
+        )
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 1
+    print(f"{args.configfile}: the start-up checks pass")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,27 +1,41 @@
 """Start-up checks of what a study's config points to: checkpoints and data files.
 
-They run on every Snakemake invocation (from :func:`tikmix.config.check_config`), so they read
-headers and a few rows, never whole files, and import neither torch nor transformers. The full
-checks of every row stay in the tokenize jobs; what is checked here is what would otherwise
-surface only after the tokenizer is trained or gradient jobs of other checkpoints have run.
+They run on every Snakemake invocation (from :func:`tikmix.config.check_config`) and import
+neither torch nor transformers. A checkpoint is checked from its ``config.json`` and the headers of
+its safetensors files. Every domain and task file is read in full, once: one streaming pass per
+file with the readers the tokenize jobs use, so a bad row anywhere fails before the first job. A
+file that passed is remembered by its content digest and the settings it was read with
+(:class:`CheckedFiles`), so later invocations read nothing until the file changes.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import re
 import struct
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tikmix.config import ConfigError
 from tikmix.core.checkpoint_format import CONFIG_FILE, META_FILE
+from tikmix.core.errors import ConfigError
 
 #: Names of the token-embedding matrix in the built-in model and common Hugging Face families.
 _EMBEDDING = re.compile(r"(^|\.)(embed_tokens|wte|word_embeddings|embed_in)\.weight$")
-#: The tail of a jsonl file read to find its last row.
-_TAIL_BYTES = 1 << 20
+#: Where the files that passed the full read are remembered (beside the digest cache).
+CHECKED_FILES = ".snakemake/tikmix/checked_files.json"
+#: Part of every remembered check: raise it when a check becomes stricter, to read files again.
+CHECKS_VERSION = 1
+#: config.json keys of the positions a checkpoint was trained with (built-in model, HF families).
+POSITION_KEYS = ("max_seq_len", "max_position_embeddings", "n_positions", "max_sequence_length")
+#: Parameter dtypes gradients can be taken in (config.json ``torch_dtype`` / ``dtype``).
+WEIGHT_DTYPES = ("float32", "bfloat16", "float16", "float64")
+#: Seconds of start-up reading after which the run says what it read (a large corpus, once).
+_REPORT_SECONDS = 5.0
 
 
 def _fail(key: str, message: str) -> None:
@@ -62,8 +76,8 @@ def causal_lm_model_types() -> set[str] | None:
     return set(re.findall(r'^\s*\(\s*"([^"]+)"', block.group(1), re.M))
 
 
-def checkpoint_embedding_rows(directory: Path, key: str) -> int:
-    """Check a user checkpoint directory's files and return its number of embedding rows."""
+def read_checkpoint(directory: Path, key: str) -> tuple[dict[str, Any], int]:
+    """Check a user checkpoint directory's files; return its config.json and embedding rows."""
     if not directory.is_dir():
         _fail(key, f"no checkpoint directory '{directory}'")
     config_path = directory / CONFIG_FILE
@@ -99,6 +113,20 @@ def checkpoint_embedding_rows(directory: Path, key: str) -> int:
             f"'{directory}' is neither a Hugging Face checkpoint ({CONFIG_FILE} has no "
             f"'model_type') nor a built-in one (no {META_FILE})",
         )
+    if "quantization_config" in config:
+        method = config["quantization_config"].get("quant_method", "?")
+        _fail(
+            key,
+            f"{config_path}: a quantized checkpoint (quantization_config, {method}); its layers "
+            "are not nn.Linear and have no gradients to track: give the unquantized weights",
+        )
+    dtype = config.get("torch_dtype", config.get("dtype"))
+    if dtype is not None and dtype not in WEIGHT_DTYPES:
+        _fail(
+            key,
+            f"{config_path}: dtype {dtype!r} is not one gradients are taken in "
+            f"({', '.join(WEIGHT_DTYPES)})",
+        )
     rows = None
     for path in weights:
         try:
@@ -106,7 +134,15 @@ def checkpoint_embedding_rows(directory: Path, key: str) -> int:
         except (OSError, ValueError) as err:
             _fail(key, str(err))
         for name, entry in header.items():
-            if _EMBEDDING.search(name) and isinstance(entry, dict) and entry.get("shape"):
+            if not isinstance(entry, dict):
+                continue  # __metadata__
+            if str(entry.get("dtype", "")).startswith("F8"):
+                _fail(
+                    key,
+                    f"{path}: tensor {name} is stored as {entry['dtype']}; gradients are taken "
+                    f"in {', '.join(WEIGHT_DTYPES)}",
+                )
+            if _EMBEDDING.search(name) and entry.get("shape"):
                 rows = int(entry["shape"][0])
     if rows is None:
         rows = config.get("vocab_size")
@@ -115,139 +151,211 @@ def checkpoint_embedding_rows(directory: Path, key: str) -> int:
             key,
             f"cannot tell the embedding rows of '{directory}' (no embedding tensor, no vocab_size)",
         )
-    return rows
+    return config, rows
 
 
-def tokenizer_vocab_size(path: str | Path) -> int:
-    """Token ids of a tokenizer.json, special tokens included (as tikmix.data.tokenizer counts)."""
-    from tokenizers import Tokenizer
+def study_tokenizer(path: str | Path) -> int:
+    """Check the study's tokenizer as the jobs load it (an EOS-like token); return its size."""
+    from tikmix.data.errors import DataError
+    from tikmix.data.tokenizer import load_tokenizer, vocab_size
 
     try:
-        tokenizer = Tokenizer.from_file(str(path))
-    except Exception as error:  # tokenizers raises a bare Exception for a malformed file
-        _fail("tokenizer.path", f"{path} is not a tokenizers tokenizer.json ({error})")
-    return tokenizer.get_vocab_size(with_added_tokens=True)
+        return vocab_size(load_tokenizer(path))
+    except DataError as error:
+        _fail("tokenizer.path", str(error))
 
 
-def check_checkpoints(checkpoints: dict[str, str], vocab_size: int | None) -> None:
-    """Every user checkpoint is complete, loadable, and has an embedding row per token id."""
+def check_checkpoints(
+    checkpoints: dict[str, str],
+    vocab_size: int | None,
+    seq_len: int,
+    tracked_modules: str,
+) -> None:
+    """Every user checkpoint is complete and loadable, and fits the study.
+
+    An embedding row per token id of the tokenizer (``vocab_size``, None without one), positions
+    for ``seq_len`` tokens, layers the ``tracked_modules`` pattern can track (not the experts of a
+    mixture-of-experts model), a weight dtype gradients are taken in, and EOS / BOS ids that exist
+    in both the tokenizer and the embedding and agree between checkpoints.
+    """
+    from tikmix.core.tracked_modules import check_model_family
+    from tikmix.data.errors import DataError
+    from tikmix.data.tokenizer import agreed_special_tokens, checkpoint_special_tokens
+
     for name, directory in checkpoints.items():
         key = f"checkpoints.{name}"
-        rows = checkpoint_embedding_rows(Path(directory), key)
+        config, rows = read_checkpoint(Path(directory), key)
+        config_path = Path(directory) / CONFIG_FILE
         if vocab_size is not None and rows < vocab_size:
             _fail(
                 key,
                 f"checkpoint '{directory}' has {rows} embedding rows but the tokenizer "
                 f"(tokenizer.path) has {vocab_size} tokens: ids >= {rows} have no embedding",
             )
+        positions = next((k for k in POSITION_KEYS if isinstance(config.get(k), int)), None)
+        if positions is not None and seq_len > config[positions]:
+            _fail(
+                "data.seq_len",
+                f"{seq_len} tokens per sequence, but checkpoint '{name}' has "
+                f"{config[positions]} positions ({positions} in {config_path})",
+            )
+        try:
+            check_model_family(config, tracked_modules, str(config_path))
+        except ValueError as error:
+            _fail(key, str(error))
+        try:
+            special = checkpoint_special_tokens(directory)
+        except ValueError as error:  # generation_config.json that is not JSON
+            _fail(key, f"{directory}: {error}")
+        for token in ("eos", "bos"):
+            token_id = special[token]
+            limit = min(rows, vocab_size) if vocab_size is not None else rows
+            if token_id is not None and not 0 <= token_id < limit:
+                _fail(
+                    key,
+                    f"{special[token + '_source']}: {token}_token_id {token_id} is outside the "
+                    f"embedding ({rows} rows)"
+                    + (f" or the tokenizer ({vocab_size} tokens)" if vocab_size else ""),
+                )
+    try:
+        agreed_special_tokens(checkpoints)
+    except DataError as error:
+        _fail("checkpoints", str(error))
 
 
-def _line_count(path: Path) -> int:
-    with path.open("rb") as f:
-        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 22), b""))
+def check_names(kind: str, names: list[str]) -> None:
+    """Names of one kind (domains, tasks, checkpoints) that differ only in case are refused:
+    they name result folders, which collide on a case-insensitive file system."""
+    seen: dict[str, str] = {}
+    for name in sorted(names):
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            _fail(
+                f"{kind}.{name}",
+                f"'{other}' and '{name}' differ only in case; their result folders would "
+                "collide on a case-insensitive file system (macOS, Windows): rename one",
+            )
 
 
-def last_jsonl_row(path: Path) -> tuple[int, dict[str, Any]] | None:
-    """``(lineno, row)`` of the last non-blank line of an uncompressed jsonl file, or None.
+class CheckedFiles:
+    """Input files that passed the full read, by content digest and the settings read with.
 
-    Only the file's tail is read; the lines are counted (a fast byte scan) only to name the line
-    of a bad row.
+    ``cache=None`` remembers nothing (every :meth:`check` reads its file). Otherwise the digests
+    come from :class:`tikmix.provenance.FileDigests` (cached by size, mtime and inode, so an
+    unchanged file is not even hashed again) and the passed checks are kept in ``cache``.
+    """
+
+    def __init__(self, cache: str | Path | None = CHECKED_FILES) -> None:
+        from tikmix.provenance import FileDigests
+
+        self.cache = Path(cache) if cache is not None else None
+        self.digests = FileDigests() if self.cache is not None else None
+        self._passed: set[str] = set()
+        self._dirty = False
+        self.read_files = self.read_bytes = 0
+        if self.cache is not None and self.cache.is_file():
+            try:
+                self._passed = set(json.loads(self.cache.read_text()))
+            except (OSError, ValueError):
+                self._passed = set()
+
+    def check(self, path: Path, settings: str, read: Callable[[], object]) -> None:
+        """Run ``read`` (raising on the first bad row) unless this version of ``path`` passed."""
+        key = None
+        if self.digests is not None:
+            key = f"{CHECKS_VERSION} {settings} {self.digests.file(path)}"
+            if key in self._passed:
+                return
+        read()
+        self.read_files += 1
+        self.read_bytes += path.stat().st_size
+        if key is not None:
+            self._passed.add(key)
+            self._dirty = True
+
+    def save(self) -> None:
+        """Write what passed (atomically; a cache only, so an unwritable one is skipped)."""
+        from tikmix.core.atomic import write_text_atomic
+
+        if self.digests is not None:
+            self.digests.save()
+        if self.cache is None or not self._dirty:
+            return
+        try:
+            write_text_atomic(self.cache, json.dumps(sorted(self._passed)))
+            self._dirty = False
+        except OSError:
+            pass
+
+
+def check_data_files(
+    domains: dict[str, dict],
+    tasks: dict[str, dict],
+    vocab_size: int | None = None,
+    checked: CheckedFiles | None = None,
+) -> None:
+    """Every domain and task file, every row: one streaming pass per file, before any job.
+
+    Domains first get the cheap checks of their globs (files of one kind; a file under one domain
+    only). Then each file is read with :func:`tikmix.data.sources.check_source_file` (with
+    ``vocab_size``, the ids of token files are checked against the tokenizer) or
+    :func:`tikmix.data.tasks.read_task`. ``checked`` skips the files that passed before.
     """
     from tikmix.data.errors import DataError
+    from tikmix.data.sources import DomainSource, check_source_file, resolve_files, source_kind
+    from tikmix.data.tasks import read_task
 
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        f.seek(max(0, size - _TAIL_BYTES))
-        tail = f.read()
-    lines = tail.rstrip(b"\r\n \t").split(b"\n")
-    raw = lines[-1] if lines else b""
-    if not raw.strip() or (len(lines) == 1 and size > _TAIL_BYTES):
-        return None  # blank file, or a last line longer than the tail: left to the full check
-    trailing = tail[len(tail.rstrip(b"\r\n \t")) :].count(b"\n")
-
-    def where() -> str:
-        return f"{path}:{_line_count(path) + 1 - trailing}"
-
+    checked = checked if checked is not None else CheckedFiles(cache=None)
+    started = time.monotonic()
     try:
-        row = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{where()}: not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    except json.JSONDecodeError as exc:
-        raise DataError(f"{where()}: malformed JSON: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(row, dict):
-        raise DataError(f"{where()}: expected a JSON object, got {type(row).__name__}")
-    return _line_count(path) + 1 - trailing, row
-
-
-def _check_text_file(path: Path, field: str) -> None:
-    """The first and last rows of a jsonl file parse and carry the text field."""
-    from tikmix.data.errors import DataError
-    from tikmix.data.sources import iter_jsonl_rows
-
-    first = next(iter_jsonl_rows(path), None)
-    if first is None:
-        raise DataError(f"{path}: no rows")
-    rows = [first]
-    if not str(path).lower().endswith(".gz"):
-        last = last_jsonl_row(path)
-        rows += [last] if last else []
-    for lineno, row in rows:
-        if field not in row:
-            raise DataError(f"{path}:{lineno}: row has no field {field!r} (fields: {sorted(row)})")
-        if not isinstance(row[field], str):
-            raise DataError(
-                f"{path}:{lineno}: field {field!r} must be a string, got {type(row[field]).__name__}"
-            )
-
-
-def check_data_files(domains: dict[str, dict], tasks: dict[str, dict]) -> None:
-    """A fast structural check of every domain and task file (first and last rows, headers)."""
-    from tikmix.data.errors import DataError
-    from tikmix.data.sources import (
-        DomainSource,
-        _open_parquet,
-        file_format,
-        open_token_file,
-        resolve_files,
-    )
-    from tikmix.data.tasks import _parse_row
-
-    for name, spec in domains.items():
-        key = f"domains.{name}.paths"
-        try:
-            source = DomainSource(
-                name, tuple(spec["paths"]), spec.get("text_field", "text"), spec.get("dtype")
-            )
-            for path in resolve_files(source):
-                fmt = file_format(path)
-                if fmt == "parquet":
-                    _open_parquet(path, source.text_field)
-                elif fmt in ("jsonl", "jsonl.gz"):
-                    _check_text_file(path, source.text_field)
-                else:
-                    tokens = open_token_file(path, source.dtype)
-                    if len(tokens) == 0:
-                        raise DataError(f"{path}: empty token file")
-        except DataError as err:
-            _fail(key, str(err))
-    for name, spec in tasks.items():
-        key = f"tasks.{name}.path"
-        path = Path(spec["path"])
-        try:
-            from tikmix.data.sources import iter_jsonl_rows
-
-            first = next(iter_jsonl_rows(path), None)
-            if first is None:
-                raise DataError(f"{path}: task file has no rows")
-            rows = [first]
-            if not str(path).lower().endswith(".gz"):
-                last = last_jsonl_row(path)
-                rows += [last] if last else []
-            kinds = [_parse_row(row, f"{path}:{lineno}", lineno).kind for lineno, row in rows]
-            if len(set(kinds)) > 1:
-                raise DataError(
-                    f"{path}:{rows[-1][0]}: a {kinds[-1]} row, but line {rows[0][0]} is a "
-                    f"{kinds[0]} row; a task file holds rows of one shape"
+        owners: dict[str, str] = {}
+        sources = {}
+        for name, spec in domains.items():
+            key = f"domains.{name}.paths"
+            try:
+                source = DomainSource(
+                    name, tuple(spec["paths"]), spec.get("text_field", "text"), spec.get("dtype")
                 )
-        except DataError as err:
-            _fail(key, str(err))
+                files = resolve_files(source)
+            except DataError as err:
+                _fail(key, str(err))
+            for path in files:
+                other = owners.setdefault(os.path.realpath(path), name)
+                if other != name:
+                    _fail(
+                        key,
+                        f"{path} is also a file of domain '{other}': a file belongs to one domain",
+                    )
+            sources[name] = (source, files)
+        for name, (source, files) in sources.items():
+            if source_kind(files) == "text":
+                settings = f"text field={source.text_field}"
+            else:
+                settings = f"tokens dtype={source.dtype} vocabulary={vocab_size}"
+            for path in files:
+                try:
+                    checked.check(
+                        path,
+                        settings,
+                        lambda path=path, source=source: check_source_file(
+                            path, source.text_field, source.dtype, vocab_size
+                        ),
+                    )
+                except DataError as err:
+                    _fail(f"domains.{name}.paths", str(err))
+        for name, spec in tasks.items():
+            path = Path(spec["path"])
+            try:
+                checked.check(path, "task", lambda path=path: read_task(path))
+            except DataError as err:
+                _fail(f"tasks.{name}.path", str(err))
+    finally:
+        checked.save()
+    seconds = time.monotonic() - started
+    if seconds > _REPORT_SECONDS:
+        print(
+            f"tikmix: read every row of {checked.read_files} input files "
+            f"({checked.read_bytes / 1e6:.0f} MB) in {seconds:.0f} s; they are not read again "
+            "until they change",
+            file=sys.stderr,
+        )

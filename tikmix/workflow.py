@@ -120,38 +120,80 @@ def settings_params() -> dict[str, type]:
     }
 
 
+#: A log record attribute: the record goes to the job's log file, not to the console.
+LOG_ONLY = "tikmix_log_only"
+
+
+class _ConsoleFormatter(logging.Formatter):
+    """Records without their traceback: the console gets one line per record, the log file all."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        saved = record.exc_info, record.exc_text
+        record.exc_info = record.exc_text = None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+
+def failure_line(error: BaseException) -> str:
+    """What a failed job prints to the console: the exception's type and the first line of its
+    message, which names the file, line or key at fault (the full traceback is in the log)."""
+    message = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {message[0]}" if message else type(error).__name__
+
+
 @contextlib.contextmanager
 def script_logging(snakemake) -> Iterator[logging.Logger]:  # noqa: ANN001 - Snakemake's object
-    """Send the library's log records and any traceback of a rule script to the rule's log file."""
+    """Send the library's log records to the console and the rule's log file.
+
+    A failing job prints one line to the console, naming what is wrong and the log file, and
+    exits with status 1; the traceback goes to the log file only (Python's default handler, the
+    logger and Snakemake's ``show-failed-logs`` would each print it again). A rule without a log
+    file fails with the plain traceback.
+    """
     log_path = Path(snakemake.log[0]) if len(snakemake.log) else None
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    fmt = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(_ConsoleFormatter(fmt))
+    handlers: list[logging.Handler] = [console]
     if log_path is not None:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_path, mode="w"))
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        handlers=handlers,
-        force=True,
-    )
+        # The job's identity lines are for its log; the console has Snakemake's job header.
+        console.addFilter(lambda record: not getattr(record, LOG_ONLY, False))
+    logging.basicConfig(level=logging.INFO, format=fmt, handlers=handlers, force=True)
     # Torch would otherwise start one thread per core of the node, oversubscribing it when
     # Snakemake runs several jobs side by side.
     import torch
 
     torch.set_num_threads(max(1, int(snakemake.threads)))
     logger = logging.getLogger(f"tikmix.rule.{snakemake.rule}")
-    logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards))
+    log_only = {"extra": {LOG_ONLY: True}}
+    logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards), **log_only)
     # The digest of the settings and user inputs the job's inputs came from (tikmix.provenance).
-    logger.info("provenance: upstream %s", getattr(snakemake.params, PROVENANCE_PARAM, "-"))
+    logger.info(
+        "provenance: upstream %s", getattr(snakemake.params, PROVENANCE_PARAM, "-"), **log_only
+    )
     # Where the job ran: on a cluster this ties a log to its scheduler record and its GPU.
     logger.info(
         "job environment: SLURM_JOB_ID=%s CUDA_VISIBLE_DEVICES=%s threads=%d",
         os.environ.get("SLURM_JOB_ID", "-"),
         os.environ.get("CUDA_VISIBLE_DEVICES", "-"),
         snakemake.threads,
+        **log_only,
     )
     try:
         yield logger
-    except Exception:
-        logger.exception("rule %s failed", snakemake.rule)
-        raise
+    except Exception as error:
+        if log_path is None:
+            logger.exception("rule %s failed", snakemake.rule)
+            raise
+        logger.error(
+            "rule %s failed: %s (traceback in %s)",
+            snakemake.rule,
+            failure_line(error),
+            log_path,
+            exc_info=True,
+        )
+        raise SystemExit(1) from None

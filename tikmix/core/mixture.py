@@ -24,6 +24,7 @@ the remainder, so the written weights sum to 1 within 1e-9.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -70,10 +71,18 @@ def validate_weights(
     if domains is not None:
         domains = list(domains)
         missing = [d for d in domains if d not in series.index]
-        if missing:
-            raise MixtureInputError(f"{source}: no weight for domain(s) {missing}")
         known = set(domains)
         unknown = [d for d in series.index if d not in known]
+        if missing:
+            # A misspelt domain is both missing and unknown: name the domain it stands for.
+            hints = [
+                f"'{name}' is not a domain: did you mean '{close[0]}'?"
+                for name in unknown
+                if (close := difflib.get_close_matches(str(name), missing, n=1))
+            ]
+            raise MixtureInputError(
+                f"{source}: no weight for domain(s) {missing}" + "".join(f"; {h}" for h in hints)
+            )
         if unknown:
             raise MixtureInputError(
                 f"{source}: unknown domain(s) {unknown}; known domains are {domains}"

@@ -10,8 +10,10 @@ A domain is a list of globs. Every file a domain's globs match must be of one ki
 
 Everything streams: jsonl line by line, parquet in record batches, token files through a memory map
 read in chunks. Problems raise :class:`~tikmix.data.errors.DataError` naming the domain, the glob,
-or ``path:lineno`` at fault; :func:`validate_sources` runs the cheap checks (globs, the first record
-of every file, token-file headers) so that a workflow fails before any expensive stage.
+or ``path:lineno`` at fault. :func:`check_source_file` reads every row of one file with the same
+readers, without tokenizing: the workflow runs it on every input file at start-up
+(:mod:`tikmix.validation`), so a bad row in the middle of a corpus fails before any expensive stage;
+:func:`validate_sources` runs only the cheap checks (globs, first records, token-file headers).
 """
 
 from __future__ import annotations
@@ -251,6 +253,17 @@ def open_token_file(path: str | Path, dtype: str | None = None) -> np.ndarray:
     return arr
 
 
+def _check_token_ids(path: str | Path, chunk: np.ndarray, base: int, vocab_size: int) -> None:
+    """DataError naming the first id of ``chunk`` (at ``base`` in the file) outside the vocabulary."""
+    bad = np.flatnonzero((chunk >= vocab_size) | (chunk < 0)) if chunk.size else []
+    if len(bad):
+        pos = base + int(bad[0])
+        raise DataError(
+            f"{path}: token id {int(chunk[bad[0]])} at position {pos} is outside the "
+            f"tokenizer's vocabulary [0, {vocab_size})"
+        )
+
+
 def iter_token_documents(
     path: str | Path,
     tokens: np.ndarray,
@@ -266,19 +279,44 @@ def iter_token_documents(
     start = 0
     for base in range(0, len(tokens), chunk_tokens):
         chunk = np.asarray(tokens[base : base + chunk_tokens])
-        bad = np.flatnonzero((chunk >= vocab_size) | (chunk < 0)) if chunk.size else []
-        if len(bad):
-            pos = base + int(bad[0])
-            raise DataError(
-                f"{path}: token id {int(tokens[pos])} at position {pos} is outside the "
-                f"tokenizer's vocabulary [0, {vocab_size})"
-            )
+        _check_token_ids(path, chunk, base, vocab_size)
         for eos in np.flatnonzero(chunk == eos_id) + base:
             if eos > start:
                 yield start, int(eos)
             start = int(eos) + 1
     if len(tokens) > start:
         yield start, len(tokens)
+
+
+def check_source_file(
+    path: str | Path,
+    text_field: str = "text",
+    dtype: str | None = None,
+    vocab_size: int | None = None,
+    chunk_tokens: int = 1 << 22,
+) -> int:
+    """Read every row of one domain file as the tokenize job will, and return how many there are.
+
+    Text files: every row parses and carries ``text_field`` as a string (the readers of
+    :func:`iter_file_texts`, so the first bad row is named by ``path:lineno``, or by its row for
+    parquet). Token files: a 1-D integer array and, with ``vocab_size``, every id in
+    ``[0, vocab_size)``. DataError for a bad row or a file without rows.
+    """
+    path = Path(path)
+    fmt = file_format(path)
+    if fmt in TEXT_FORMATS:
+        reader = _parquet_texts if fmt == "parquet" else _jsonl_texts
+        rows = sum(1 for _ in reader(path, text_field))
+        if rows == 0:
+            raise DataError(f"{path}: no rows")
+        return rows
+    tokens = open_token_file(path, dtype)
+    if len(tokens) == 0:
+        raise DataError(f"{path}: empty token file")
+    if vocab_size is not None:
+        for base in range(0, len(tokens), chunk_tokens):
+            _check_token_ids(path, np.asarray(tokens[base : base + chunk_tokens]), base, vocab_size)
+    return len(tokens)
 
 
 def validate_sources(sources: Mapping[str, DomainSource]) -> dict[str, list[Path]]:

@@ -9,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 from tikmix.config import ConfigError, check_config
 from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.provenance import UserInputsDigest
+from tikmix.validation import CheckedFiles
 from tikmix.workflow import library_dependencies
 
 REPO = os.path.dirname(os.path.abspath(workflow.main_snakefile))
@@ -23,8 +24,9 @@ STAGE1_CHECKPOINTS = {
     for fraction in config["stage1"]["checkpoint_fractions"]
 }
 CHECKPOINTS = list(USER_CHECKPOINTS) if USER_CHECKPOINTS else list(STAGE1_CHECKPOINTS)
-# Fails in seconds, naming the key or the file, before any job: settings the code cannot finish
-# with, user checkpoints (files, architecture, vocabulary) and the data files' structure.
+# Fails naming the key or the file, before any job: settings the code cannot finish with, user
+# checkpoints (files, architecture, vocabulary, positions) and every row of the data files (read
+# once per version of a file, remembered under .snakemake/).
 try:
     # A cluster job parses the workflow again: its data files were read when the run started.
     check_config(
@@ -32,6 +34,7 @@ try:
         demo=DEMO,
         checkpoints=CHECKPOINTS,
         check_data=workflow.is_main_process,
+        checked_files=CheckedFiles(),
     )
 except ConfigError as error:
     raise WorkflowError(str(error)) from None

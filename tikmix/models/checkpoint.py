@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from tikmix.core.atomic import atomic_directory
-from tikmix.core.digest import named_files_sha256
 from tikmix.core.checkpoint_format import CONFIG_FILE, META_FILE, OPTIMIZER_FILE, WEIGHTS_FILE
+from tikmix.core.digest import named_files_sha256
 from tikmix.models.hf import hf_weight_files, load_hf_model
 from tikmix.models.llama import ModelConfig, TinyLlama
 

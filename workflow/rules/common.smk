@@ -1,5 +1,6 @@
 # Config, wildcard constraints, paths and targets shared by the rule files, and the `upstream`
 # param every rule carries. Constants and input functions of one rule file live in that file.
+import glob
 import os
 import re
 from pathlib import Path
@@ -8,6 +9,7 @@ from snakemake.exceptions import WorkflowError
 
 from tikmix.config import ConfigError, check_config
 from tikmix.core.gradient_pass import GradientPassSettings
+from tikmix.core.settings import Normalisation
 from tikmix.provenance import UserInputsDigest
 from tikmix.validation import CheckedFiles
 from tikmix.workflow import library_dependencies
@@ -101,8 +103,6 @@ GRADIENT_PASS = GradientPassSettings.from_config(config).as_params()
 
 MIXING = config["mixing"]
 # Eq. 6's normaliser, used wherever P̂ is computed (mixtures, responses, figure 4).
-from tikmix.core.settings import Normalisation
-
 NORMALISATION = Normalisation.from_config(config).as_params()
 MIXTURE_METHODS = ["natural", "uniform", "tikmix_d", "tikmix_m"]
 MEGATRON_PREFIXES = {
@@ -171,3 +171,114 @@ EVALUATION_FILES = {
     "figure4_stats": "results/evaluation/figure4.json",
 }
 EVALUATION_FIGURE_STEM = f"{FIGURES}/benefit_vs_improvement"
+
+
+# Input functions of the rule files, by stage family (Snakemake's linter keeps them here).
+
+
+def source_files(domain):
+    """Source files of a domain (the demo's appear only after fetch_demo_data has run)."""
+    if DEMO:
+        return [DEMO_MANIFEST]
+    spec = config["domains"][domain]
+    return sorted(
+        {f for pattern in spec["paths"] for f in glob.glob(pattern, recursive=True)}
+    )
+
+
+def domain_gradient_parts(wildcards):
+    return expand(
+        "results/influence/{ckpt}/grads/{domain}/part-{shard}.zarr",
+        ckpt=wildcards.ckpt,
+        domain=wildcards.domain,
+        shard=range(INFLUENCE["shards_per_domain"]),
+    )
+
+
+def measurement_parts(ckpt, design):
+    return expand(
+        "results/measurements/{ckpt}/{design}/part-{shard}.csv",
+        ckpt=ckpt,
+        design=design,
+        shard=range(MIXING["measurement"]["shards"]),
+    )
+
+
+def tikmix_m_responses(ckpt, design):
+    """A TiKMiX-M design's measured responses: one curvature table, or the measurement parts."""
+    if TIKMIX_M["response"] == "curvature":
+        return [f"results/measurements/{ckpt}/{design}/curvature.csv"]
+    return measurement_parts(ckpt, design)
+
+
+def domain_lambda_stores(ckpt):
+    return expand(
+        "results/influence/{ckpt}/ekfac/domain_lambda/{domain}.zarr",
+        ckpt=ckpt,
+        domain=DOMAINS,
+    )
+
+
+# The influence pipeline's job outputs whose `compute` records make up TiKMiX-D's cost at a
+# checkpoint (pure reductions add arrays and are not counted).
+def influence_compute_sources(ckpt):
+    influence = lambda *parts: os.path.join("results", "influence", ckpt, *parts)
+    return {
+        "domain gradients": expand(
+            influence("grads", "{domain}", "part-{shard}.zarr"),
+            domain=DOMAINS,
+            shard=range(INFLUENCE["shards_per_domain"]),
+        ),
+        "task gradients": expand(influence("task_grads", "{task}.zarr"), task=TASKS),
+        "EK-FAC": expand(
+            influence("ekfac", "{kind}", "part-{shard}.zarr"),
+            kind=["covariances", "lambda"],
+            shard=EKFAC_SHARDS,
+        )
+        + [influence("ekfac", "eigen.zarr")],
+        "preconditioning": [influence("preconditioned_tasks.zarr")],
+        "influence matrix": [influence("influence.json")],
+    }
+
+
+def compute_sources(ckpt, methods):
+    """method -> component -> job outputs: TiKMiX-M = TiKMiX-D's components + its own."""
+    influence = influence_compute_sources(ckpt)
+    mixture = lambda method: [mixture_file(ckpt, method)]
+    sources = {}
+    for method in methods:
+        if method == "tikmix_d":
+            sources[method] = {**influence, "TiKMiX-D solve": mixture("tikmix_d")}
+        elif method == "tikmix_m":
+            sources[method] = {
+                **influence,
+                "TiKMiX-D solve": mixture("tikmix_d"),
+                "TiKMiX-M measurements and search": mixture("tikmix_m"),
+            }
+        else:
+            sources[method] = {method: mixture(method)}
+    return sources
+
+
+def report_figures():
+    """Section of report.md -> the PNG figures shown in it."""
+    fill = lambda stem: stem.format(ckpt=EVAL_CKPT) + ".png"
+    ranking = RANKING_CHECK["enabled"]
+    return {
+        "influence": [f"{stem}.png" for stem in heatmap_stems()] if ranking else [],
+        "mixtures": [
+            fill(MIXTURE_FIGURES["weights"]),
+            fill(MIXTURE_FIGURES["benefit"]),
+        ],
+        "additivity": [
+            f"{stem}.png"
+            for stem in additivity_stems(EVAL_CKPT)
+            if ADDITIVITY["enabled"]
+        ],
+        "ranking": [f"{TRAJECTORIES_STEM}.png"] if ranking else [],
+        "compute": [f"{COMPUTE_STEM}.png"],
+        "projection": [
+            PROJECTION_STEM.format(ckpt=EVAL_CKPT) + ".png"
+            for _ in projection_check_targets()
+        ],
+    }

@@ -1,7 +1,5 @@
 # Data: demo corpus, tokenizer, tokenized domains and validation tasks.
 
-import glob
-
 from tikmix.data.tokenizer import agreed_special_tokens, tokenizer_file
 from tikmix.mixing.priors import prior_kind
 
@@ -13,34 +11,12 @@ TOKENIZER_FILE = (
     if config["tokenizer"]["path"]
     else None
 )
-
-
-def source_files(domain):
-    """Source files of a domain (the demo's appear only after fetch_demo_data has run)."""
-    if DEMO:
-        return [DEMO_MANIFEST]
-    spec = config["domains"][domain]
-    return sorted(
-        {f for pattern in spec["paths"] for f in glob.glob(pattern, recursive=True)}
-    )
-
-
-def domain_sources(wildcards):
-    return source_files(wildcards.domain)
-
-
-def task_source(wildcards):
-    return DEMO_MANIFEST if DEMO else config["tasks"][wildcards.task]["path"]
-
-
-def tokenizer_sources(wildcards):
-    return sorted({f for domain in DOMAINS for f in source_files(domain)})
-
-
-def prior_file():
-    """The weights file named by stage1.prior, or None for natural / uniform / natural:<t>."""
-    spec = config["stage1"]["prior"]
-    return spec if prior_kind(spec) == "file" else None
+# The weights file named by stage1.prior, or None for natural / uniform / natural:<t>.
+PRIOR_FILE = (
+    config["stage1"]["prior"]
+    if prior_kind(config["stage1"]["prior"]) == "file"
+    else None
+)
 
 
 if DEMO:
@@ -96,7 +72,9 @@ else:
 
     rule train_tokenizer:
         input:
-            sources=tokenizer_sources,
+            sources=lambda wildcards: sorted(
+                {f for domain in DOMAINS for f in source_files(domain)}
+            ),
             code=code("train_tokenizer.py"),
         output:
             "results/tokenizer/tokenizer.json",
@@ -121,7 +99,7 @@ else:
 
 rule tokenize_domain:
     input:
-        sources=domain_sources,
+        sources=lambda wildcards: source_files(wildcards.domain),
         tokenizer="results/tokenizer/tokenizer.json",
         code=code("tokenize_domain.py"),
     output:
@@ -151,7 +129,9 @@ rule tokenize_domain:
 
 rule tokenize_task:
     input:
-        source=task_source,
+        source=lambda wildcards: (
+            DEMO_MANIFEST if DEMO else config["tasks"][wildcards.task]["path"]
+        ),
         tokenizer="results/tokenizer/tokenizer.json",
         code=code("tokenize_task.py"),
     output:
@@ -178,7 +158,7 @@ rule prior_mixture:
     input:
         meta=expand("results/data/domains/{domain}/meta.json", domain=DOMAINS),
         # A weights file named by stage1.prior is an input: editing it reruns the prior.
-        weights=[prior_file()] if prior_file() else [],
+        weights=[PRIOR_FILE] if PRIOR_FILE else [],
         code=code("prior_mixture.py"),
     output:
         "results/mixtures/prior.json",

@@ -26,10 +26,6 @@ STAGE2_SETTINGS = {
 CHECKPOINT_TASK_METRICS = "results/evaluation/checkpoint_tasks.json"
 
 
-def stage2_mixture(wildcards):
-    return mixture_file(EVAL_CKPT, wildcards.method)
-
-
 # Random mixtures of figure 4 (schema key stage2.random_mixtures, default 3); the names follow
 # tikmix.analysis.evaluation.random_mixture_name, not imported here to keep parsing light.
 RANDOM_MIXTURES = [f"random{k}" for k in range(STAGE2["random_mixtures"])]
@@ -64,7 +60,7 @@ rule evaluate_checkpoint:
 # One job per method (or random mixture) runs all its seeds in one process, one record per seed.
 rule evaluate_stage2:
     input:
-        mixture=stage2_mixture,
+        mixture=lambda wildcards: mixture_file(EVAL_CKPT, wildcards.method),
         checkpoint=checkpoint_dir(EVAL_CKPT),
         before=CHECKPOINT_TASK_METRICS,
         streams=domain_files("train"),

@@ -27,15 +27,6 @@ DOMAIN_LAMBDA_PARAMS = dict(
 )
 
 
-def domain_gradient_parts(wildcards):
-    return expand(
-        "results/influence/{ckpt}/grads/{domain}/part-{shard}.zarr",
-        ckpt=wildcards.ckpt,
-        domain=wildcards.domain,
-        shard=range(INFLUENCE["shards_per_domain"]),
-    )
-
-
 rule domain_gradients:
     input:
         checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),

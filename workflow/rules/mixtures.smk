@@ -9,30 +9,6 @@ CONFIRM_REPLICATES = (
 )
 
 
-def measurement_parts(ckpt, design):
-    return expand(
-        "results/measurements/{ckpt}/{design}/part-{shard}.csv",
-        ckpt=ckpt,
-        design=design,
-        shard=range(MIXING["measurement"]["shards"]),
-    )
-
-
-def tikmix_m_responses(ckpt, design):
-    """A TiKMiX-M design's measured responses: one curvature table, or the measurement parts."""
-    if TIKMIX_M["response"] == "curvature":
-        return [f"results/measurements/{ckpt}/{design}/curvature.csv"]
-    return measurement_parts(ckpt, design)
-
-
-def domain_lambda_stores(ckpt):
-    return expand(
-        "results/influence/{ckpt}/ekfac/domain_lambda/{domain}.zarr",
-        ckpt=ckpt,
-        domain=DOMAINS,
-    )
-
-
 rule mixture_baseline:
     input:
         meta=expand("results/data/domains/{domain}/meta.json", domain=DOMAINS),

@@ -6,77 +6,12 @@ REPORT_METHODS = STAGE2_METHODS or MIXTURE_METHODS
 RANKING_CHECK = config["checks"]["ranking"]
 
 
-# The influence pipeline's job outputs whose `compute` records make up TiKMiX-D's cost at a
-# checkpoint (pure reductions add arrays and are not counted).
-def influence_compute_sources(ckpt):
-    influence = lambda *parts: os.path.join("results", "influence", ckpt, *parts)
-    return {
-        "domain gradients": expand(
-            influence("grads", "{domain}", "part-{shard}.zarr"),
-            domain=DOMAINS,
-            shard=range(INFLUENCE["shards_per_domain"]),
-        ),
-        "task gradients": expand(influence("task_grads", "{task}.zarr"), task=TASKS),
-        "EK-FAC": expand(
-            influence("ekfac", "{kind}", "part-{shard}.zarr"),
-            kind=["covariances", "lambda"],
-            shard=EKFAC_SHARDS,
-        )
-        + [influence("ekfac", "eigen.zarr")],
-        "preconditioning": [influence("preconditioned_tasks.zarr")],
-        "influence matrix": [influence("influence.json")],
-    }
-
-
-def compute_sources(ckpt, methods):
-    """method -> component -> job outputs: TiKMiX-M = TiKMiX-D's components + its own."""
-    influence = influence_compute_sources(ckpt)
-    mixture = lambda method: [mixture_file(ckpt, method)]
-    sources = {}
-    for method in methods:
-        if method == "tikmix_d":
-            sources[method] = {**influence, "TiKMiX-D solve": mixture("tikmix_d")}
-        elif method == "tikmix_m":
-            sources[method] = {
-                **influence,
-                "TiKMiX-D solve": mixture("tikmix_d"),
-                "TiKMiX-M measurements and search": mixture("tikmix_m"),
-            }
-        else:
-            sources[method] = {method: mixture(method)}
-    return sources
-
-
 COMPUTE_SOURCES = compute_sources(EVAL_CKPT, REPORT_METHODS)
 MIXTURE_FIGURES = {
     "weights": f"{FIGURES}/mixture_weights_{{ckpt}}",
     "benefit": f"{FIGURES}/predicted_benefit_{{ckpt}}",
 }
 COMPUTE_STEM = f"{FIGURES}/compute"
-
-
-def report_figures():
-    """Section of report.md -> the PNG figures shown in it."""
-    fill = lambda stem: stem.format(ckpt=EVAL_CKPT) + ".png"
-    ranking = RANKING_CHECK["enabled"]
-    return {
-        "influence": [f"{stem}.png" for stem in heatmap_stems()] if ranking else [],
-        "mixtures": [
-            fill(MIXTURE_FIGURES["weights"]),
-            fill(MIXTURE_FIGURES["benefit"]),
-        ],
-        "additivity": [
-            f"{stem}.png"
-            for stem in additivity_stems(EVAL_CKPT)
-            if ADDITIVITY["enabled"]
-        ],
-        "ranking": [f"{TRAJECTORIES_STEM}.png"] if ranking else [],
-        "compute": [f"{COMPUTE_STEM}.png"],
-        "projection": [
-            PROJECTION_STEM.format(ckpt=EVAL_CKPT) + ".png"
-            for _ in projection_check_targets()
-        ],
-    }
 
 
 # The stage-2 files report.md reads (none when no method is evaluated).

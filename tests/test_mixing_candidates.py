@@ -83,7 +83,7 @@ def test_tikmix_m_candidates_lie_in_the_box_around_w_d_and_the_pareto_set(tmp_pa
     opposite benefits pin B·w to the prior's), the box's samples are projected onto it."""
     from tikmix.core.conventions import normalised_matrix
     from tikmix.core.mixture import mixture_document, write_mixture
-    from tikmix.core.settings import Normalisation
+    from tikmix.core.settings import Normalisation, TikmixMBox
     from tikmix.mixing.search import in_support
     from tikmix.mixing.stages import tikmix_m_candidates
 
@@ -102,8 +102,7 @@ def test_tikmix_m_candidates_lie_in_the_box_around_w_d_and_the_pareto_set(tmp_pa
             influence_csv=tmp_path / f"{name}.csv",
             prior=tmp_path / "prior.json",
             n=40,
-            low=0.5,
-            high=2.0,
+            box=TikmixMBox(low=0.5, high=2.0),
             seed=0,
             normalisation=Normalisation(),
             out=tmp_path / f"{name}_mixtures.csv",

@@ -10,6 +10,7 @@ import torch
 
 import tikmix.mixing.doremi
 import tikmix.mixing.regmix
+from tikmix.core.settings import DoremiSettings, ProxyModel, Stage2Settings
 from tikmix.data.sampler import load_streams, mixture_batches
 from tikmix.data.tokenizer import train_tokenizer
 from tikmix.models import proxies, stage1, stage2
@@ -94,9 +95,7 @@ def test_every_training_goes_through_the_entry_point(corpus, monkeypatch):
         corpus["checkpoint"],
         corpus["dirs"],
         {"counting": 1.0},
-        tokens=2 * 4 * SEQ,
-        batch_size=4,
-        lr=1e-3,
+        Stage2Settings(tokens=2 * 4 * SEQ, batch_size=4, lr=1e-3),
         seq_len=SEQ,
         seed=0,
     )
@@ -115,12 +114,14 @@ def test_every_training_goes_through_the_entry_point(corpus, monkeypatch):
     proxies.doremi_mixture(
         corpus["dirs"],
         pd.Series(1 / 3, index=list(corpus["dirs"])),
-        PROXY,
+        DoremiSettings(
+            reference="train",
+            reference_tokens=2 * 3 * SEQ,
+            proxy_tokens=2 * 3 * SEQ,
+            batch_size=3,
+            model=ProxyModel(**PROXY),
+        ),
         vocab_size=24,
-        reference="train",
-        reference_tokens=2 * 3 * SEQ,
-        proxy_tokens=2 * 3 * SEQ,
-        batch_size=3,
         seq_len=SEQ,
     )
     assert labels == ["stage 1", "stage 2", "RegMix proxy", "DoReMi reference", "DoReMi proxy"]
@@ -140,7 +141,7 @@ def test_stage2_run_is_the_bare_loop_on_the_mixture(corpus):
     weights = {"counting": 0.25, "noise_a": 0.5, "noise_b": 0.25}
     kwargs = dict(tokens=5 * 4 * SEQ, batch_size=4, lr=2e-3, warmup_fraction=0.1)
     run = stage2.continue_training(
-        corpus["checkpoint"], corpus["dirs"], weights, seq_len=SEQ, seed=3, **kwargs
+        corpus["checkpoint"], corpus["dirs"], weights, Stage2Settings(**kwargs), seq_len=SEQ, seed=3
     )
     via_entry = train_on_mixture(
         corpus["checkpoint"],

@@ -13,18 +13,35 @@ import yaml
 from tikmix.cli import build_parser
 from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.core.settings import (
+    AdditivitySettings,
+    DirichletSettings,
+    DoremiSettings,
     Normalisation,
+    ProxyModel,
+    RegmixSettings,
     Settings,
+    Stage2Settings,
     TikmixDSettings,
     TikmixMBox,
     TikmixMGate,
     TikmixMSearch,
 )
+from tikmix.data.sources import DomainSource
 from tikmix.workflow import rule_settings, settings_params
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
-GROUPS_WITH_DEFAULTS = (Normalisation, TikmixDSettings, TikmixMSearch, TikmixMBox, TikmixMGate)
+GROUPS_WITH_DEFAULTS = (
+    Normalisation,
+    TikmixDSettings,
+    TikmixMSearch,
+    TikmixMBox,
+    TikmixMGate,
+    Stage2Settings,
+    RegmixSettings,
+    DoremiSettings,
+    AdditivitySettings,
+)
 
 
 def _section(schema: dict, keys: tuple[str, ...]) -> dict:
@@ -33,20 +50,44 @@ def _section(schema: dict, keys: tuple[str, ...]) -> dict:
     return schema["properties"]
 
 
+def _check_defaults(group: type[Settings], section: dict, where: tuple[str, ...]) -> dict:
+    """Assert the group's defaults are ``section``'s (a nested group's, its sub-section's);
+    returns the section's defaults as a config mapping."""
+    defaults = {}
+    for item in dataclasses.fields(group):
+        key = ".".join((*where, item.name))
+        assert item.name in section, f"{key} is not in the schema"
+        if isinstance(item.default, Settings):
+            nested = section[item.name]["properties"]
+            defaults[item.name] = _check_defaults(type(item.default), nested, (*where, item.name))
+        else:
+            assert section[item.name]["default"] == item.default, key
+            defaults[item.name] = section[item.name]["default"]
+    return defaults
+
+
 @pytest.mark.parametrize("group", GROUPS_WITH_DEFAULTS, ids=lambda g: g.__name__)
 def test_schema_defaults_are_the_settings_defaults(group: type[Settings]) -> None:
-    section = _section(SCHEMA, group.CONFIG_SECTION)
-    for item in dataclasses.fields(group):
-        where = ".".join((*group.CONFIG_SECTION, item.name))
-        assert item.name in section, f"{where} is not in the schema"
-        assert section[item.name]["default"] == item.default, where
+    defaults = _check_defaults(group, _section(SCHEMA, group.CONFIG_SECTION), group.CONFIG_SECTION)
     # and a config built from the schema's defaults gives the default settings object
     config = {}
     target = config
     for key in group.CONFIG_SECTION:
         target = target.setdefault(key, {})
-    target.update({f.name: section[f.name]["default"] for f in dataclasses.fields(group)})
+    target.update(defaults)
     assert group.from_config(config) == group()
+
+
+def test_nested_groups_come_back_from_config_and_params() -> None:
+    """A nested group (RegMix's generator and proxy shape) is read from its sub-section, and a
+    rule param (plain mappings all the way down) gives the same object back."""
+    config = {"baselines": {"regmix": {"top_k": 7, "dirichlet": {"max_usage": None}}}}
+    regmix = RegmixSettings.from_config(config)
+    assert regmix == RegmixSettings(top_k=7, dirichlet=DirichletSettings(max_usage=None))
+    assert regmix.model == ProxyModel()
+    params = regmix.as_params()
+    assert params["dirichlet"]["max_usage"] is None and isinstance(params["model"], dict)
+    assert RegmixSettings.from_params(params) == regmix
 
 
 def _schema_keys(schema: dict, prefix: str = "") -> set[str]:
@@ -101,6 +142,70 @@ def test_config_readme_documents_every_schema_key() -> None:
     assert not missing, f"config/README.md does not document {missing}"
 
 
+def _readme_defaults(text: str) -> list[tuple[str, object]]:
+    """(dotted key, default) of config/README.md's rows that give defaults in brackets:
+    ``a`` [x]; ``a`` [x], ``b`` [y]; ``a``, ``.b`` [x, y]; and ``a.{b, c}`` [x, y]."""
+    pairs, section = [], ""
+    for line in text.splitlines():
+        if line.startswith("## "):
+            heading = re.match(r"## `([^`]+)`", line)
+            section = heading.group(1) if heading else ""
+        elif line.startswith("| `"):
+            pending: list[str] = []
+            previous = ""
+            cell = line.split(" | ")[0]
+            for key, default in re.findall(r"`([^`]+)`|\[((?:[^\[\]]|\[[^\]]*\])*)\]", cell):
+                if key:
+                    if key.startswith(".") and previous:
+                        key = previous.rpartition(".")[0] + key
+                    braces = re.fullmatch(r"(.*)\{(.*)\}", key)
+                    names = (
+                        [braces.group(1) + n.strip() for n in braces.group(2).split(",")]
+                        if braces
+                        else [key]
+                    )
+                    pending += names
+                    previous = names[-1]
+                    continue
+                values = yaml.safe_load(f"[{default}]")
+                if len(pending) == 1:
+                    values = [values[0] if len(values) == 1 else values]
+                for name, value in zip(pending, values, strict=True):
+                    pairs.append((f"{section}.{name}" if section else name, value))
+                pending = []
+    return pairs
+
+
+def _schema_default(dotted: str) -> object:
+    node = SCHEMA
+    for key in dotted.split("."):
+        properties = node.get("properties", {})
+        node = (
+            properties[key]
+            if key in properties
+            else node["additionalProperties"]["properties"][key]
+        )
+    return node["default"]
+
+
+def test_config_readme_defaults_are_the_schema_defaults() -> None:
+    """The defaults config/README.md gives in brackets are the schema's (and so the settings
+    objects'): the README documents them, it is not another home of theirs."""
+    pairs = _readme_defaults((REPO / "config" / "README.md").read_text())
+    assert len(pairs) > 50
+    for key, documented in pairs:
+        default = _schema_default(key)
+        if isinstance(documented, str) and isinstance(default, float):
+            documented = float(documented)  # YAML reads 1e-8 as a string
+        assert documented == default, f"config/README.md: {key} [{documented}], schema {default}"
+
+
+def test_a_domain_sources_text_field_default_is_the_schemas() -> None:
+    entry = SCHEMA["properties"]["domains"]["additionalProperties"]["properties"]
+    assert DomainSource.text_field == entry["text_field"]["default"]
+    assert DomainSource.from_config("d", {"paths": ["x"]}).text_field == DomainSource.text_field
+
+
 def test_command_line_defaults_are_the_settings_defaults() -> None:
     """``tikmix mix-d`` / ``mix-m`` take their options' defaults from the settings objects."""
     parser = build_parser()
@@ -130,6 +235,8 @@ def test_rule_settings_turns_params_back_into_settings_objects() -> None:
         "normalisation": Normalisation(eps=0.5).as_params(),
         "tikmix_d": TikmixDSettings(gamma=0.1).as_params(),
         "search": TikmixMSearch(iters=3).as_params(),
+        "box": TikmixMBox(low=0.25).as_params(),
+        "doremi": DoremiSettings(eta=0.5).as_params(),
         "gradient_pass": gradient_pass.as_params(),
         "seed": 7,
     }
@@ -146,7 +253,20 @@ def test_rule_settings_turns_params_back_into_settings_objects() -> None:
         "normalisation": Normalisation(eps=0.5),
         "tikmix_d": TikmixDSettings(gamma=0.1),
         "search": TikmixMSearch(iters=3),
+        "box": TikmixMBox(low=0.25),
+        "doremi": DoremiSettings(eta=0.5),
         "gradient_pass": gradient_pass,
         "seed": 7,
     }
-    assert set(settings_params()) == {"normalisation", "tikmix_d", "search", "gradient_pass"}
+    assert set(settings_params()) == {
+        "normalisation",
+        "tikmix_d",
+        "search",
+        "box",
+        "gate",
+        "stage2",
+        "regmix",
+        "doremi",
+        "additivity_settings",
+        "gradient_pass",
+    }

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from tikmix.core.mixture import MixtureInputError
+from tikmix.core.settings import DirichletSettings, DoremiSettings, ProxyModel, RegmixSettings
 from tikmix.mixing.documents import baseline_document
 from tikmix.mixing.doremi import exponentiated_gradient_step
-from tikmix.mixing.regmix import DirichletSettings, fit_regmix, sample_regmix_mixtures
+from tikmix.mixing.regmix import fit_regmix, sample_regmix_mixtures
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.llama import ModelConfig, TinyLlama, model_flops_per_token
 from tikmix.models.proxies import doremi_mixture, regmix_mixture, run_doremi
@@ -18,6 +19,7 @@ from tikmix.models.train import train
 
 VOCAB, SEQ = 24, 16
 PROXY = {"d_model": 16, "n_layers": 1, "n_heads": 2}
+PROXY_MODEL = ProxyModel(**PROXY)
 
 
 def counting(n: int = 6000) -> np.ndarray:
@@ -83,7 +85,9 @@ def test_fit_regmix_prefers_the_domain_that_lowers_the_loss():
     runs = sample_regmix_mixtures(prior, 32, seed=1)
     noise = np.random.default_rng(0).normal(0, 0.01, size=len(runs))
     runs["average_loss"] = 3.0 - 1.5 * runs["b"] + noise
-    weights, quality, predicted = fit_regmix(runs, prior, n_simulations=5000, top_k=50, seed=0)
+    weights, quality, predicted = fit_regmix(
+        runs, prior, RegmixSettings(n_simulations=5000, top_k=50), seed=0
+    )
     assert weights.idxmax() == "b" and weights["b"] > 0.6
     assert weights.sum() == pytest.approx(1.0)
     assert quality.spearman > 0.8
@@ -106,15 +110,17 @@ def test_regmix_end_to_end_puts_most_weight_on_the_useful_domain(corpus):
         corpus["dirs"],
         {"counting_task": corpus["task"]},
         pd.Series(1 / 3, index=list(corpus["dirs"])),
-        PROXY,
+        RegmixSettings(
+            n_proxies=8,
+            tokens=tokens,
+            batch_size=8,
+            lr=1e-2,
+            model=PROXY_MODEL,
+            n_simulations=5000,
+            top_k=50,
+        ),
         vocab_size=VOCAB,
-        n_proxies=8,
-        tokens=tokens,
-        batch_size=8,
         seq_len=SEQ,
-        lr=1e-2,
-        n_simulations=5000,
-        top_k=50,
         seed=0,
     )
     assert result.weights.idxmax() == "counting"
@@ -162,11 +168,8 @@ def test_doremi_moves_weight_to_the_domain_with_excess_loss(corpus, reference):
         reference,
         corpus["streams"],
         ModelConfig(vocab_size=VOCAB, max_seq_len=SEQ, **PROXY),
-        tokens=30 * 9 * SEQ,
-        batch_size=9,
+        DoremiSettings(proxy_tokens=30 * 9 * SEQ, batch_size=9, lr=1e-2, smoothing=smoothing),
         seq_len=SEQ,
-        lr=1e-2,
-        smoothing=smoothing,
         seed=0,
     )
     w = result.weights
@@ -187,12 +190,14 @@ def test_doremi_mixture_counts_reference_training_and_proxy_compute(corpus):
     result = doremi_mixture(
         corpus["dirs"],
         pd.Series(1 / 3, index=list(corpus["dirs"])),
-        PROXY,
+        DoremiSettings(
+            reference="train",
+            reference_tokens=10 * 9 * SEQ,
+            proxy_tokens=5 * 9 * SEQ,
+            batch_size=9,
+            model=PROXY_MODEL,
+        ),
         vocab_size=VOCAB,
-        reference="train",
-        reference_tokens=10 * 9 * SEQ,
-        proxy_tokens=5 * 9 * SEQ,
-        batch_size=9,
         seq_len=SEQ,
         seed=0,
     )
@@ -219,13 +224,12 @@ def test_doremi_mixture_with_the_checkpoint_as_reference(corpus, reference, tmp_
         tokenizer="none",
         seed=0,
     )
-    kwargs = dict(vocab_size=VOCAB, proxy_tokens=20 * 9 * SEQ, batch_size=9, seq_len=SEQ, lr=1e-2)
-    result = doremi_mixture(
-        corpus["dirs"], None, PROXY, reference="checkpoint", checkpoint_dir=checkpoint, **kwargs
-    )
+    doremi = DoremiSettings(proxy_tokens=20 * 9 * SEQ, batch_size=9, lr=1e-2, model=PROXY_MODEL)
+    kwargs = dict(vocab_size=VOCAB, seq_len=SEQ)
+    result = doremi_mixture(corpus["dirs"], None, doremi, checkpoint_dir=checkpoint, **kwargs)
     assert result.weights.idxmax() == "counting"
     assert result.flops["reference_train_flops"] == 0  # the checkpoint's training is sunk
     with pytest.raises(MixtureInputError, match="needs checkpoint_dir"):
-        doremi_mixture(corpus["dirs"], None, PROXY, reference="checkpoint", **kwargs)
+        doremi_mixture(corpus["dirs"], None, doremi, **kwargs)
     with pytest.raises(MixtureInputError, match="reference must be"):
-        doremi_mixture(corpus["dirs"], None, PROXY, reference="oracle", **kwargs)
+        doremi_mixture(corpus["dirs"], None, DoremiSettings(reference="oracle"), **kwargs)

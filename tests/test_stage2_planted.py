@@ -15,6 +15,7 @@ import pytest
 
 from tikmix.analysis.evaluation import evaluation_table, method_summary
 from tikmix.core.mixture import mixture_document, write_mixture
+from tikmix.core.settings import Stage2Settings
 from tikmix.data import (
     DomainSource,
     load_streams,
@@ -38,16 +39,16 @@ from tikmix.models.stage2 import run_stage2
 
 SEQ = 32
 TASKS = ("text_domain0", "qa_domain0", "blend_domain2_domain3")
-STAGE2 = {
-    "tokens": 60_000,
-    "batch_size": 16,
-    "lr": 3e-3,
-    "weight_decay": 0.1,
-    "schedule": "cosine",
-    "warmup_fraction": 0.05,
-    "optimizer_policy": "resume",
-    "eval_batch_size": 32,
-}
+STAGE2 = Stage2Settings(
+    tokens=60_000,
+    batch_size=16,
+    lr=3e-3,
+    weight_decay=0.1,
+    schedule="cosine",
+    warmup_fraction=0.05,
+    optimizer_policy="resume",
+    eval_batch_size=32,
+)
 
 
 @pytest.fixture(scope="module")

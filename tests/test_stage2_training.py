@@ -1,5 +1,6 @@
 """Stage-2 continuation and task evaluation: determinism, seeds, optimizer policy, accuracy."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -7,6 +8,7 @@ import pytest
 import torch
 
 from tikmix.core.atomic import write_json_atomic
+from tikmix.core.settings import Stage2Settings
 from tikmix.data.errors import DataError
 from tikmix.models.checkpoint import save_checkpoint
 from tikmix.models.evaluate import mean_loss
@@ -23,16 +25,16 @@ from tikmix.models.train import train
 from tikmix.seeds import derive_seed
 
 VOCAB, SEQ = 24, 16
-SETTINGS = {
-    "tokens": 12 * 8 * SEQ,
-    "batch_size": 8,
-    "lr": 3e-3,
-    "weight_decay": 0.1,
-    "schedule": "cosine",
-    "warmup_fraction": 0.1,
-    "optimizer_policy": "resume",
-    "eval_batch_size": 16,
-}
+SETTINGS = Stage2Settings(
+    tokens=12 * 8 * SEQ,
+    batch_size=8,
+    lr=3e-3,
+    weight_decay=0.1,
+    schedule="cosine",
+    warmup_fraction=0.1,
+    optimizer_policy="resume",
+    eval_batch_size=16,
+)
 
 
 def pattern_stream(period: int, offset: int, n: int = 4000) -> np.ndarray:
@@ -113,7 +115,7 @@ def run(setup, out, seed=0, **overrides):
         checkpoint_dir=setup["checkpoint"],
         domain_dirs=setup["domain_dirs"],
         task_files=setup["tasks"],
-        stage2={**SETTINGS, **overrides},
+        stage2=dataclasses.replace(SETTINGS, **overrides),
         seq_len=SEQ,
         seed=seed,
         out_path=out,
@@ -135,10 +137,9 @@ def test_record_fields_compute_and_policy(setup, tmp_path):
     record = run(setup, tmp_path / "r.json")
     assert record["method"] == "half" and record["seed"] == 0
     assert record["weights"] == {"counting": 0.5, "noise": 0.5}
-    assert record["tokens"] == SETTINGS["tokens"] == record["compute"]["tokens"]
-    assert (
-        record["compute"]["flops"]
-        == model_flops_per_token(setup["config"], SEQ) * (SETTINGS["tokens"])
+    assert record["tokens"] == SETTINGS.tokens == record["compute"]["tokens"]
+    assert record["compute"]["flops"] == model_flops_per_token(setup["config"], SEQ) * (
+        SETTINGS.tokens
     )
     assert record["optimizer_policy"]["policy"] == "resume"
     assert record["optimizer_policy"]["resumed_moments"] is True
@@ -179,12 +180,13 @@ def test_continue_training_moves_towards_the_mixture(setup):
 
     model, _ = load_checkpoint(setup["checkpoint"])
     start = evaluate_tasks(model, {"text": setup["tasks"]["text"]})["text"]["loss"]
-    common = dict(tokens=40 * 8 * SEQ, batch_size=8, lr=1e-3, seq_len=SEQ, seed=0)
+    stage2 = Stage2Settings(tokens=40 * 8 * SEQ, batch_size=8, lr=1e-3)
+    common = dict(seq_len=SEQ, seed=0)
     on_counting = continue_training(
-        setup["checkpoint"], setup["domain_dirs"], {"counting": 1.0, "noise": 0.0}, **common
+        setup["checkpoint"], setup["domain_dirs"], {"counting": 1.0, "noise": 0.0}, stage2, **common
     )
     on_noise = continue_training(
-        setup["checkpoint"], setup["domain_dirs"], {"counting": 0.0, "noise": 1.0}, **common
+        setup["checkpoint"], setup["domain_dirs"], {"counting": 0.0, "noise": 1.0}, stage2, **common
     )
     loss = {
         name: evaluate_tasks(r.model, {"text": setup["tasks"]["text"]})["text"]["loss"]
@@ -199,21 +201,16 @@ def test_bad_inputs_raise_clear_errors(setup, tmp_path):
             setup["checkpoint"],
             setup["domain_dirs"],
             {"counting": 1.0},
-            tokens=SEQ * 8,
-            batch_size=8,
-            lr=1e-3,
+            Stage2Settings(tokens=SEQ * 8, batch_size=8, lr=1e-3, optimizer_policy="keep"),
             seq_len=SEQ,
             seed=0,
-            optimizer_policy="keep",
         )
     with pytest.raises(DataError, match="unknown domain 'web'"):
         continue_training(
             setup["checkpoint"],
             setup["domain_dirs"],
             {"web": 1.0},
-            tokens=SEQ * 8,
-            batch_size=8,
-            lr=1e-3,
+            Stage2Settings(tokens=SEQ * 8, batch_size=8, lr=1e-3),
             seq_len=SEQ,
             seed=0,
         )
@@ -221,18 +218,6 @@ def test_bad_inputs_raise_clear_errors(setup, tmp_path):
     np.savez(bad, input_ids=np.zeros((2, SEQ + 1), dtype=np.int32))
     with pytest.raises(ValueError, match=r"bad\.npz.*loss_mask"):
         evaluate_tasks(TinyLlama(setup["config"]), {"bad": bad})
-    with pytest.raises(ValueError, match="stage2 settings lack key"):
-        run_stage2(
-            method="half",
-            mixture_path=setup["mixture"],
-            checkpoint_dir=setup["checkpoint"],
-            domain_dirs=setup["domain_dirs"],
-            task_files=setup["tasks"],
-            stage2={"tokens": 1},
-            seq_len=SEQ,
-            seed=0,
-            out_path=tmp_path / "x.json",
-        )
 
 
 def test_lookahead_response_prefers_the_mixture_that_helps_the_task(setup):
@@ -265,7 +250,7 @@ def test_seeds_in_one_process_write_the_records_of_separate_runs(setup, tmp_path
     before_path = tmp_path / "checkpoint_tasks.json"
     write_json_atomic(
         before_path,
-        checkpoint_task_metrics(setup["checkpoint"], setup["tasks"], SETTINGS["eval_batch_size"]),
+        checkpoint_task_metrics(setup["checkpoint"], setup["tasks"], SETTINGS.eval_batch_size),
     )
     outs = [tmp_path / "seed0.json", tmp_path / "seed1.json"]
     together = run_stage2_seeds(

@@ -81,6 +81,36 @@ def test_tikmix_d_parameter_reruns_only_tikmix_d_and_what_follows(workflow_copy)
     assert_plan_is_forcerun_of(planned, forced, roots)
 
 
+@pytest.mark.parametrize(
+    ("keys", "value", "rules"),
+    [
+        # one settings object per group in the rules' params (tikmix.core.settings)
+        (("baselines", "doremi", "eta"), 2.0, {"mixture_doremi"}),
+        (("baselines", "regmix", "dirichlet", "temperature"), 0.7, {"mixture_regmix"}),
+        (("stage2", "weight_decay"), 0.05, {"evaluate_stage2"}),
+        # (a box change reruns mixture_candidates, so Snakemake reports tikmix_m_search's
+        # rerun as "input updated"; the gate is read by tikmix_m_search alone)
+        (("mixing", "tikmix_m", "gate", "min_spearman"), 0.6, {"tikmix_m_search"}),
+        (("checks", "additivity", "noise", "replicates"), 3, {"additivity"}),
+    ],
+    ids=lambda v: ".".join(v) if isinstance(v, tuple) else None,
+)
+def test_a_setting_of_a_settings_object_reruns_the_rules_that_read_it(
+    workflow_copy, keys, value, rules
+):
+    config = workflow_copy.config()
+    section = config
+    for key in keys[:-1]:
+        section = section.setdefault(key, {})
+    section[keys[-1]] = value
+    workflow_copy.write_config(config)
+    planned = workflow_copy.plan()
+    print(f"after {'.'.join(keys)} = {value}:\n{describe(planned)}")
+    roots = [job for job in planned if job.reason.startswith("Params have changed")]
+    assert {job.rule for job in roots} == rules, describe(roots)
+    assert not {job.rule for job in planned} & (GRADIENT_RULES | CURVATURE_RULES)
+
+
 def test_ekfac_damping_reruns_preconditioning_and_what_follows(workflow_copy):
     forced = workflow_copy.plan("--forcerun", "precondition_task_gradients")
     config = workflow_copy.config()

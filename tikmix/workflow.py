@@ -110,13 +110,29 @@ def rule_settings(snakemake) -> dict:  # noqa: ANN001 - Snakemake's object
 def settings_params() -> dict[str, type]:
     """Rule param name -> the settings object it carries (``as_params`` of it, common.smk)."""
     from tikmix.core.gradient_pass import GradientPassSettings
-    from tikmix.core.settings import Normalisation, TikmixDSettings, TikmixMSearch
+    from tikmix.core.settings import (
+        AdditivitySettings,
+        DoremiSettings,
+        Normalisation,
+        RegmixSettings,
+        Stage2Settings,
+        TikmixDSettings,
+        TikmixMBox,
+        TikmixMGate,
+        TikmixMSearch,
+    )
 
     return {
         "gradient_pass": GradientPassSettings,
         "normalisation": Normalisation,
         "tikmix_d": TikmixDSettings,
         "search": TikmixMSearch,
+        "box": TikmixMBox,
+        "gate": TikmixMGate,
+        "stage2": Stage2Settings,
+        "regmix": RegmixSettings,
+        "doremi": DoremiSettings,
+        "additivity_settings": AdditivitySettings,
     }
 
 

@@ -37,6 +37,7 @@ from tikmix.core.atomic import write_json_atomic
 from tikmix.core.compute import ComputeRecord
 from tikmix.core.conventions import SIGN_CONVENTION
 from tikmix.core.mixture import MixtureInputError, read_mixture, validate_weights
+from tikmix.core.settings import AdditivityNoise, AdditivitySettings
 from tikmix.data.sampler import load_streams
 from tikmix.influence.measure import measure_mixture_table
 from tikmix.influence.projection import resolve_projections
@@ -181,7 +182,10 @@ def noise_ceiling(direct: pd.DataFrame, replicates: pd.DataFrame) -> pd.DataFram
 
 
 def additivity_statistics(
-    predicted: pd.DataFrame, direct: pd.DataFrame, *, outlier_threshold: float = 3.0
+    predicted: pd.DataFrame,
+    direct: pd.DataFrame,
+    *,
+    outlier_threshold: float = AdditivitySettings.outlier_threshold,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-task agreement between direct and predicted benefits.
 
@@ -237,16 +241,16 @@ def additivity_check(
     reference: pd.Series | Mapping[str, float],
     preconditioned_task_grads: Mapping[str, Mapping[str, torch.Tensor]],
     *,
-    n_mixtures: int = 256,
-    low: float = 0.5,
-    high: float = 2.0,
+    n_mixtures: int = AdditivitySettings.mixtures,
+    low: float = AdditivitySettings.low,
+    high: float = AdditivitySettings.high,
     tokens: int,
     seq_len: int,
     batch_size: int,
     seed: int = 0,
-    outlier_threshold: float = 3.0,
-    noise_mixtures: int = 4,
-    noise_replicates: int = 4,
+    outlier_threshold: float = AdditivitySettings.outlier_threshold,
+    noise_mixtures: int = AdditivityNoise.mixtures,
+    noise_replicates: int = AdditivityNoise.replicates,
     projection: dict | None = None,
     precision: str = "fp32",
 ) -> AdditivityResult:

@@ -1,7 +1,8 @@
 """Settings objects: one frozen dataclass per group of settings, the one home of its defaults.
 
 In the manner of kronfluence's ``FactorArguments``: each group (eq. 6's normalisation,
-TiKMiX-D's objective, TiKMiX-M's search, the gradient pass) is a frozen dataclass whose field
+TiKMiX-D's objective, TiKMiX-M's search, box and gate, stage 2's training, the RegMix and DoReMi
+baselines, the additivity check; the gradient pass in :mod:`tikmix.core.gradient_pass`) is a frozen dataclass whose field
 defaults are *the* defaults. The workflow builds each once from the config (``from_config``) and
 hands it to a rule as one param (``as_params``: a plain mapping, so Snakemake's params trigger
 sees it); :func:`tikmix.workflow.rule_settings` turns it back into the object; the command line
@@ -33,7 +34,20 @@ class Settings:
         section = config
         for key in cls.CONFIG_SECTION:
             section = section.get(key) or {}
-        return cls(**{f.name: section[f.name] for f in fields(cls) if f.name in section})
+        return cls.from_section(section)
+
+    @classmethod
+    def from_section(cls, section: Mapping[str, Any]):  # noqa: ANN206 - the subclass
+        """The group from its own section; a field whose default is a group (RegMix's
+        ``dirichlet``) is built from its sub-section the same way."""
+        values = {}
+        for item in fields(cls):
+            if item.name in section:
+                value = section[item.name]
+                if isinstance(item.default, Settings):
+                    value = type(item.default).from_section(value or {})
+                values[item.name] = value
+        return cls(**values)
 
     def as_params(self) -> dict[str, Any]:
         """A plain mapping (a rule param; :meth:`from_params` inverts it)."""
@@ -41,7 +55,7 @@ class Settings:
 
     @classmethod
     def from_params(cls, params: Settings | Mapping[str, Any]):  # noqa: ANN206 - the subclass
-        return params if isinstance(params, cls) else cls(**params)
+        return params if isinstance(params, cls) else cls.from_section(params)
 
 
 @dataclass(frozen=True)
@@ -120,3 +134,105 @@ class TikmixMGate(Settings):
     replicates: int = field(
         default=4, metadata={"help": "measurements each of w_D and w_M for a noisy response"}
     )
+
+
+@dataclass(frozen=True)
+class Stage2Settings(Settings):
+    """Stage 2's continued training and evaluation, the same for every method (paper table 1);
+    the evaluation plan (methods, seeds, checkpoint, random mixtures) is the workflow's."""
+
+    CONFIG_SECTION: ClassVar[tuple[str, ...]] = ("stage2",)
+
+    tokens: int = 500_000
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.1
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.05
+    #: resume = AdamW moments from the checkpoint's optimizer.pt when present; fresh = zeros.
+    optimizer_policy: str = "resume"
+    eval_batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class ProxyModel(Settings):
+    """The built-in model shape of the RegMix and DoReMi proxies (vocabulary from the tokenizer,
+    context from ``data.seq_len``); a field of both baselines' settings."""
+
+    d_model: int = 32
+    n_layers: int = 2
+    n_heads: int = 2
+    d_ff: int | None = None
+    tie_embeddings: bool = True
+
+
+@dataclass(frozen=True)
+class DirichletSettings(Settings):
+    """RegMix's mixture generator around the natural token distribution
+    (:mod:`tikmix.mixing.regmix`, which checks it); the defaults are RegMix's."""
+
+    temperature: float = 0.5
+    min_strength: float = 0.1
+    max_strength: float = 5.0
+    n_strengths: int = 15
+    max_usage: float | None = 15.0
+    minimum: float = 2e-4
+
+
+@dataclass(frozen=True)
+class RegmixSettings(Settings):
+    """The RegMix baseline: ``n_proxies`` proxies trained from scratch on Dirichlet mixtures, a
+    LightGBM regression, the mean of its ``top_k`` best of ``n_simulations`` simulated mixtures."""
+
+    CONFIG_SECTION: ClassVar[tuple[str, ...]] = ("baselines", "regmix")
+
+    n_proxies: int = 16
+    tokens: int = 100_000
+    batch_size: int = 16
+    lr: float = 3e-3
+    model: ProxyModel = ProxyModel()
+    dirichlet: DirichletSettings = DirichletSettings()
+    n_simulations: int = 100_000
+    top_k: int = 100
+
+
+@dataclass(frozen=True)
+class DoremiSettings(Settings):
+    """The DoReMi-lite baseline: a Group DRO proxy against a reference model (the checkpoint,
+    or one of the proxy's shape trained for ``reference_tokens``), step size ``eta``."""
+
+    CONFIG_SECTION: ClassVar[tuple[str, ...]] = ("baselines", "doremi")
+
+    reference: str = "checkpoint"
+    reference_tokens: int = 100_000
+    proxy_tokens: int = 100_000
+    batch_size: int = 16
+    lr: float = 3e-3
+    eta: float = 1.0
+    smoothing: float = 1e-3
+    model: ProxyModel = ProxyModel()
+
+
+@dataclass(frozen=True)
+class AdditivityNoise(Settings):
+    """The additivity check's replicates: the first ``mixtures`` measured ``replicates`` more
+    times on fresh samples (their spread is the noise ceiling of r)."""
+
+    mixtures: int = 4
+    replicates: int = 4
+
+
+@dataclass(frozen=True)
+class AdditivitySettings(Settings):
+    """Appendix D's additivity check around TiKMiX-D's mixture: ``mixtures`` perturbations
+    ``w ⊙ U(low, high)``, ``tokens`` sampled for each, outliers flagged beyond
+    ``outlier_threshold`` studentized residuals."""
+
+    CONFIG_SECTION: ClassVar[tuple[str, ...]] = ("checks", "additivity")
+
+    mixtures: int = 256
+    noise: AdditivityNoise = AdditivityNoise()
+    low: float = 0.5
+    high: float = 2.0
+    tokens: int = 65_536
+    outlier_threshold: float = 3.0

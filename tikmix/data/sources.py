@@ -83,7 +83,7 @@ class DomainSource:
             raise DataError(f"domain {name!r}: unknown source key(s) {sorted(unknown)}")
         if "paths" not in cfg:
             raise DataError(f"domain {name!r}: missing key 'paths'")
-        return cls(name, cfg["paths"], cfg.get("text_field", "text"), cfg.get("dtype"))
+        return cls(name, cfg["paths"], cfg.get("text_field", cls.text_field), cfg.get("dtype"))
 
 
 def file_format(path: str | Path) -> str:
@@ -212,7 +212,7 @@ def _parquet_texts(path: Path, field: str) -> Iterator[str]:
         raise DataError(f"{path}: row {row}: cannot read column {field!r} ({exc})") from None
 
 
-def iter_file_texts(path: str | Path, text_field: str = "text") -> Iterator[str]:
+def iter_file_texts(path: str | Path, text_field: str = DomainSource.text_field) -> Iterator[str]:
     """Stream the non-empty document texts of one jsonl / jsonl.gz / parquet file."""
     path = Path(path)
     reader = _parquet_texts if file_format(path) == "parquet" else _jsonl_texts
@@ -290,7 +290,7 @@ def iter_token_documents(
 
 def check_source_file(
     path: str | Path,
-    text_field: str = "text",
+    text_field: str = DomainSource.text_field,
     dtype: str | None = None,
     vocab_size: int | None = None,
     chunk_tokens: int = 1 << 22,

@@ -18,7 +18,7 @@ import pandas as pd
 from scipy.stats import qmc
 
 from tikmix.core.mixture import MixtureInputError, validate_weights
-from tikmix.core.settings import TikmixMBox
+from tikmix.core.settings import AdditivitySettings, TikmixMBox
 
 
 @dataclass
@@ -136,8 +136,8 @@ def perturbed_mixtures(
     w: pd.Series,
     n: int,
     *,
-    low: float = TikmixMBox.low,
-    high: float = TikmixMBox.high,
+    low: float = AdditivitySettings.low,
+    high: float = AdditivitySettings.high,
     seed: int = 0,
 ) -> pd.DataFrame:
     """``n`` mixtures ``w ⊙ u / Σ(w ⊙ u)`` with ``u_d ~ U(low, high)`` i.i.d. (appendix D)."""

@@ -15,7 +15,7 @@ The procedure follows RegMix's recipe, re-implemented on this package's pieces:
 3. **Regression** (:func:`fit_regmix`): a LightGBM regressor
    (:func:`~tikmix.mixing.surrogate.fit_surrogate`, RegMix's 1000 rounds at learning rate 0.01)
    from the mixture to the negated average task loss.
-4. **Simulation**: ``n_simulations`` (RegMix: 1M; default 100k) more mixtures from the same
+4. **Simulation**: ``n_simulations`` (RegMix: 1M) more mixtures from the same
    generator; the result is the mean of the ``top_k`` (RegMix: 100) with the lowest predicted loss.
 
 Unlike RegMix's script, weights are not rounded to a grid of ``minimum`` (the sampler needs
@@ -40,6 +40,7 @@ import pandas as pd
 
 from tikmix.core.compute import ComputeRecord
 from tikmix.core.mixture import MixtureInputError, validate_weights
+from tikmix.core.settings import DirichletSettings, RegmixSettings
 from tikmix.mixing.surrogate import SurrogateQuality, fit_surrogate
 from tikmix.seeds import derive_seed
 
@@ -47,32 +48,23 @@ from tikmix.seeds import derive_seed
 SMALL_SAMPLE_PARAMS = {"min_data_in_leaf": 2, "num_leaves": 7}
 
 
-@dataclass(frozen=True)
-class DirichletSettings:
-    """RegMix's mixture generator (see the module docstring); defaults are RegMix's."""
-
-    temperature: float = 0.5
-    min_strength: float = 0.1
-    max_strength: float = 5.0
-    n_strengths: int = 15
-    max_usage: float | None = 15.0
-    minimum: float = 2e-4
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_strength <= self.max_strength:
-            raise MixtureInputError(
-                f"RegMix: need 0 < min_strength <= max_strength, got {self.min_strength}, "
-                f"{self.max_strength}"
-            )
-        if not self.temperature > 0 or self.n_strengths < 1:
-            raise MixtureInputError(
-                f"RegMix: temperature must be > 0 and n_strengths >= 1, got {self.temperature}, "
-                f"{self.n_strengths}"
-            )
-        if self.max_usage is not None and not self.max_usage > 0:
-            raise MixtureInputError(f"RegMix: max_usage must be > 0, got {self.max_usage}")
-        if not 0 <= self.minimum < 1:
-            raise MixtureInputError(f"RegMix: minimum must be in [0, 1), got {self.minimum}")
+def check_dirichlet(settings: DirichletSettings) -> None:
+    """RegMix's generator needs ``0 < min_strength <= max_strength``, ``temperature > 0``,
+    ``n_strengths >= 1``, ``max_usage > 0`` (or None) and ``0 <= minimum < 1``."""
+    if not 0 < settings.min_strength <= settings.max_strength:
+        raise MixtureInputError(
+            f"RegMix: need 0 < min_strength <= max_strength, got {settings.min_strength}, "
+            f"{settings.max_strength}"
+        )
+    if not settings.temperature > 0 or settings.n_strengths < 1:
+        raise MixtureInputError(
+            f"RegMix: temperature must be > 0 and n_strengths >= 1, got "
+            f"{settings.temperature}, {settings.n_strengths}"
+        )
+    if settings.max_usage is not None and not settings.max_usage > 0:
+        raise MixtureInputError(f"RegMix: max_usage must be > 0, got {settings.max_usage}")
+    if not 0 <= settings.minimum < 1:
+        raise MixtureInputError(f"RegMix: minimum must be in [0, 1), got {settings.minimum}")
 
 
 def sample_regmix_mixtures(
@@ -89,6 +81,7 @@ def sample_regmix_mixtures(
     ``max_batches`` batches is an error (the bound is too tight for the strengths).
     """
     w = validate_weights(prior, source="RegMix prior")
+    check_dirichlet(settings)
     if n < 1:
         raise MixtureInputError(f"RegMix: need at least one mixture, got n={n}")
     base = w.to_numpy() ** settings.temperature
@@ -174,17 +167,16 @@ def _finite_or_none(value: Any) -> Any:
 def fit_regmix(
     runs: pd.DataFrame,
     prior: pd.Series,
+    regmix: RegmixSettings = RegmixSettings(),
     *,
-    settings: DirichletSettings = DirichletSettings(),
-    n_simulations: int = 100_000,
-    top_k: int = 100,
     seed: int = 0,
     num_threads: int = 1,
     surrogate_params: Mapping[str, Any] | None = None,
 ) -> tuple[pd.Series, SurrogateQuality, float]:
     """Fit the regressor on proxy runs and return ``(mixture, quality, predicted loss)``.
 
-    ``runs`` has one column per domain of ``prior`` and ``average_loss`` (lower is better).
+    ``runs`` has one column per domain of ``prior`` and ``average_loss`` (lower is better);
+    ``regmix`` gives the generator (``dirichlet``), ``n_simulations`` and ``top_k``.
     The surrogate maximises ``−average_loss``; its cross-validation uses
     ``min(5, len(runs) // 4)`` folds, so at least 8 runs are needed.
     ``surrogate_params`` override LightGBM's parameters (default :data:`SMALL_SAMPLE_PARAMS`).
@@ -195,6 +187,7 @@ def fit_regmix(
         raise MixtureInputError(f"RegMix runs table lacks column(s) {missing}")
     if len(runs) < 8:
         raise MixtureInputError(f"RegMix needs at least 8 proxy runs, got {len(runs)}")
+    n_simulations, top_k = regmix.n_simulations, regmix.top_k
     if not 1 <= top_k <= n_simulations:
         raise MixtureInputError(
             f"RegMix: need 1 <= top_k <= n_simulations, got {top_k}, {n_simulations}"
@@ -208,7 +201,7 @@ def fit_regmix(
         params=dict(SMALL_SAMPLE_PARAMS if surrogate_params is None else surrogate_params),
     )
     simulated = sample_regmix_mixtures(
-        prior, n_simulations, settings, seed=derive_seed(seed, "regmix-simulation")
+        prior, n_simulations, regmix.dirichlet, seed=derive_seed(seed, "regmix-simulation")
     )
     predicted = fit.model.predict(simulated)
     top = np.argsort(-predicted, kind="stable")[:top_k]

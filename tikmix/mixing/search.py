@@ -198,8 +198,7 @@ def propose_tikmix_m(
     *,
     B_hat: np.ndarray,
     pareto_floor: np.ndarray,
-    low: float = TikmixMBox.low,
-    high: float = TikmixMBox.high,
+    box: TikmixMBox = TikmixMBox(),
     min_spearman: float = TikmixMGate.min_spearman,
     caps: pd.Series | None = None,
     seed: int = 0,
@@ -209,7 +208,7 @@ def propose_tikmix_m(
 ) -> TikmixMProposal:
     """TiKMiX-M up to the confirmation: surrogate, search in the support, and the gate.
 
-    The support is the box ``[low·w_start, high·w_start]`` intersected with the Pareto set
+    The support is the box ``[box.low·w_start, box.high·w_start]`` intersected with the Pareto set
     ``{w : B̂ w ≥ pareto_floor}`` (``pareto_floor = B̂ w_prior``); the training mixtures ``W`` should have been
     sampled there (:func:`tikmix.mixing.candidates.latin_hypercube_mixtures` with an
     ``accept`` filter), and the search never scores a point outside it. The gate fails, and the
@@ -220,7 +219,7 @@ def propose_tikmix_m(
     start = validate_weights(start, list(W.columns), source="TiKMiX-M start")
     B_hat = np.atleast_2d(np.asarray(B_hat, dtype=float))
     floor = np.asarray(pareto_floor, dtype=float)
-    lower, upper = support_box(start, low, high, caps)
+    lower, upper = support_box(start, box.low, box.high, caps)
     if not in_support(start.to_numpy()[None], B_hat, floor, lower.to_numpy(), upper.to_numpy())[0]:
         raise MixtureInputError("the TiKMiX-M start violates the Pareto constraint")
     fit = fit_surrogate(W, y, seed=seed, num_threads=num_threads, **(surrogate_params or {}))

@@ -18,7 +18,13 @@ from tikmix.core.atomic import atomic_output, write_json_atomic
 from tikmix.core.compute import ComputeRecord
 from tikmix.core.conventions import normalised_matrix
 from tikmix.core.mixture import read_mixture, read_mixture_document, write_mixture
-from tikmix.core.settings import Normalisation, TikmixDSettings, TikmixMSearch
+from tikmix.core.settings import (
+    Normalisation,
+    TikmixDSettings,
+    TikmixMBox,
+    TikmixMGate,
+    TikmixMSearch,
+)
 from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
 from tikmix.mixing.documents import prior_document, write_method
 from tikmix.mixing.pareto import project_onto_pareto
@@ -145,8 +151,7 @@ def tikmix_m_candidates(
     influence_csv: str | Path,
     prior: str | Path,
     n: int,
-    low: float,
-    high: float,
+    box: TikmixMBox,
     seed: int,
     normalisation: Normalisation,
     out: str | Path,
@@ -154,6 +159,7 @@ def tikmix_m_candidates(
     """TiKMiX-M's training mixtures (rule mixture_candidates): Latin-hypercube samples in the
     box ``[low, high]·w_D`` around the search's start, kept only inside the Pareto set, so the
     surrogate is trained exactly where the search looks."""
+    low, high = box.low, box.high
     B, B_hat, floor = _pareto_set(influence_csv, prior, normalisation)
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
     lower, upper = (
@@ -200,10 +206,8 @@ def tikmix_m_search(
     tikmix_d: str | Path,
     prior: str | Path,
     normalisation: Normalisation,
-    low: float,
-    high: float,
-    min_spearman: float,
-    replicates: int,
+    box: TikmixMBox,
+    gate: TikmixMGate,
     seed: int,
     search: TikmixMSearch,
     out_mixtures: str | Path,
@@ -212,11 +216,13 @@ def tikmix_m_search(
     """TiKMiX-M's surrogate, search and gate (rule tikmix_m_search).
 
     Writes the proposal (with the gate's verdict) and the confirmation design: ``replicates``
-    rows of w_D, then as many of w_M, for the response to compare them.
+    rows of w_D, then as many of w_M, for the response to compare them: ``gate.replicates``
+    for a noisy response, one for the deterministic curvature response.
     """
     B, B_hat, floor = _pareto_set(influence_csv, prior, normalisation)
     table = read_measurements(measurements)
     y, response = response_totals(table, B, normalisation)
+    replicates = 1 if response == "curvature" else gate.replicates
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
     proposal = propose_tikmix_m(
         table[list(B.columns)],
@@ -224,9 +230,8 @@ def tikmix_m_search(
         w_d,
         B_hat=B_hat,
         pareto_floor=floor,
-        low=low,
-        high=high,
-        min_spearman=min_spearman,
+        box=box,
+        min_spearman=gate.min_spearman,
         caps=availability_caps_of(tikmix_d),
         seed=seed,
         search=search,

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from tikmix.core.settings import Stage2Settings
 from tikmix.models.checkpoint import load_checkpoint
 from tikmix.models.stage2 import continue_training, evaluate_tasks
 from tikmix.seeds import derive_seed
@@ -53,10 +54,13 @@ def lookahead_responses(
             checkpoint_dir,
             domain_dirs,
             weights.to_dict(),
-            tokens=steps * batch_size * seq_len,
-            batch_size=batch_size,
-            lr=lr,
-            warmup_fraction=0.0,
+            # stage 2's optimisation, with the lookahead's budget, step and no warm-up
+            Stage2Settings(
+                tokens=steps * batch_size * seq_len,
+                batch_size=batch_size,
+                lr=lr,
+                warmup_fraction=0.0,
+            ),
             seq_len=seq_len,
             seed=derive_seed(seed, "lookahead", int(mixture)),
             device=device,

@@ -29,6 +29,7 @@ from torch import nn
 
 from tikmix.core.atomic import atomic_output
 from tikmix.core.mixture import MixtureInputError, read_mixture, validate_weights, write_mixture
+from tikmix.core.settings import DoremiSettings, RegmixSettings
 from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
 from tikmix.data.tokenizer import load_tokenizer
 from tikmix.data.tokenizer import vocab_size as tokenizer_vocab_size
@@ -40,7 +41,7 @@ from tikmix.mixing.doremi import (
     check_doremi_settings,
     exponentiated_gradient_step,
 )
-from tikmix.mixing.regmix import DirichletSettings, RegMixResult, fit_regmix, sample_regmix_mixtures
+from tikmix.mixing.regmix import RegMixResult, fit_regmix, sample_regmix_mixtures
 from tikmix.models.checkpoint import load_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.flops import training_flops_per_token
@@ -51,9 +52,6 @@ from tikmix.models.train import TrainSettings, train_on_mixture
 from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
-
-#: RegMix's own generator settings (the default of :func:`regmix_mixture`).
-DEFAULT_DIRICHLET = DirichletSettings()
 
 
 # --- RegMix ----------------------------------------------------------------------------------
@@ -136,17 +134,10 @@ def regmix_mixture(
     domain_dirs: Mapping[str, str | Path],
     task_files: Mapping[str, str | Path],
     prior: pd.Series,
-    proxy_model: Mapping[str, Any],
+    regmix: RegmixSettings,
     *,
     vocab_size: int,
-    n_proxies: int = 16,
-    tokens: int = 100_000,
-    batch_size: int = 16,
-    seq_len: int = 128,
-    lr: float = 3e-3,
-    settings: DirichletSettings = DEFAULT_DIRICHLET,
-    n_simulations: int = 100_000,
-    top_k: int = 100,
+    seq_len: int,
     seed: int = 0,
     device: str | torch.device = "cpu",
     num_threads: int = 1,
@@ -154,15 +145,18 @@ def regmix_mixture(
 ) -> RegMixResult:
     """The whole RegMix procedure (see :mod:`tikmix.mixing.regmix`) in one call.
 
-    ``proxy_model`` holds the proxies' :class:`~tikmix.models.llama.ModelConfig` options
-    besides ``vocab_size`` (the tokenizer's) and ``max_seq_len`` (``seq_len``); proxy ``k`` is
-    seeded with ``derive_seed(seed, f"regmix-proxy-{k}")``.
+    The proxies are ``regmix.model`` models with the tokenizer's ``vocab_size`` and
+    ``max_seq_len = seq_len``; proxy ``k`` is seeded with ``derive_seed(seed, f"regmix-proxy-{k}")``.
     """
-    model_config = ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, **proxy_model)
+    n_proxies, tokens = regmix.n_proxies, regmix.tokens
+    batch_size, lr = regmix.batch_size, regmix.lr
+    model_config = ModelConfig(
+        vocab_size=vocab_size, max_seq_len=seq_len, **dataclasses.asdict(regmix.model)
+    )
     prior = validate_weights(prior, list(domain_dirs), source="RegMix prior")
     streams = load_streams(domain_dirs, "train")
     mixtures = sample_regmix_mixtures(
-        prior, n_proxies, settings, seed=derive_seed(seed, "regmix-proxies")
+        prior, n_proxies, regmix.dirichlet, seed=derive_seed(seed, "regmix-proxies")
     )
     runs = []
     for k, (_, row) in enumerate(mixtures.iterrows()):
@@ -184,9 +178,7 @@ def regmix_mixture(
     weights, quality, predicted = fit_regmix(
         table,
         prior,
-        settings=settings,
-        n_simulations=n_simulations,
-        top_k=top_k,
+        regmix,
         seed=seed,
         num_threads=num_threads,
         surrogate_params=surrogate_params,
@@ -204,9 +196,9 @@ def regmix_mixture(
             "seq_len": seq_len,
             "lr": lr,
             "proxy_model": model_config.to_dict(),
-            "dirichlet": dataclasses.asdict(settings),
-            "n_simulations": n_simulations,
-            "top_k": top_k,
+            "dirichlet": dataclasses.asdict(regmix.dirichlet),
+            "n_simulations": regmix.n_simulations,
+            "top_k": regmix.top_k,
             "seed": seed,
         },
     )
@@ -219,7 +211,7 @@ def write_regmix_mixture(
     mixture_path: str | Path,
     runs_path: str | Path,
     checkpoint_name: str,
-    regmix: Mapping[str, Any],
+    regmix: RegmixSettings,
     domain_dirs: Mapping[str, str | Path],
     task_files: Mapping[str, str | Path],
     seq_len: int,
@@ -229,25 +221,14 @@ def write_regmix_mixture(
     num_threads: int = 1,
 ) -> RegMixResult:
     """The RegMix rule: :func:`regmix_mixture` around the prior at ``prior_path``; writes the
-    mixture document and the run table (``runs_path``, CSV).
-
-    ``regmix`` holds the ``baselines.regmix`` settings: ``model, n_proxies, tokens, batch_size,
-    lr, dirichlet, n_simulations, top_k``.
-    """
+    mixture document and the run table (``runs_path``, CSV)."""
     result = regmix_mixture(
         domain_dirs,
         task_files,
         read_mixture(prior_path, domain_dirs),
-        regmix["model"],
+        regmix,
         vocab_size=tokenizer_vocab_size(load_tokenizer(tokenizer_path)),
-        n_proxies=regmix["n_proxies"],
-        tokens=regmix["tokens"],
-        batch_size=regmix["batch_size"],
         seq_len=seq_len,
-        lr=regmix["lr"],
-        settings=DirichletSettings(**regmix["dirichlet"]),
-        n_simulations=regmix["n_simulations"],
-        top_k=regmix["top_k"],
         seed=seed,
         device=device,
         num_threads=num_threads,
@@ -341,24 +322,20 @@ def run_doremi(
     reference: nn.Module,
     streams: Mapping[str, np.ndarray],
     proxy_config: ModelConfig,
+    doremi: DoremiSettings,
     *,
-    tokens: int,
-    batch_size: int,
     seq_len: int,
-    lr: float,
-    eta: float = 1.0,
-    smoothing: float = 1e-3,
-    weight_decay: float = 0.1,
-    warmup_fraction: float = 0.05,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> DoremiResult:
-    """The proxy run of DoReMi against ``reference`` over the domains of ``streams``.
+    """The proxy run of DoReMi against ``reference`` over the domains of ``streams``, with
+    ``doremi``'s ``proxy_tokens, batch_size, lr, eta, smoothing``.
 
     Each step takes ``batch_size // D`` (at least 1) sequences per domain; there are
-    ``tokens // (that · D · seq_len)`` steps (at least 1). ``flops`` counts the proxy's training
-    and the reference's forward passes.
+    ``proxy_tokens // (that · D · seq_len)`` steps (at least 1). ``flops`` counts the proxy's
+    training and the reference's forward passes.
     """
+    eta, smoothing, batch_size = doremi.eta, doremi.smoothing, doremi.batch_size
     domains = list(streams)
     check_doremi_settings(domains, eta=eta, smoothing=smoothing)
     n_domains = len(domains)
@@ -368,12 +345,10 @@ def run_doremi(
     device = resolve_device(device)
     per_domain = max(1, batch_size // n_domains)
     settings = TrainSettings(
-        tokens=tokens,
+        tokens=doremi.proxy_tokens,
         batch_size=per_domain * n_domains,
         seq_len=seq_len,
-        lr=lr,
-        weight_decay=weight_decay,
-        warmup_fraction=warmup_fraction,
+        lr=doremi.lr,
     )
     steps = settings.steps
     plans = [
@@ -411,19 +386,12 @@ def run_doremi(
 
 def doremi_mixture(
     domain_dirs: Mapping[str, str | Path],
-    reference_weights: pd.Series,
-    proxy_model: Mapping[str, Any],
+    reference_weights: pd.Series | None,
+    doremi: DoremiSettings,
     *,
     vocab_size: int,
-    reference: Reference = "checkpoint",
+    seq_len: int,
     checkpoint_dir: str | Path | None = None,
-    reference_tokens: int = 100_000,
-    proxy_tokens: int = 100_000,
-    batch_size: int = 16,
-    seq_len: int = 128,
-    lr: float = 3e-3,
-    eta: float = 1.0,
-    smoothing: float = 1e-3,
     seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> DoremiResult:
@@ -432,16 +400,16 @@ def doremi_mixture(
     Args:
         domain_dirs: domain → directory holding ``train.npy``.
         reference_weights: the mixture a trained reference learns from (``reference="train"``).
-        proxy_model: :class:`~tikmix.models.llama.ModelConfig` options of the proxy (and of a
-            trained reference) besides ``vocab_size`` and ``max_seq_len``.
+        doremi: the reference (``checkpoint``: the model at ``checkpoint_dir``; ``train``: one
+            trained for ``reference_tokens``), the proxy's budget, ``batch_size`` and ``lr``
+            (shared by reference and proxy), the step size η and smoothing ε, and the
+            proxy's (and a trained reference's) ``model``.
         vocab_size: the tokenizer's vocabulary size (the proxy's embedding rows).
-        reference: ``checkpoint`` (the model at ``checkpoint_dir``) or ``train``.
-        checkpoint_dir: the stage-1 checkpoint, needed when ``reference="checkpoint"``.
-        reference_tokens, proxy_tokens: token budgets of a trained reference and of the proxy.
-        batch_size, seq_len, lr: training settings shared by reference and proxy.
-        eta, smoothing: the exponentiated-gradient step size η and smoothing ε.
+        seq_len: tokens per training sequence (the proxy's ``max_seq_len``).
+        checkpoint_dir: the stage-1 checkpoint, needed when ``doremi.reference="checkpoint"``.
         seed: every draw and initialisation derives from it.
     """
+    reference: Reference = doremi.reference
     if reference not in ("checkpoint", "train"):
         raise MixtureInputError(
             f"DoReMi reference must be 'checkpoint' or 'train', got {reference!r}"
@@ -450,7 +418,9 @@ def doremi_mixture(
         raise MixtureInputError("DoReMi with reference='checkpoint' needs checkpoint_dir")
     device = resolve_device(device)
     streams = load_streams(domain_dirs, "train")
-    proxy_config = ModelConfig(vocab_size=vocab_size, max_seq_len=seq_len, **proxy_model)
+    proxy_config = ModelConfig(
+        vocab_size=vocab_size, max_seq_len=seq_len, **dataclasses.asdict(doremi.model)
+    )
     flops = {"reference_train_flops": 0}
     if reference == "checkpoint":
         reference_model, _ = load_checkpoint(checkpoint_dir, device=device, dtype=torch.float32)
@@ -460,7 +430,12 @@ def doremi_mixture(
             proxy_config,
             weights,
             streams,
-            TrainSettings(tokens=reference_tokens, batch_size=batch_size, seq_len=seq_len, lr=lr),
+            TrainSettings(
+                tokens=doremi.reference_tokens,
+                batch_size=doremi.batch_size,
+                seq_len=seq_len,
+                lr=doremi.lr,
+            ),
             seed=derive_seed(seed, "doremi-reference"),
             device=device,
             label="DoReMi reference",
@@ -472,12 +447,8 @@ def doremi_mixture(
         reference_model,
         streams,
         proxy_config,
-        tokens=proxy_tokens,
-        batch_size=batch_size,
+        doremi,
         seq_len=seq_len,
-        lr=lr,
-        eta=eta,
-        smoothing=smoothing,
         seed=derive_seed(seed, "doremi-proxy"),
         device=device,
     )
@@ -485,14 +456,14 @@ def doremi_mixture(
     result.settings = {
         "reference": reference,
         "checkpoint": None if checkpoint_dir is None else str(checkpoint_dir),
-        "reference_tokens": reference_tokens if reference == "train" else 0,
-        "proxy_tokens": proxy_tokens,
+        "reference_tokens": doremi.reference_tokens if reference == "train" else 0,
+        "proxy_tokens": doremi.proxy_tokens,
         "proxy_model": proxy_config.to_dict(),
-        "batch_size": batch_size,
+        "batch_size": doremi.batch_size,
         "seq_len": seq_len,
-        "lr": lr,
-        "eta": eta,
-        "smoothing": smoothing,
+        "lr": doremi.lr,
+        "eta": doremi.eta,
+        "smoothing": doremi.smoothing,
         "seed": seed,
     }
     return result
@@ -506,7 +477,7 @@ def write_doremi_mixture(
     mixture_path: str | Path,
     trace_path: str | Path,
     checkpoint_name: str,
-    doremi: Mapping[str, Any],
+    doremi: DoremiSettings,
     domain_dirs: Mapping[str, str | Path],
     seq_len: int,
     stage_tokens: int,
@@ -514,25 +485,14 @@ def write_doremi_mixture(
     device: str = "auto",
 ) -> DoremiResult:
     """The DoReMi rule: :func:`doremi_mixture` with the prior at ``prior_path`` as the
-    reference mixture; writes the mixture document and the per-step trace (``trace_path``).
-
-    ``doremi`` holds the ``baselines.doremi`` settings: ``model, reference, reference_tokens,
-    proxy_tokens, batch_size, lr, eta, smoothing``.
-    """
+    reference mixture; writes the mixture document and the per-step trace (``trace_path``)."""
     result = doremi_mixture(
         domain_dirs,
         read_mixture(prior_path, domain_dirs),
-        doremi["model"],
+        doremi,
         vocab_size=tokenizer_vocab_size(load_tokenizer(tokenizer_path)),
-        reference=doremi["reference"],
-        checkpoint_dir=checkpoint_dir,
-        reference_tokens=doremi["reference_tokens"],
-        proxy_tokens=doremi["proxy_tokens"],
-        batch_size=doremi["batch_size"],
         seq_len=seq_len,
-        lr=doremi["lr"],
-        eta=doremi["eta"],
-        smoothing=doremi["smoothing"],
+        checkpoint_dir=checkpoint_dir,
         seed=seed,
         device=device,
     )

@@ -42,31 +42,16 @@ from torch import nn
 from tikmix.core.atomic import write_json_atomic
 from tikmix.core.compute import ComputeRecord
 from tikmix.core.mixture import read_mixture
+from tikmix.core.settings import Stage2Settings
 from tikmix.data.sampler import load_streams
 from tikmix.models.checkpoint import load_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.evaluate import mean_loss, multiple_choice_accuracy
-from tikmix.models.train import (
-    Schedule,
-    TrainSettings,
-    check_optimizer_policy,
-    train_on_mixture,
-)
+from tikmix.models.train import TrainSettings, check_optimizer_policy, train_on_mixture
 from tikmix.seeds import derive_seed
 
 log = logging.getLogger(__name__)
 
-#: Keys of the ``stage2`` settings mapping :func:`run_stage2` reads.
-STAGE2_KEYS = (
-    "tokens",
-    "batch_size",
-    "lr",
-    "weight_decay",
-    "schedule",
-    "warmup_fraction",
-    "optimizer_policy",
-    "eval_batch_size",
-)
 _TASK_KEYS = ("input_ids", "loss_mask")
 _CHOICE_KEYS = ("choice_ids", "choice_mask", "choice_item", "answer")
 
@@ -87,36 +72,31 @@ def continue_training(
     checkpoint_dir: str | Path,
     domain_dirs: Mapping[str, str | Path],
     weights: Mapping[str, float],
+    stage2: Stage2Settings,
     *,
-    tokens: int,
-    batch_size: int,
-    lr: float,
-    schedule: Schedule = "cosine",
-    warmup_fraction: float = 0.05,
-    weight_decay: float = 0.1,
     seq_len: int,
     seed: int,
     device: str | torch.device = "cpu",
-    optimizer_policy: str = "resume",
     bf16: bool = False,
     model: nn.Module | None = None,
 ) -> Stage2Run:
-    """Continue training the checkpoint on ``weights`` for ``tokens`` tokens (see module doc).
+    """Continue training the checkpoint on ``weights`` for ``stage2.tokens`` tokens (see
+    module doc).
 
     Args:
         checkpoint_dir: a built-in or Hugging Face checkpoint directory.
         domain_dirs: domain → directory holding ``train.npy``.
         weights: the stage-2 mixture (domain → weight, summing to 1).
-        tokens: token budget; ``tokens // (batch_size · seq_len)`` updates (at least one).
-        batch_size, lr, schedule, warmup_fraction, weight_decay: the optimisation settings.
+        stage2: the optimisation settings (``tokens // (batch_size · seq_len)`` updates, at
+            least one) and the ``optimizer_policy`` (see the module docstring).
         seq_len: tokens per training sequence.
         seed: the run's seed; data order and torch seed use ``derive_seed(seed, "stage2")``.
         device: ``auto``, ``cpu``, ``cuda`` or a torch device.
-        optimizer_policy: ``resume`` or ``fresh`` (see the module docstring).
         bf16: bfloat16 autocast for the forward pass (GPUs).
         model: the checkpoint already loaded (float32) to save reading it again; it is
             trained in place.
     """
+    tokens, batch_size, optimizer_policy = stage2.tokens, stage2.batch_size, stage2.optimizer_policy
     check_optimizer_policy(optimizer_policy)
     if tokens < 1 or batch_size < 1 or seq_len < 1:
         raise ValueError(
@@ -127,10 +107,10 @@ def continue_training(
         tokens=tokens,
         batch_size=batch_size,
         seq_len=seq_len,
-        lr=lr,
-        weight_decay=weight_decay,
-        schedule=schedule,
-        warmup_fraction=warmup_fraction,
+        lr=stage2.lr,
+        weight_decay=stage2.weight_decay,
+        schedule=stage2.schedule,
+        warmup_fraction=stage2.warmup_fraction,
         min_lr_ratio=0.1,
         bf16=bf16,
     )
@@ -150,10 +130,10 @@ def continue_training(
     policy = {
         "policy": optimizer_policy,
         "resumed_moments": run.resumed_moments,
-        "schedule": schedule,
-        "lr": lr,
-        "warmup_fraction": warmup_fraction,
-        "weight_decay": weight_decay,
+        "schedule": stage2.schedule,
+        "lr": stage2.lr,
+        "warmup_fraction": stage2.warmup_fraction,
+        "weight_decay": stage2.weight_decay,
         "min_lr_ratio": settings.min_lr_ratio,
     }
     return Stage2Run(
@@ -268,8 +248,7 @@ def run_stage2(*, seed: int, out_path: str | Path, **kwargs: Any) -> dict[str, A
     """Evaluate the checkpoint, continue it on the mixture, evaluate again; write the record.
 
     ``kwargs`` are :func:`run_stage2_seeds`'s (``method, mixture_path, checkpoint_dir,
-    domain_dirs, task_files, stage2, seq_len, device, before``); ``stage2`` holds the keys of
-    :data:`STAGE2_KEYS`. The record (also written to ``out_path``) is ``{method, seed,
+    domain_dirs, task_files, stage2, seq_len, device, before``). The record (also written to ``out_path``) is ``{method, seed,
     checkpoint, weights, tokens, optimizer_policy, tasks, average_loss, before: {tasks,
     average_loss}, compute: {tokens, flops}}``; ``before`` holds the checkpoint's own metrics
     (:func:`checkpoint_task_metrics`, computed here unless given), the reference for measured
@@ -286,7 +265,7 @@ def run_stage2_seeds(
     checkpoint_dir: str | Path,
     domain_dirs: Mapping[str, str | Path],
     task_files: Mapping[str, str | Path],
-    stage2: Mapping[str, Any],
+    stage2: Stage2Settings,
     seq_len: int,
     seeds: Sequence[int],
     out_paths: Sequence[str | Path],
@@ -299,9 +278,6 @@ def run_stage2_seeds(
     The checkpoint is read once and each seed trains its own copy of it, so every record is
     identical to the one a separate :func:`run_stage2` call with that seed writes.
     """
-    missing = [key for key in STAGE2_KEYS if key not in stage2]
-    if missing:
-        raise ValueError(f"stage2 settings lack key(s) {missing}")
     if len(seeds) != len(out_paths):
         raise ValueError(f"{len(seeds)} seeds but {len(out_paths)} output paths")
     weights = read_mixture(mixture_path).to_dict()
@@ -310,7 +286,7 @@ def run_stage2_seeds(
         raise ValueError(f"{mixture_path}: weights for unknown domain(s) {unknown}")
     torch_device = resolve_device(device)
     checkpoint, _ = load_checkpoint(checkpoint_dir, device=torch_device, dtype=torch.float32)
-    eval_batch = stage2["eval_batch_size"]
+    eval_batch = stage2.eval_batch_size
     if isinstance(before, str | Path):
         before = read_checkpoint_task_metrics(before)
     if before is None:
@@ -321,16 +297,10 @@ def run_stage2_seeds(
             checkpoint_dir,
             domain_dirs,
             weights,
-            tokens=stage2["tokens"],
-            batch_size=stage2["batch_size"],
-            lr=stage2["lr"],
-            schedule=stage2["schedule"],
-            warmup_fraction=stage2["warmup_fraction"],
-            weight_decay=stage2["weight_decay"],
+            stage2,
             seq_len=seq_len,
             seed=seed,
             device=torch_device,
-            optimizer_policy=stage2["optimizer_policy"],
             model=copy.deepcopy(checkpoint),
         )
         after = evaluate_tasks(run.model, task_files, eval_batch)

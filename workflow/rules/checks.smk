@@ -2,6 +2,8 @@
 # mixture, the stability of the domains' benefit rankings over training, and (for the scale
 # option) whether gradient projection preserves the benefit rankings.
 
+from tikmix.core.settings import AdditivitySettings
+
 
 rule additivity:
     input:
@@ -47,12 +49,7 @@ rule additivity:
         tasks=TASKS,
         figure_stems=lambda wildcards: additivity_stems(wildcards.ckpt),
         gradient_pass=GRADIENT_PASS,
-        mixtures=ADDITIVITY["mixtures"],
-        low=ADDITIVITY["low"],
-        high=ADDITIVITY["high"],
-        tokens=ADDITIVITY["tokens"],
-        outlier_threshold=ADDITIVITY["outlier_threshold"],
-        noise=ADDITIVITY["noise"],
+        additivity_settings=AdditivitySettings.from_config(config).as_params(),
     script:
         script_path("additivity.py")
 

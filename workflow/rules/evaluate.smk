@@ -3,23 +3,15 @@
 # proxy-model baselines RegMix and DoReMi, which write mixtures like the other methods, and the
 # random mixtures that join the methods in figure 4 (predicted benefit vs measured improvement).
 
-BASELINES = config["baselines"]
+from tikmix.core.settings import DoremiSettings, RegmixSettings, Stage2Settings
+
 STAGE2_SEEDS = list(STAGE2["seeds"])
 DOMAIN_DIRS = {domain: domain_dir(domain) for domain in DOMAINS}
-# Settings of tikmix.models.stage2.run_stage2 (STAGE2_KEYS), without the evaluation plan.
-STAGE2_SETTINGS = {
-    key: STAGE2[key]
-    for key in (
-        "tokens",
-        "batch_size",
-        "lr",
-        "weight_decay",
-        "schedule",
-        "warmup_fraction",
-        "optimizer_policy",
-        "eval_batch_size",
-    )
-}
+# Stage 2's training (without the evaluation plan) and the baselines, one settings object each
+# (tikmix.core.settings).
+STAGE2_SETTINGS = Stage2Settings.from_config(config).as_params()
+REGMIX = RegmixSettings.from_config(config).as_params()
+DOREMI = DoremiSettings.from_config(config).as_params()
 
 
 # The evaluation checkpoint's own task metrics: the "before" of every stage-2 record.
@@ -141,7 +133,7 @@ rule mixture_regmix:
         runtime=240,
     params:
         upstream=user_inputs_digest("mixture_regmix"),
-        regmix=BASELINES["regmix"],
+        regmix=REGMIX,
         domain_dirs=DOMAIN_DIRS,
         task_files=TASK_FILES,
         seq_len=config["data"]["seq_len"],
@@ -174,7 +166,7 @@ rule mixture_doremi:
         runtime=240,
     params:
         upstream=user_inputs_digest("mixture_doremi"),
-        doremi=BASELINES["doremi"],
+        doremi=DOREMI,
         domain_dirs=DOMAIN_DIRS,
         seq_len=config["data"]["seq_len"],
         stage_tokens=STAGE2["tokens"],

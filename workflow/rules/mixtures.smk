@@ -3,10 +3,6 @@
 # around w_D, a surrogate, a search in the sampled support, a gate and a confirmation.
 
 TIKMIX_M = MIXING["tikmix_m"]
-# TiKMiX-M confirms its proposal against w_D with the response: once if it is deterministic.
-CONFIRM_REPLICATES = (
-    1 if TIKMIX_M["response"] == "curvature" else TIKMIX_M["gate"]["replicates"]
-)
 
 
 rule mixture_baseline:
@@ -36,11 +32,14 @@ rule mixture_baseline:
         script_path("mixture_baseline.py")
 
 
-from tikmix.core.settings import TikmixDSettings, TikmixMSearch
+from tikmix.core.settings import TikmixDSettings, TikmixMBox, TikmixMGate, TikmixMSearch
 
-# TiKMiX-D's objective and TiKMiX-M's search, one settings object each (tikmix.core.settings).
+# TiKMiX-D's objective and TiKMiX-M's search, box and gate, one settings object each
+# (tikmix.core.settings).
 TIKMIX_D = TikmixDSettings.from_config(config).as_params()
 TIKMIX_M_SEARCH = TikmixMSearch.from_config(config).as_params()
+TIKMIX_M_BOX = TikmixMBox.from_config(config).as_params()
+TIKMIX_M_GATE = TikmixMGate.from_config(config).as_params()
 
 
 rule mixture_tikmix_d:
@@ -94,8 +93,7 @@ rule mixture_candidates:
         normalisation=NORMALISATION,
         upstream=user_inputs_digest("mixture_candidates"),
         n=TIKMIX_M["candidates"],
-        low=TIKMIX_M["low"],
-        high=TIKMIX_M["high"],
+        box=TIKMIX_M_BOX,
         seed=config["seed"],
     script:
         script_path("mixture_candidates.py")
@@ -188,10 +186,8 @@ rule tikmix_m_search:
     params:
         normalisation=NORMALISATION,
         upstream=user_inputs_digest("tikmix_m_search"),
-        low=TIKMIX_M["low"],
-        high=TIKMIX_M["high"],
-        min_spearman=TIKMIX_M["gate"]["min_spearman"],
-        replicates=CONFIRM_REPLICATES,
+        box=TIKMIX_M_BOX,
+        gate=TIKMIX_M_GATE,
         seed=config["seed"],
         search=TIKMIX_M_SEARCH,
     script:

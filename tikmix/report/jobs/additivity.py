@@ -7,24 +7,8 @@ from pathlib import Path
 
 from tikmix.analysis.additivity import run_additivity_check, write_additivity
 from tikmix.core.gradient_pass import GradientPassSettings
+from tikmix.core.settings import AdditivitySettings
 from tikmix.report.figures import additivity_figures
-
-#: The settings of :func:`tikmix.analysis.additivity.additivity_check` the rule gives, in the
-#: order of the record's ``settings``.
-SETTINGS = (
-    "n_mixtures",
-    "low",
-    "high",
-    "tokens",
-    "seq_len",
-    "batch_size",
-    "seed",
-    "outlier_threshold",
-    "noise_mixtures",
-    "noise_replicates",
-    "projection",
-    "precision",
-)
 
 
 def additivity_job(
@@ -42,33 +26,28 @@ def additivity_job(
     tasks: Sequence[str],
     figure_stems: Sequence[str | Path],
     gradient_pass: GradientPassSettings,
-    mixtures: int,
-    noise: Mapping[str, int],
-    **settings,
+    additivity_settings: AdditivitySettings,
 ) -> None:
     """Rule ``additivity``: the check at checkpoint ``ckpt`` around ``reference`` (TiKMiX-D's
-    mixture), its tables and record, and a scatter per task.
-
-    ``mixtures`` is the number of perturbed mixtures (``mixtures_table`` the file they are
-    written to), ``noise`` the replicates' ``{mixtures, replicates}``; ``settings`` are the
-    rest of :data:`SETTINGS` (``low, high, tokens, outlier_threshold``), all required; the
-    gradient passes' settings come from ``gradient_pass``.
+    mixture), its tables and record, and a scatter per task; the perturbed mixtures are
+    written to ``mixtures_table``. The gradient passes' settings come from ``gradient_pass``.
     """
-    given = {
-        "n_mixtures": mixtures,
-        "noise_mixtures": noise["mixtures"],
-        "noise_replicates": noise["replicates"],
-        "seq_len": gradient_pass.seq_len,
-        "batch_size": gradient_pass.batch_size,
-        "seed": gradient_pass.seed,
-        "projection": gradient_pass.projection,
-        "precision": gradient_pass.precision,
-        **settings,
+    check, passes = additivity_settings, gradient_pass
+    # The options of tikmix.analysis.additivity.additivity_check, in the record's order.
+    options = {
+        "n_mixtures": check.mixtures,
+        "low": check.low,
+        "high": check.high,
+        "tokens": check.tokens,
+        "seq_len": passes.seq_len,
+        "batch_size": passes.batch_size,
+        "seed": passes.seed,
+        "outlier_threshold": check.outlier_threshold,
+        "noise_mixtures": check.noise.mixtures,
+        "noise_replicates": check.noise.replicates,
+        "projection": passes.projection,
+        "precision": passes.precision,
     }
-    unknown = sorted(set(given) - set(SETTINGS))
-    if unknown:
-        raise TypeError(f"additivity_job: unknown setting(s) {unknown}")
-    options = {key: given[key] for key in SETTINGS}
     result = run_additivity_check(
         checkpoint=checkpoint,
         domain_dirs=domain_dirs,

@@ -78,6 +78,10 @@ def test_regmix_sampler_rejects_impossible_bounds():
     settings = DirichletSettings(max_usage=1.0001, min_strength=0.1, max_strength=0.1)
     with pytest.raises(MixtureInputError, match="usage bound"):
         sample_regmix_mixtures(prior, 50, settings, seed=0, max_batches=2)
+    with pytest.raises(MixtureInputError, match="min_strength <= max_strength"):
+        sample_regmix_mixtures(prior, 5, DirichletSettings(min_strength=2.0, max_strength=1.0))
+    with pytest.raises(MixtureInputError, match="minimum must be in"):
+        fit_regmix(pd.DataFrame(), prior, RegmixSettings(dirichlet=DirichletSettings(minimum=1)))
 
 
 def test_fit_regmix_prefers_the_domain_that_lowers_the_loss():

@@ -182,6 +182,7 @@ def fit_regmix(
     ``surrogate_params`` override LightGBM's parameters (default :data:`SMALL_SAMPLE_PARAMS`).
     """
     domains = list(validate_weights(prior, source="RegMix prior").index)
+    check_dirichlet(regmix.dirichlet)  # before the regression, not after it
     missing = [c for c in [*domains, "average_loss"] if c not in runs.columns]
     if missing:
         raise MixtureInputError(f"RegMix runs table lacks column(s) {missing}")

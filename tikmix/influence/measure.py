@@ -69,8 +69,12 @@ def measure_mixture_benefits(
         stats = summed_gradients(
             model, modules, batches, precision=precision, projections=projections
         )
-        rows.append(mixture_benefits(stats.mean(), preconditioned_task_grads))
-        del stats
+        if stats.n_tokens == 0:
+            raise ValueError("mean gradient of zero scored tokens is undefined")
+        # the mean in place of the sums (the same division): no second model-sized copy
+        mean = {name: s.div_(stats.n_tokens) for name, s in stats.sums.items()}
+        rows.append(mixture_benefits(mean, preconditioned_task_grads))
+        del stats, mean
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(tasks))
 
 

@@ -272,6 +272,7 @@ def save_eigenbases(
             modules.append(name)
             for field in _EIGEN_FIELDS:
                 yield f"{name}/{field}", _numpy(getattr(basis, field))
+        attrs.update(_provenance(provenance))  # what the producer filled in while streaming
 
     return write_store(path, arrays(), attrs)
 

@@ -15,10 +15,12 @@ from tikmix.influence import stages
 from tikmix.models.checkpoint import load_checkpoint, save_checkpoint
 from tikmix.models.evaluate import mean_loss
 from tikmix.models.llama import ModelConfig, TinyLlama
+from tikmix.models.train import train
 
 VOCAB, SEQ, ROWS = 64, 16, 24
 PROMISE_SECONDS = 30.0
 LINE = re.compile(r": (\d+)/(\d+) tokens \(.*\), \d+ tokens/s, ETA \d+s")
+TRAINING_LINE = re.compile(r"step (\d+)/(\d+) .* \d+ tokens/s .* ETA \d+s")
 
 
 class SlowedClock:
@@ -48,12 +50,12 @@ def slowed(monkeypatch):
 class TimedLines(logging.Handler):
     """Records each progress line with the (injected) time it was logged at."""
 
-    def __init__(self, clock: SlowedClock):
+    def __init__(self, clock: SlowedClock, line: re.Pattern = LINE):
         super().__init__(logging.INFO)
-        self.clock, self.lines = clock, []
+        self.clock, self.line, self.lines = clock, line, []
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = LINE.search(record.getMessage())
+        match = self.line.search(record.getMessage())
         if match:
             self.lines.append((self.clock.now, int(match[1]), int(match[2])))
 
@@ -130,6 +132,24 @@ def test_a_slowed_evaluation_logs_tokens_per_second_and_eta_every_30_seconds(
     finally:
         logging.getLogger("tikmix.models.evaluate").removeHandler(handler)
     assert slowed.now == 7.0 * ROWS
+    check_lines(handler, slowed.now)
+
+
+def test_a_slowed_training_run_logs_tokens_per_second_and_eta_every_30_seconds(workspace, slowed):
+    # stage 1, stage 2, the RegMix and DoReMi proxies and lookahead all train through train()
+    _, checkpoint = workspace
+    model, _ = load_checkpoint(checkpoint)
+    rng = np.random.default_rng(1)
+    batches = (rng.integers(0, VOCAB, (2, SEQ + 1)) for _ in range(12))
+    log = logging.getLogger("test_progress.training")
+    log.setLevel(logging.INFO)
+    handler = TimedLines(slowed, TRAINING_LINE)
+    log.addHandler(handler)
+    try:  # log_every far beyond the run: only the time trigger can print
+        train(model, batches, total_steps=12, lr=1e-3, log_every=1000, logger=log)
+    finally:
+        log.removeHandler(handler)
+    assert slowed.now == 7.0 * 12
     check_lines(handler, slowed.now)
 
 

@@ -38,19 +38,31 @@ ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "out" / "pass_memory"
 GB = 1e9
 SLACK = 0.5 * GB
-SMOLLM2 = {
-    "vocab_size": 49152,
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "tie_word_embeddings": True,
-    "max_position_embeddings": 2048,
+SHAPES = {
+    "smollm2": {
+        "vocab_size": 49152,
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 2048,
+    },
+    # the demo's model (config/config.yaml: vocabulary 2048, d 64, 2 layers, 4 heads, tied)
+    "demo": {
+        "vocab_size": 2048,
+        "hidden_size": 64,
+        "intermediate_size": 256,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 4,
+        "tie_word_embeddings": True,
+        "max_position_embeddings": 2048,
+    },
 }
 DOMAINS = ("d0", "d1")
 PASSES = (
-    "task_gradients (main)",
     "task_gradients",
     "domain_gradients",
     "ekfac_covariances",
@@ -73,61 +85,73 @@ def vm_kb(key: str) -> int:
 # ---------------------------------------------------------------------------- set-up (parent)
 
 
-def setup(args) -> dict:
+def setup(args, out: Path) -> dict:
     import numpy as np
     import pandas as pd
     import torch
     import transformers
 
-    OUT.mkdir(parents=True, exist_ok=True)
+    from tikmix.core.atomic import atomic_output, write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    shape = SHAPES[args.shape]
+    vocab = shape["vocab_size"]
     paths = {
-        "checkpoint": OUT / "model",
-        "task_file": OUT / "task.npz",
-        "domains": {d: str(OUT / "domains" / d) for d in DOMAINS},
-        "influence_csv": OUT / "influence.csv",
-        "reference": OUT / "reference.json",
-        "mixtures_csv": OUT / "mixtures.csv",
+        "checkpoint": out / "model",
+        "task_file": out / "task.npz",
+        "domains": {d: str(out / "domains" / d) for d in DOMAINS},
+        "influence_csv": out / "influence.csv",
+        "reference": out / "reference.json",
+        "mixtures_csv": out / "mixtures.csv",
     }
     if not (paths["checkpoint"] / "config.json").is_file():
         torch.manual_seed(0)
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMOLLM2))
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**shape))
         model.save_pretrained(paths["checkpoint"])
         del model
+    # the same data on every run, replaced atomically: a run beside this one may be reading it
     rng = np.random.default_rng(0)
     for directory in paths["domains"].values():
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        np.save(Path(directory) / "train.npy", rng.integers(1, 49152, 200_000, dtype=np.uint16))
+        with atomic_output(Path(directory) / "train.npy", suffix=".npy") as tmp:
+            np.save(tmp, rng.integers(1, vocab, 200_000, dtype=np.uint16))
     length = args.seq_len + 1
-    ids = rng.integers(1, 49152, (args.task_rows, length)).astype(np.int32)
+    ids = rng.integers(1, vocab, (args.task_rows, length)).astype(np.int32)
     mask = np.zeros_like(ids, dtype=np.uint8)
     mask[:, length // 2 :] = 1
-    np.savez(paths["task_file"], input_ids=ids, loss_mask=mask)
+    with atomic_output(paths["task_file"], suffix=".npz") as tmp:
+        np.savez(tmp, input_ids=ids, loss_mask=mask)
     B = pd.DataFrame([[1.0, 2.0]], index=pd.Index(["task"], name="task"), columns=list(DOMAINS))
-    B.to_csv(paths["influence_csv"])
-    Path(paths["reference"]).write_text(json.dumps({"weights": {"d0": 0.5, "d1": 0.5}}))
-    pd.DataFrame({"d0": [0.3], "d1": [0.7]}, index=pd.Index([0], name="mixture")).to_csv(
-        paths["mixtures_csv"]
-    )
-    main_tree = OUT / "main_tree"
-    if not (main_tree / "tikmix").is_dir():
-        archive = OUT / "main.tar"
-        subprocess.run(
-            ["git", "archive", "-o", str(archive), "main", "tikmix"], cwd=ROOT, check=True
-        )
-        with tarfile.open(archive) as tar:
-            tar.extractall(main_tree, filter="data")
+    write_text_atomic(paths["influence_csv"], B.to_csv())
+    write_text_atomic(paths["reference"], json.dumps({"weights": {"d0": 0.5, "d1": 0.5}}))
+    mixtures = pd.DataFrame({"d0": [0.3], "d1": [0.7]}, index=pd.Index([0], name="mixture"))
+    write_text_atomic(paths["mixtures_csv"], mixtures.to_csv())
     config = {k: str(v) if isinstance(v, Path) else v for k, v in paths.items()}
-    config.update(batch=args.batch, seq_len=args.seq_len, main_tree=str(main_tree))
-    (OUT / "setup.json").write_text(json.dumps(config, indent=1))
+    config.update(batch=args.batch, seq_len=args.seq_len)
+    if args.against:  # the reference's library, from git (a tree per commit it names)
+        commit = subprocess.run(
+            ["git", "rev-parse", args.against], cwd=ROOT, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        tree = out / f"tree_{commit[:12]}"
+        if not (tree / "tikmix").is_dir():
+            archive = out / f"{commit[:12]}.tar"
+            subprocess.run(
+                ["git", "archive", "-o", archive, commit, "tikmix"], cwd=ROOT, check=True
+            )
+            with tarfile.open(archive) as tar:
+                tar.extractall(tree, filter="data")
+        config["reference_tree"] = str(tree)
+    write_text_atomic(out / "setup.json", json.dumps(config, indent=1))
     return config
 
 
 # ------------------------------------------------------------------------- one pass (child)
 
 
-def run_pass(name: str) -> dict:
-    """Run one pass in this (fresh) process; return its peak RSS and the baseline before it."""
-    config = json.loads((OUT / "setup.json").read_text())
+def run_pass(name: str, out: Path, stores: Path) -> dict:
+    """Run one pass in this (fresh) process, its stores under ``stores``; return its peak RSS,
+    the baseline before it and the numbers of the passes that write no store."""
+    config = json.loads((out / "setup.json").read_text())
+    import pandas as pd
     import torch  # noqa: F401  (imported before the baseline is read)
     import transformers  # noqa: F401
 
@@ -135,6 +159,12 @@ def run_pass(name: str) -> dict:
     from tikmix.influence import stages
     from tikmix.influence.tracking import DEFAULT_MODULE_PATTERN
 
+    try:  # as every workflow job does at start (tikmix.workflow.script_logging)
+        from tikmix.resources import return_freed_blocks_to_system
+    except ImportError:  # a reference library from before it
+        pass
+    else:
+        return_freed_blocks_to_system()
     batch, seq_len = config["batch"], config["seq_len"]
     settings = GradientPassSettings(
         tracked_modules=DEFAULT_MODULE_PATTERN,
@@ -145,7 +175,6 @@ def run_pass(name: str) -> dict:
         seed=0,
         device="cpu",
     )
-    stores = OUT / "stores"
     stores.mkdir(exist_ok=True)
     checkpoint, domains = config["checkpoint"], config["domains"]
     sample = {
@@ -158,14 +187,14 @@ def run_pass(name: str) -> dict:
         "gradient_pass": settings,
     }
     baseline = vm_kb("VmRSS")
-    if name.startswith("task_gradients"):
-        out = stores / ("task_main.zarr" if "main" in name else "task.zarr")
+    values: list[float] = []  # what a pass without a store returns, to compare
+    if name == "task_gradients":
         stages.task_gradients(
             checkpoint=checkpoint,
             task="task",
             task_file=config["task_file"],
             gradient_pass=settings.for_tasks(batch),
-            out=out,
+            out=stores / "task.zarr",
         )
     elif name == "domain_gradients":
         for domain, directory in domains.items():  # the first sets the peak; the rest feed B
@@ -221,10 +250,12 @@ def run_pass(name: str) -> dict:
             gradient_pass=settings,
             out=stores / "measured.csv",
         )
+        measured = pd.read_csv(stores / "measured.csv")
+        values = measured.filter(like="benefit:").to_numpy().ravel()
     elif name == "additivity":
         from tikmix.analysis.additivity import run_additivity_check
 
-        run_additivity_check(
+        result = run_additivity_check(
             checkpoint=checkpoint,
             domain_dirs=domains,
             influence_csv=config["influence_csv"],
@@ -232,35 +263,45 @@ def run_pass(name: str) -> dict:
             preconditioned=stores / "pre.zarr",
             tracked_modules=DEFAULT_MODULE_PATTERN,
             device="cpu",
-            n_mixtures=1,
+            n_mixtures=4,  # the fewest the check accepts, each one gradient pass
             tokens=batch * seq_len,
             seq_len=seq_len,
             batch_size=batch,
             noise_mixtures=1,
             noise_replicates=1,
         )
+        values = result.points["direct"].to_numpy()
     elif name == "evaluation":
         from tikmix.models.checkpoint import load_checkpoint
         from tikmix.models.stage2 import evaluate_tasks
 
         model, _ = load_checkpoint(checkpoint)
-        evaluate_tasks(model, {"task": config["task_file"]}, batch_size=batch)
+        metrics = evaluate_tasks(model, {"task": config["task_file"]}, batch_size=batch)
+        values = [metrics["task"]["loss"]]
     else:
         raise ValueError(f"unknown pass {name!r}")
     import tikmix
 
-    return {"peak_kb": vm_kb("VmHWM"), "baseline_kb": baseline, "tikmix": tikmix.__file__}
+    return {
+        "peak_kb": vm_kb("VmHWM"),
+        "baseline_kb": baseline,
+        "tikmix": tikmix.__file__,
+        "values": [float(v) for v in values],
+    }
 
 
-def child(name: str, main_code: bool) -> dict:
-    config = json.loads((OUT / "setup.json").read_text())
+def child(name: str, out: Path, reference: bool) -> dict:
+    """Run pass ``name`` in a fresh process: this worktree's library, or (``reference``) the
+    ``--against`` commit's, each with its own stores (a reference pass reads reference stores)."""
+    config = json.loads((out / "setup.json").read_text())
     env = dict(os.environ)
-    if main_code:
-        env["PYTHONPATH"] = config["main_tree"]  # main's tikmix shadows the editable install
+    if reference:
+        env["PYTHONPATH"] = config["reference_tree"]  # shadows the editable install
+    stores = out / ("stores_reference" if reference else "stores")
     result = subprocess.run(
-        [sys.executable, __file__, "--child", name],
+        [sys.executable, __file__, "--child", name, "--out", out, "--stores", stores],
         env=env,
-        cwd=OUT,
+        cwd=out,
         check=True,
         capture_output=True,
         text=True,
@@ -271,7 +312,7 @@ def child(name: str, main_code: bool) -> dict:
 # ------------------------------------------------------------------------------ the bounds
 
 
-def shapes() -> dict:
+def shapes(shape: dict) -> dict:
     """The model's sizes the bounds are written in (``docs/scaling.md#memory-of-each-pass``)."""
     import torch
     import transformers
@@ -283,13 +324,13 @@ def shapes() -> dict:
     )
 
     with torch.device("meta"):
-        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**SMOLLM2))
+        model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**shape))
     model.tie_weights()
     modules = select_modules(model)
     grads = {name: gradient_shape(m) for name, m in modules.items()}
-    d, f, n_layers = SMOLLM2["hidden_size"], SMOLLM2["intermediate_size"], 30
-    heads = SMOLLM2["num_attention_heads"]
-    d_kv = d // heads * SMOLLM2["num_key_value_heads"]
+    d, f, n_layers = shape["hidden_size"], shape["intermediate_size"], shape["num_hidden_layers"]
+    heads = shape["num_attention_heads"]
+    d_kv = d // heads * shape["num_key_value_heads"]
     distinct_inputs = 4 * n_layers  # q/k/v, o, gate/up and down read 4 distinct inputs
     input_dims = [d, d, d, f] * n_layers
     return {
@@ -300,7 +341,7 @@ def shapes() -> dict:
         "d_kv": d_kv,
         "heads": heads,
         "layers": n_layers,
-        "vocab": SMOLLM2["vocab_size"],
+        "vocab": shape["vocab_size"],
         # per token, float32: saved activations (measured structure, see the docs) and what the
         # EK-FAC hooks record (each distinct input once, every output gradient)
         "activation_token": 4 * (n_layers * (6 * d + 2 * d_kv + 4 * f + heads + 2) + d + 32),
@@ -359,12 +400,24 @@ def bounds(s: dict, batch: int, seq_len: int, task_len: int) -> dict[str, tuple[
 # ------------------------------------------------------------------------------------ main
 
 
-def relative_difference(first: Path, second: Path) -> float:
+#: the store each pass writes (the others return their numbers)
+STORES = {
+    "task_gradients": "task.zarr",
+    "domain_gradients": "d0.part.zarr",
+    "ekfac_covariances": "cov.zarr",
+    "ekfac_eigen": "eigen.zarr",
+    "ekfac_lambda": "lambda.zarr",
+    "ekfac_domain_lambda": "lambda_d0.zarr",
+}
+
+
+def relative_difference(reference: Path, this: Path) -> float:
+    """``‖this - reference‖ / ‖reference‖`` over every array of two stores."""
     import numpy as np
 
     from tikmix.influence.store import open_store
 
-    a, b = open_store(first), open_store(second)
+    a, b = open_store(reference), open_store(this)
     num = den = 0.0
     for name in a.names:
         x, y = a[name].astype(np.float64), b[name].astype(np.float64)
@@ -374,49 +427,59 @@ def relative_difference(first: Path, second: Path) -> float:
 
 
 def main() -> None:
+    import numpy as np
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="smollm2")
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--task-rows", type=int, default=64)
     parser.add_argument("--only", nargs="*", help="passes to run (default: all)")
+    parser.add_argument(
+        "--against", help="also run each pass from this commit's library and compare"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--stores", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(run_pass(args.child)))
+        print(json.dumps(run_pass(args.child, args.out, args.stores)))
         return
-    config = setup(args)
-    s = shapes()
+    out = OUT / args.shape
+    setup(args, out)
+    s = shapes(SHAPES[args.shape])
     limits = bounds(s, args.batch, args.seq_len, args.seq_len)
     print(
-        f"SmolLM2-135M-shaped HF Llama, random weights: {s['params'] / 1e6:.1f}M parameters "
+        f"{args.shape}-shaped HF Llama, random weights: {s['params'] / 1e6:.1f}M parameters "
         f"(M = {4 * s['params'] / GB:.2f} GB fp32), tracked P_t = {s['tracked'] / 1e6:.1f}M; "
         f"batch {args.batch}, seq_len {args.seq_len}, task rows {args.task_rows}"
     )
-    print(f"{'pass':26s} {'peak GB':>8s} {'bound GB':>9s} {'peak/bound':>10s}  bound terms")
-    peaks = {}
+    against = f" {'ref GB':>7s} {'ref/this':>8s} {'rel diff':>9s}" if args.against else ""
+    print(f"{'pass':20s} {'peak GB':>8s} {'bound GB':>9s} {'peak/bound':>10s}{against}  terms")
     for name in PASSES:
         if args.only and name not in args.only:
             continue
-        if name == "measure_mixtures" and not (OUT / "stores" / "pre.zarr").is_dir():
-            child("preconditioning", main_code=False)
-        result = child(name, main_code=name.endswith("(main)"))
-        peaks[name] = result["peak_kb"] * 1024
-        key = name.removesuffix(" (main)")
-        bound, terms = limits[key]
-        print(
-            f"{name:26s} {peaks[name] / GB:8.2f} {bound / GB:9.2f} {peaks[name] / bound:10.2f}  "
-            f"{terms} (baseline {result['baseline_kb'] * 1024 / GB:.2f} GB)",
-            flush=True,
-        )
-    if "task_gradients" in peaks and "task_gradients (main)" in peaks:
-        stores = OUT / "stores"
-        print(
-            f"task gradients: main / this = "
-            f"{peaks['task_gradients (main)'] / peaks['task_gradients']:.2f}x less memory; "
-            f"relative difference of the stores "
-            f"{relative_difference(stores / 'task_main.zarr', stores / 'task.zarr'):.2e}"
-        )
-    del config
+        for reference in (False, True) if args.against else (False,):
+            stores = out / ("stores_reference" if reference else "stores")
+            if name == "measure_mixtures" and not (stores / "pre.zarr").is_dir():
+                child("preconditioning", out, reference)
+        result = child(name, out, reference=False)
+        peak = result["peak_kb"] * 1024
+        bound, terms = limits[name]
+        row = f"{name:20s} {peak / GB:8.2f} {bound / GB:9.2f} {peak / bound:10.2f}"
+        if args.against:
+            ref = child(name, out, reference=True)
+            if name in STORES:
+                diff = relative_difference(
+                    out / "stores_reference" / STORES[name], out / "stores" / STORES[name]
+                )
+            else:
+                x, y = np.array(ref["values"]), np.array(result["values"])
+                diff = float(np.linalg.norm(y - x) / np.linalg.norm(x))
+            ref_peak = ref["peak_kb"] * 1024
+            row += f" {ref_peak / GB:7.2f} {ref_peak / peak:8.2f} {diff:9.1e}"
+        baseline = result["baseline_kb"] * 1024 / GB
+        print(f"{row}  {terms} (baseline {baseline:.2f} GB)", flush=True)
 
 
 if __name__ == "__main__":

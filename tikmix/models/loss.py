@@ -83,19 +83,21 @@ class _LinearCrossEntropy(torch.autograd.Function):
             h = hidden[chunk]
             logits = F.linear(h, weight, bias)
             logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-            probs = None
             if labels is not None:
-                probs = torch.softmax(logits, dim=-1)
-                y = labels(probs, chunk)
+                y = labels(torch.softmax(logits, dim=-1), chunk)
                 drawn.append(y)
             else:
                 y = targets[chunk]
-            losses[chunk] = F.cross_entropy(logits, y, reduction="none")
+            log_probs = torch.log_softmax(logits, dim=-1)
+            del logits
+            # F.cross_entropy's value: the negated log-probability of the target
+            losses[chunk] = -log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
             if not any(grads):
                 continue
-            # d CE / d logits = softmax − one-hot, scaled by the row's weight
-            grad_logits = probs if probs is not None else torch.softmax(logits, dim=-1)
-            del logits
+            # d CE / d logits = softmax − one-hot, scaled by the row's weight; the softmax as
+            # the exp of the log-softmax, as autograd's cross-entropy backward forms it, so a
+            # batch within one chunk gets bitwise the one-piece head's gradients
+            grad_logits = log_probs.exp_()
             grad_logits[torch.arange(len(y), device=y.device), y] -= 1
             grad_logits *= weights[chunk].to(grad_logits.dtype).unsqueeze(1)
             if grad_hidden is not None:

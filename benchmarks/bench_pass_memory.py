@@ -1,12 +1,14 @@
 """Benchmark: peak RSS of every job that holds the model or the factors, against its bound.
 
 A SmolLM2-135M-shaped Hugging Face Llama (hidden 576, 30 layers, 9 heads / 3 KV heads,
-intermediate 1536, vocabulary 49152, tied embeddings, 2048 positions), random weights built
-with ``transformers`` from that config and saved as a checkpoint; two domains of random
-tokens; a task file of ``--task-rows`` rows of ``--seq-len + 1`` tokens, the second half of each
-row scored. Every pass runs its workflow stage function (``tikmix.influence.stages``,
-``tikmix.analysis.additivity``, ``tikmix.models.stage2.evaluate_tasks``) at batch
-``--batch`` in a fresh subprocess that reports its own peak RSS (the kernel's ``VmHWM``).
+intermediate 1536, vocabulary 49152, tied embeddings, 2048 positions; ``--shape demo``: the
+demo's vocabulary 2048, d 64, 2 layers), random weights built with ``transformers`` from that
+config and saved as a checkpoint; two domains of random tokens; a task file of ``--task-rows``
+rows of ``--seq-len + 1`` tokens, the second half of each row scored. Every pass runs its
+workflow stage function (``tikmix.influence.stages``, ``tikmix.analysis.additivity``,
+``tikmix.models.stage2.evaluate_tasks``) at batch ``--batch`` in a fresh subprocess that
+reports its own peak RSS (the kernel's ``VmHWM``), after the allocator setting every workflow
+job makes (``tikmix.resources.return_freed_blocks_to_system``).
 
 The bound of each pass is the formula of ``docs/scaling.md#memory-of-each-pass``:
 the model + the pass's own statistics + one forward pass's activations (a slice of the batch
@@ -14,14 +16,17 @@ within ``tracking.ACTIVATION_BUDGET_BYTES``) + 0.5 GB, from the model's shapes. 
 process's own baseline (Python, torch, transformers imported: ~0.4 GB) counts against the
 0.5 GB.
 
-The task-gradient pass also runs from ``main``'s code (``git archive main tikmix``, in its own
-subprocess) on the same checkpoint and task file: the table prints the ratio of the two peaks
-and the relative difference of the two gradient stores (Frobenius norm over all modules).
+``--against REF`` also runs every pass from REF's library (``git archive REF tikmix``, its own
+subprocess and stores, on the same checkpoint and files) and prints its peak, the ratio of the
+two peaks and the relative difference of the outputs (Frobenius norm over every array of a
+store; the measured benefits of ``measure_mixtures`` and ``additivity``; the evaluation loss).
 
-Run (about 10 min on 2 shared cores, ~3 GB on disk under benchmarks/out/pass_memory, kept so
-that ``--only`` can rerun one pass; delete it afterwards)::
+Run (SmolLM2 shape: 1-2 h on 2 shared cores, the eigendecomposition most of it, ~3 GB on disk
+under benchmarks/out/pass_memory, kept so that ``--only`` can rerun one pass; delete it
+afterwards; demo shape: minutes)::
 
-    nice -n 10 .venv/bin/python benchmarks/bench_pass_memory.py
+    nice -n 10 .venv/bin/python benchmarks/bench_pass_memory.py [--only PASS ...]
+    nice -n 10 .venv/bin/python benchmarks/bench_pass_memory.py --shape demo --batch 16 --against merged
 """
 
 from __future__ import annotations

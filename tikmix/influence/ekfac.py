@@ -366,9 +366,9 @@ def covariance_sums(
             if batch_leaders != leaders:
                 settle_shared_sums()
                 leaders = batch_leaders
-            # Σ a aᵀ of the input read last, kept for the next module that reads it: readers of
-            # one input are consecutive, and a product per distinct input held for the whole
-            # slice would add 4·Σ i² bytes (0.4 GB at SmolLM2's shape) to the pass's peak
+            # Σ a aᵀ of the last input read, for a next leader that reads the same input; one
+            # product per distinct input kept for the whole slice held 4·Σ i² bytes and
+            # fragmented the heap (2 GB of the pass's peak at SmolLM2's shape)
             last_product: tuple[int, torch.Tensor] | None = None
             for name in modules:
                 for a, g in recorder.pairs(name):

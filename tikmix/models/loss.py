@@ -94,12 +94,16 @@ class _LinearCrossEntropy(torch.autograd.Function):
             losses[chunk] = -log_probs.gather(1, y.unsqueeze(1)).squeeze(1)
             if not any(grads):
                 continue
-            # d CE / d logits = softmax − one-hot, scaled by the row's weight; the softmax as
-            # the exp of the log-softmax, as autograd's cross-entropy backward forms it, so a
-            # batch within one chunk gets bitwise the one-piece head's gradients
-            grad_logits = log_probs.exp_()
-            grad_logits[torch.arange(len(y), device=y.device), y] -= 1
-            grad_logits *= weights[chunk].to(grad_logits.dtype).unsqueeze(1)
+            # d CE / d logits = (softmax − one-hot) · the row's weight, by the kernel autograd's
+            # cross-entropy backward runs (the log-softmax backward of −weight at the target),
+            # so a batch within one chunk gets bitwise the one-piece head's gradients
+            grad_log_probs = torch.zeros_like(log_probs).scatter_(
+                1, y.unsqueeze(1), -weights[chunk].to(log_probs.dtype).unsqueeze(1)
+            )
+            grad_logits = torch._log_softmax_backward_data(
+                grad_log_probs, log_probs, -1, log_probs.dtype
+            )
+            del grad_log_probs, log_probs
             if grad_hidden is not None:
                 grad_hidden[chunk] = (grad_logits.to(h.dtype) @ weight.to(h.dtype)).to(
                     grad_hidden.dtype

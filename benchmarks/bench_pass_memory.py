@@ -74,6 +74,7 @@ PASSES = (
     "ekfac_eigen",
     "ekfac_lambda",
     "ekfac_domain_lambda",
+    "ekfac_factors",
     "measure_mixtures",
     "additivity",
     "evaluation",
@@ -233,6 +234,8 @@ def run_pass(name: str, out: Path, stores: Path) -> dict:
             gradient_pass=settings,
             out=stores / "lambda_d0.zarr",
         )
+    elif name == "ekfac_factors":
+        stages.ekfac_factors(stores / "eigen.zarr", [stores / "lambda.zarr"], stores / "f.zarr")
     elif name == "preconditioning":  # set-up of the measurements (not a model pass)
         stages.ekfac_factors(stores / "eigen.zarr", [stores / "lambda.zarr"], stores / "f.zarr")
         stages.precondition_task_gradients(
@@ -358,6 +361,7 @@ def shapes(shape: dict) -> dict:
         ),
         "eigenvectors": sum(o * o + i * i for o, i in grads.values()),  # elements, per module
         "largest_module": max(o * o + i * i for o, i in grads.values()),
+        "largest_gradient": max(o * i for o, i in grads.values()),
     }
 
 
@@ -394,6 +398,10 @@ def bounds(s: dict, batch: int, seq_len: int, task_len: int) -> dict[str, tuple[
         "domain_gradients": gradient_pass(seq_len),
         "ekfac_covariances": recorder_pass(s["covariance"], "C"),
         "ekfac_eigen": (8 * 4 * s["largest_module"] + SLACK, "32·max_m(o²+i²)"),
+        "ekfac_factors": (
+            8 * s["largest_module"] + 3 * 8 * s["largest_gradient"] + SLACK,
+            "8·max_m(o²+i²) + 24·max_m(o·i)",
+        ),
         "ekfac_lambda": recorder_pass(4 * s["eigenvectors"] + sums, "4Q + 8P_t"),
         "ekfac_domain_lambda": recorder_pass(4 * s["eigenvectors"] + sums, "4Q + 8P_t"),
         "measure_mixtures": gradient_pass(seq_len),
@@ -413,6 +421,7 @@ STORES = {
     "ekfac_eigen": "eigen.zarr",
     "ekfac_lambda": "lambda.zarr",
     "ekfac_domain_lambda": "lambda_d0.zarr",
+    "ekfac_factors": "f.zarr",
 }
 
 

@@ -55,7 +55,6 @@ from tikmix.influence.ekfac import (
     covariance_sums,
     eigendecompose,
     lambda_sums,
-    reduce,
 )
 from tikmix.influence.gradients import GradientStats, summed_gradients
 from tikmix.influence.measure import measure_mixture_table
@@ -64,8 +63,8 @@ from tikmix.influence.store import (
     check_projection,
     iter_module_covariances,
     iter_module_factors,
+    iter_module_lambdas,
     load_eigenbases,
-    load_lambdas,
     open_preconditioned,
     open_store,
     reduce_gradient_stores,
@@ -392,15 +391,16 @@ def ekfac_domain_lambda(
 
 
 def ekfac_factors(eigen: str | Path, parts: list[str | Path], out: str | Path) -> Path:
-    """EK-FAC factors: eigenbases and Λ averaged over sequences.
+    """EK-FAC factors: eigenbases and Λ averaged over sequences, one module at a time (its
+    eigenbasis and its Λ from every part read, averaged and written before the next module's).
 
     The damping stored here is the default 0.1·mean(Λ); :func:`precondition_task_gradients`
     applies the configured damping, so changing it does not refit the factors.
     """
-    lambdas = (
-        load_lambdas(parts[0]) if len(parts) == 1 else reduce([load_lambdas(p) for p in parts])
+    factors = (
+        EkfacFactors.from_lambda({module: basis}, lambdas, "auto")
+        for module, basis, lambdas in iter_module_lambdas(eigen, parts)
     )
-    factors = EkfacFactors.from_lambda(load_eigenbases(eigen), lambdas, "auto")
     attrs = open_store(eigen).attrs
     provenance = {
         "checkpoint": attrs["checkpoint"],

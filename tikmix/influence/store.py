@@ -315,23 +315,46 @@ def load_lambdas(path: str | os.PathLike) -> LambdaSums:
     )
 
 
+def iter_module_lambdas(
+    eigen: str | os.PathLike, parts: Sequence[str | os.PathLike]
+) -> Iterator[tuple[str, Eigenbasis, LambdaSums]]:
+    """``(module, its eigenbasis, its Λ sums over all parts)``, one module read at a time (the
+    same sums, added in the same order, as reducing whole parts)."""
+    bases = open_store(eigen, kind="eigenbases")
+    stores = [open_store(p, kind="lambda_sums") for p in parts]
+    for module in stores[0].attrs["modules"]:
+        basis = Eigenbasis(*(bases.tensor(f"{module}/{field}") for field in _EIGEN_FIELDS))
+        total = None
+        for store in stores:
+            part = LambdaSums(
+                {module: store.tensor(f"{module}/lambda")}, store.attrs["n_sequences"]
+            )
+            total = part if total is None else total + part
+        yield module, basis, total
+
+
 def save_factors(
-    path: str | os.PathLike, factors: EkfacFactors, provenance: dict[str, Any] | None = None
+    path: str | os.PathLike,
+    factors: EkfacFactors | Iterable[EkfacFactors],
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Store (E)K-FAC factors (kind ``factors``): eigenvectors, eigenvalues and damping."""
-    attrs = {
-        **_provenance(provenance),
-        "kind": "factors",
-        "factor_kind": factors.kind,
-        "modules": factors.modules,
-        "damping": factors.damping,
-    }
+    """Store (E)K-FAC factors (kind ``factors``): eigenvectors, eigenvalues and damping.
+
+    ``factors`` may be streamed as factors of a few modules each, each written before the next
+    is formed."""
+    modules: list[str] = []  # filled while streaming (the attributes are written last)
+    damping: dict[str, float] = {}
+    attrs = {**_provenance(provenance), "kind": "factors", "modules": modules, "damping": damping}
 
     def arrays() -> Iterator[tuple[str, np.ndarray]]:
-        for name in factors.modules:
-            yield f"{name}/activation_eigenvectors", _numpy(factors.activation_eigenvectors[name])
-            yield f"{name}/gradient_eigenvectors", _numpy(factors.gradient_eigenvectors[name])
-            yield f"{name}/eigenvalues", _numpy(factors.eigenvalues[name])
+        for part in [factors] if isinstance(factors, EkfacFactors) else factors:
+            attrs["factor_kind"] = part.kind
+            for name in part.modules:
+                modules.append(name)
+                damping[name] = part.damping[name]
+                yield f"{name}/activation_eigenvectors", _numpy(part.activation_eigenvectors[name])
+                yield f"{name}/gradient_eigenvectors", _numpy(part.gradient_eigenvectors[name])
+                yield f"{name}/eigenvalues", _numpy(part.eigenvalues[name])
 
     return write_store(path, arrays(), attrs)
 

@@ -175,8 +175,11 @@ def test_shared_covariance_follows_a_change_of_which_modules_share_an_input():
 @pytest.mark.parametrize("n", [1, 5, 255, 256, 257, 600])
 def test_blocked_symmetrisation_equals_mirroring_the_whole_upper_triangle(n):
     """The block-wise mirror is bit-identical to ``triu + triu(1).T`` at every size (block
-    boundaries included) and ignores the lower triangle it is given."""
+    boundaries included), ignores the lower triangle it is given and works in place."""
     upper = torch.randn(n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
     expected = upper.triu() + upper.triu(1).T
-    assert torch.equal(_symmetric_from_upper(upper), expected)
-    assert torch.equal(_symmetric_from_upper(upper), _symmetric_from_upper(upper.triu()))
+    from_triangle = _symmetric_from_upper(upper.triu())
+    result = _symmetric_from_upper(upper)
+    assert result.data_ptr() == upper.data_ptr()
+    assert torch.equal(result, expected)
+    assert torch.equal(from_triangle, expected)

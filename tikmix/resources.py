@@ -13,6 +13,7 @@ monitor started (tensors only, not the caching allocator's reserve), ``None`` wi
 
 from __future__ import annotations
 
+import ctypes
 import resource
 import sys
 import time
@@ -22,6 +23,27 @@ import torch
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
+#: Allocations of this many bytes or more get a memory mapping of their own (glibc's
+#: ``M_MMAP_THRESHOLD``, parameter -3 of ``mallopt``), returned to the system when freed.
+MMAP_THRESHOLD_BYTES = 2**20
+_M_MMAP_THRESHOLD = -3
+
+
+def return_freed_blocks_to_system() -> bool:
+    """Make glibc map every allocation of :data:`MMAP_THRESHOLD_BYTES` or more on its own, so a
+    freed tensor leaves the resident set; ``False`` where the C library has no ``mallopt``.
+
+    By default glibc raises that threshold (up to 32 MiB) each time a mapped block is freed;
+    from then on the slices' activations, products and even float64 sums come from the heap,
+    whose freed blocks stay resident. At SmolLM2's shape that held 0.5 GB of the EK-FAC
+    covariance pass's peak (``docs/scaling.md#memory-of-each-pass``). Every job calls it at
+    start (``tikmix.workflow.script_logging``).
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    return mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1
 
 
 def current_rss_mb() -> float | None:

@@ -183,7 +183,10 @@ def script_logging(snakemake) -> Iterator[logging.Logger]:  # noqa: ANN001 - Sna
     # Snakemake runs several jobs side by side.
     import torch
 
+    from tikmix.resources import return_freed_blocks_to_system
+
     torch.set_num_threads(max(1, int(snakemake.threads)))
+    return_freed_blocks_to_system()  # a pass's peak is what it holds, not what malloc kept
     logger = logging.getLogger(f"tikmix.rule.{snakemake.rule}")
     log_only = {"extra": {LOG_ONLY: True}}
     logger.info("rule %s, wildcards %s", snakemake.rule, dict(snakemake.wildcards), **log_only)

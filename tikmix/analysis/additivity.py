@@ -41,7 +41,7 @@ from tikmix.core.settings import AdditivityNoise, AdditivitySettings
 from tikmix.data.sampler import load_streams
 from tikmix.influence.measure import measure_mixture_table
 from tikmix.influence.projection import resolve_projections
-from tikmix.influence.store import load_preconditioned
+from tikmix.influence.store import open_preconditioned
 from tikmix.influence.tracking import select_modules
 from tikmix.mixing.candidates import perturbed_mixtures
 from tikmix.mixing.weights import read_influence_matrix
@@ -346,7 +346,7 @@ def run_additivity_check(
     modules = select_modules(model, tracked_modules)
     streams = load_streams(domain_dirs, "train")
     return additivity_check(
-        model, modules, streams, B, reference, load_preconditioned(preconditioned), **options
+        model, modules, streams, B, reference, open_preconditioned(preconditioned), **options
     )
 
 

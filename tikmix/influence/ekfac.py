@@ -35,7 +35,7 @@ which is what makes tracking a large-vocabulary LM head possible (``docs/scaling
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,13 +51,20 @@ from tikmix.influence.tracking import (
     Precision,
     autocast,
     evaluation_mode,
+    forward_slices,
     gradient_shape,
     position_mask,
     projections_on,
+    tracked_parameters_require_grad,
     unpack_batch,
     working_dtype,
 )
-from tikmix.models.loss import causal_lm_logits
+from tikmix.models.loss import (
+    causal_lm_logits,
+    chunkable_head,
+    final_hidden_states,
+    head_cross_entropy,
+)
 
 FisherKind = Literal["true", "empirical"]
 DAMPING_SCALE = 0.1  # damping="auto": λ = DAMPING_SCALE · mean(Λ), per module (as kronfluence)
@@ -70,21 +77,19 @@ def _sequence_seed(seed: int, row: np.ndarray) -> int:
     return int.from_bytes(digest.digest(), "little") & (2**63 - 1)
 
 
-def _sample_labels(
-    probs: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, seed: int
-) -> torch.Tensor:
-    """Labels ``[B, L]`` drawn from ``probs [B, L, V]`` by inverse-CDF sampling.
+def _label_uniforms(ids: torch.Tensor, mask: torch.Tensor, seed: int) -> torch.Tensor:
+    """Uniforms ``[B, L]`` (float64) for drawing each position's label, and NaN after a
+    sequence's last scored position (those positions get label 0).
 
     Sequence ``n`` draws its uniforms from a generator seeded by ``seed`` and its token ids up
     to its last scored position, so its labels depend neither on the rest of the batch nor on
-    trailing padding. Only drawing the uniforms is per sequence; the search runs on the batch.
-    Positions after a sequence's last scored one get label 0.
+    trailing padding.
     """
     batch, length = mask.shape
     positions = torch.arange(length, device=mask.device)
     lengths = (torch.where(mask, positions, -1).max(dim=1).values + 1).tolist()
     rows = ids.detach().cpu().numpy()
-    uniforms = torch.zeros(batch, length, 1, dtype=torch.float64)
+    uniforms = torch.full((batch, length), float("nan"), dtype=torch.float64)
     for n, scored_length in enumerate(lengths):
         if scored_length > 0:
             generator = torch.Generator(device="cpu").manual_seed(
@@ -92,12 +97,27 @@ def _sample_labels(
             )
             uniforms[n, :scored_length] = torch.rand(
                 scored_length, 1, dtype=torch.float64, generator=generator
-            )
+            ).squeeze(1)
+    return uniforms.to(mask.device)
+
+
+def _draw_labels(probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Labels ``[rows]`` drawn from ``probs [rows, V]`` by inverse-CDF sampling (label 0 where
+    the uniform is NaN); only drawing the uniforms is per sequence, the search runs on rows."""
     cdf = probs.double().cumsum(dim=-1)
-    targets = torch.searchsorted(cdf, uniforms.to(cdf.device) * cdf[..., -1:]).squeeze(-1)
+    unscored = uniforms.isnan()
+    u = uniforms.masked_fill(unscored, 0.0).unsqueeze(-1)
+    targets = torch.searchsorted(cdf, u * cdf[..., -1:]).squeeze(-1)
     targets.clamp_(max=probs.shape[-1] - 1)
-    unscored_tail = positions >= torch.tensor(lengths, device=mask.device).unsqueeze(1)
-    return targets.masked_fill_(unscored_tail, 0)
+    return targets.masked_fill_(unscored, 0)
+
+
+def _sample_labels(
+    probs: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor, seed: int
+) -> torch.Tensor:
+    """Labels ``[B, L]`` drawn from ``probs [B, L, V]`` (:func:`_label_uniforms`,
+    :func:`_draw_labels`)."""
+    return _draw_labels(probs, _label_uniforms(ids, mask, seed))
 
 
 def fisher_loss(
@@ -111,11 +131,26 @@ def fisher_loss(
 
     With ``fisher="true"`` the targets are drawn from the model's own predictive distribution
     (deterministic for ``seed`` and the sequence's token ids); with ``"empirical"`` they are the
-    data's next tokens.
+    data's next tokens. The head runs in chunks where the model allows it
+    (:func:`tikmix.models.loss.head_cross_entropy`); labels are drawn chunk by chunk from the
+    same uniforms, so they do not depend on the chunking.
     """
     if fisher not in ("true", "empirical"):
         raise ValueError(f"fisher must be 'true' or 'empirical', got {fisher!r}")
     mask = position_mask(ids, loss_mask)
+    head = chunkable_head(model)
+    if head is not None:
+        hidden = final_hidden_states(model, ids[:, :-1])
+        labels = None
+        if fisher == "true":
+            flat_uniforms = _label_uniforms(ids, mask, seed).reshape(-1)
+
+            def labels(probs: torch.Tensor, rows: slice) -> torch.Tensor:
+                return _draw_labels(probs, flat_uniforms[rows])
+
+        targets = ids[:, 1:] if fisher == "empirical" else None
+        loss, _, _ = head_cross_entropy(hidden, head, targets, mask, labels)
+        return loss, mask
     logits = causal_lm_logits(model, ids[:, :-1])
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
@@ -146,6 +181,16 @@ def _backward_recorded(
     return mask
 
 
+def _sliced(
+    batches: Iterable[Batch], device: torch.device, modules: dict[str, nn.Linear]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Every batch on ``device``, in slices of whole sequences within the activation budget
+    (``tracking.forward_slices``): the passes sum over sequences and tokens, and each
+    sequence's labels depend on it alone, so the slicing changes no statistic."""
+    for batch in batches:
+        yield from forward_slices(*unpack_batch(batch, device), modules)
+
+
 def _gram_upper(x: torch.Tensor) -> torch.Tensor:
     """``xᵀ x`` of ``x [n, d]``; only its upper triangle is meaningful.
 
@@ -167,19 +212,19 @@ SYMMETRISE_BLOCK = 256
 
 
 def _symmetric_from_upper(matrix: torch.Tensor) -> torch.Tensor:
-    """The symmetric matrix whose upper triangle is ``matrix``'s (its lower one is ignored).
+    """``matrix`` made symmetric in place from its upper triangle (its lower one is ignored).
 
     The same values as ``matrix.triu() + matrix.triu(1).T``, mirrored one block of rows at a
     time: reading a whole transposed float64 matrix strides across memory and costs several
-    times more on large layers.
+    times more on large layers, and a copy would double the pass's peak.
     """
-    out = matrix.triu()
     n = matrix.shape[0]
     for start in range(0, n, SYMMETRISE_BLOCK):
         stop = min(n, start + SYMMETRISE_BLOCK)
-        out[start:stop, :start] += matrix[:start, start:stop].T
-        out[start:stop, start:stop] += matrix[start:stop, start:stop].triu(1).T
-    return out
+        matrix[start:stop, :start] = matrix[:start, start:stop].T
+        block = matrix[start:stop, start:stop]
+        block.copy_(block.triu() + block.triu(1).T)
+    return matrix
 
 
 def _scored_rows(x: torch.Tensor, mask: torch.Tensor, all_scored: bool) -> torch.Tensor:
@@ -307,9 +352,8 @@ def covariance_sums(
                 activation[name] = shared[leader] if previous is None else previous + shared[leader]
         shared.clear()
 
-    with evaluation_mode(model):
-        for batch in batches:
-            ids, loss_mask = unpack_batch(batch, device)
+    with evaluation_mode(model), tracked_parameters_require_grad({}, model):
+        for ids, loss_mask in _sliced(batches, device, modules):
             mask = _backward_recorded(model, recorder, ids, loss_mask, fisher, seed, precision)
             count = int(mask.sum())
             all_scored = count == mask.numel()
@@ -322,18 +366,23 @@ def covariance_sums(
             if batch_leaders != leaders:
                 settle_shared_sums()
                 leaders = batch_leaders
-            input_products: dict[int, torch.Tensor] = {}  # Σ a aᵀ once per distinct input
+            # Σ a aᵀ of the last input read, for a next leader that reads the same input; one
+            # product per distinct input kept for the whole slice held 4·Σ i² bytes and
+            # fragmented the heap (2 GB of the pass's peak at SmolLM2's shape)
+            last_product: tuple[int, torch.Tensor] | None = None
             for name in modules:
                 for a, g in recorder.pairs(name):
                     if leaders[name] == name:
-                        if id(a) not in input_products:
-                            input_products[id(a)] = _gram_upper(
-                                _scored_rows(a, mask, all_scored).to(work)
+                        if last_product is None or last_product[0] != id(a):
+                            last_product = None  # freed before the next one is formed
+                            last_product = (
+                                id(a),
+                                _gram_upper(_scored_rows(a, mask, all_scored).to(work)),
                             )
                         if name not in shared:
                             in_dim = shapes[name][1]
                             shared[name] = torch.zeros(in_dim, in_dim, dtype=dtype, device=device)
-                        shared[name] += input_products[id(a)]
+                        shared[name] += last_product[1]
                     gradient[name] += _gram_upper(_scored_rows(g, mask, all_scored).to(work))
                     n_tokens[name] += count
     settle_shared_sums()
@@ -420,9 +469,8 @@ def lambda_sums(
             )
         return same_bases[first, second]
 
-    with evaluation_mode(model):
-        for batch in batches:
-            ids, loss_mask = unpack_batch(batch, device)
+    with evaluation_mode(model), tracked_parameters_require_grad({}, model):
+        for ids, loss_mask in _sliced(batches, device, modules):
             _backward_recorded(model, recorder, ids, loss_mask, fisher, seed, precision)
             n_sequences += ids.shape[0]
             # a Q_A once per distinct (input, Q_A): modules sharing an input share A, hence Q_A

@@ -28,6 +28,7 @@ from tikmix.influence.tracking import (
     Precision,
     autocast,
     evaluation_mode,
+    forward_slices,
     gradient_shape,
     projections_on,
     tracked_parameters_require_grad,
@@ -118,20 +119,21 @@ def summed_gradients(
         for name, m in modules.items()
     }
     n_tokens = n_sequences = 0
-    with evaluation_mode(model), tracked_parameters_require_grad(modules) as params:
+    with evaluation_mode(model), tracked_parameters_require_grad(modules, model) as params:
         for batch in batches:
-            ids, loss_mask = unpack_batch(batch, device)
-            with autocast(device, precision):
-                loss, count = summed_loss(model, ids, loss_mask)
-            n_sequences += ids.shape[0]
-            if count == 0:
-                continue
-            grads = iter(torch.autograd.grad(loss, params))
-            for name, module in modules.items():
-                weight_grad = next(grads)
-                bias_grad = next(grads) if module.bias is not None else None
-                sums[name] += module_gradient(module, weight_grad, bias_grad).to(dtype)
-            n_tokens += count
+            for ids, loss_mask in forward_slices(*unpack_batch(batch, device), modules):
+                with autocast(device, precision):
+                    loss, count = summed_loss(model, ids, loss_mask)
+                n_sequences += ids.shape[0]
+                if count == 0:
+                    continue
+                grads = iter(torch.autograd.grad(loss, params))
+                del loss  # the graph is freed; nothing of it outlives the slice
+                for name, module in modules.items():
+                    weight_grad = next(grads)
+                    bias_grad = next(grads) if module.bias is not None else None
+                    sums[name] += module_gradient(module, weight_grad, bias_grad).to(dtype)
+                n_tokens += count
     return GradientStats(sums=sums, n_tokens=n_tokens, n_sequences=n_sequences)
 
 
@@ -153,20 +155,20 @@ def _projected_summed_gradients(
         for name, m in modules.items()
     }
     n_tokens = n_sequences = 0
-    with evaluation_mode(model):
+    with evaluation_mode(model), tracked_parameters_require_grad({}, model):
         for batch in batches:
-            ids, loss_mask = unpack_batch(batch, device)
-            n_sequences += ids.shape[0]
-            with recorder.recording(ids.shape[0], ids.shape[1] - 1):
-                with autocast(device, precision):
-                    loss, count = summed_loss(model, ids, loss_mask)
-                if count == 0:
-                    continue
-                recorder.backward(loss)
-            for name in modules:
-                for a, g in recorder.pairs(name):
-                    g, a = g.reshape(-1, g.shape[-1]).to(work), a.reshape(-1, a.shape[-1]).to(work)
-                    batch_sum = g.T @ a
-                    sums[name] += batch_sum.to(dtype)
-            n_tokens += count
+            for ids, loss_mask in forward_slices(*unpack_batch(batch, device), modules):
+                n_sequences += ids.shape[0]
+                with recorder.recording(ids.shape[0], ids.shape[1] - 1):
+                    with autocast(device, precision):
+                        loss, count = summed_loss(model, ids, loss_mask)
+                    if count == 0:
+                        continue
+                    recorder.backward(loss)
+                for name in modules:
+                    for a, g in recorder.pairs(name):
+                        g = g.reshape(-1, g.shape[-1]).to(work)
+                        a = a.reshape(-1, a.shape[-1]).to(work)
+                        sums[name] += (g.T @ a).to(dtype)
+                n_tokens += count
     return GradientStats(sums=sums, n_tokens=n_tokens, n_sequences=n_sequences)

@@ -9,6 +9,7 @@ per mixture, dotted with the preconditioned task gradients computed once. Compar
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 
 import numpy as np
@@ -19,8 +20,31 @@ from torch import nn
 from tikmix.data.sampler import plan_mixture
 from tikmix.influence.gradients import module_dot_products, summed_gradients
 from tikmix.influence.projection import ModuleProjection
-from tikmix.influence.tracking import Batch, Precision
+from tikmix.influence.tracking import Batch, Precision, slice_batches
+from tikmix.progress import Progress
 from tikmix.seeds import derive_seed
+
+log = logging.getLogger(__name__)
+
+
+def mixture_benefits(
+    mean: Mapping[str, torch.Tensor],
+    preconditioned_task_grads: Mapping[str, Mapping[str, torch.Tensor]],
+) -> list[float]:
+    """``Σ_modules ⟨(G + λI)⁻¹ ∇f_v, ḡ_w⟩`` per task, module by module: with preconditioned
+    gradients read lazily (:func:`tikmix.influence.store.open_preconditioned`) one module of
+    every task is held at a time. Modules are added in the preconditioned gradients' order."""
+    tasks = list(preconditioned_task_grads)
+    totals = dict.fromkeys(tasks, 0)
+    for task in tasks:
+        missing = set(preconditioned_task_grads[task]) ^ set(mean)
+        if missing:
+            raise ValueError(f"gradients cover different modules; unmatched: {sorted(missing)}")
+    for module in preconditioned_task_grads[tasks[0]] if tasks else ():
+        for task in tasks:
+            pre = {module: preconditioned_task_grads[task][module]}
+            totals[task] += module_dot_products(pre, {module: mean[module]})[module]
+    return [totals[t] for t in tasks]
 
 
 def measure_mixture_benefits(
@@ -34,8 +58,10 @@ def measure_mixture_benefits(
 ) -> np.ndarray:
     """Benefits ``[n_mixtures, n_tasks]`` (task order of ``preconditioned_task_grads``).
 
-    Each element of ``batches_for_each_mixture`` is the batches of one mixture's sampled dataset.
-    ``projections`` must be those the preconditioned task gradients were computed with.
+    Each element of ``batches_for_each_mixture`` is the batches of one mixture's sampled dataset;
+    each gets one gradient pass (:func:`tikmix.influence.gradients.summed_gradients`, the domain
+    gradients' pass), then :func:`mixture_benefits`. ``projections`` must be those the
+    preconditioned task gradients were computed with.
     """
     tasks = list(preconditioned_task_grads)
     rows = []
@@ -43,10 +69,12 @@ def measure_mixture_benefits(
         stats = summed_gradients(
             model, modules, batches, precision=precision, projections=projections
         )
-        mean = stats.mean()
-        rows.append(
-            [sum(module_dot_products(preconditioned_task_grads[t], mean).values()) for t in tasks]
-        )
+        if stats.n_tokens == 0:
+            raise ValueError("mean gradient of zero scored tokens is undefined")
+        # the mean in place of the sums (the same division): no second model-sized copy
+        mean = {name: s.div_(stats.n_tokens) for name, s in stats.sums.items()}
+        rows.append(mixture_benefits(mean, preconditioned_task_grads))
+        del stats, mean
     return np.asarray(rows, dtype=np.float64).reshape(len(rows), len(tasks))
 
 
@@ -85,9 +113,12 @@ def measure_mixture_table(
         for mixture, weights in mixtures.iterrows()
     ]
 
+    n_tokens = sum(len(plan) for plan in plans) * seq_len
+    progress = Progress(n_tokens, f"{design} measurements of {len(plans)} mixtures", log)
+
     def batches(plan):
-        for ids in plan.iter_batches(streams, batch_size):
-            yield torch.from_numpy(ids)
+        batches = (torch.from_numpy(ids) for ids in plan.iter_batches(streams, batch_size))
+        return progress.track(slice_batches(batches, modules))
 
     values = measure_mixture_benefits(
         model,
@@ -97,6 +128,5 @@ def measure_mixture_table(
         precision=precision,
         projections=projections,
     )
-    n_tokens = sum(len(plan) for plan in plans) * seq_len
     table = pd.DataFrame(values, index=mixtures.index, columns=list(preconditioned_task_grads))
     return table, n_tokens

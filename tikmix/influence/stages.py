@@ -50,22 +50,22 @@ from tikmix.core.mixture import read_mixture
 from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
 from tikmix.influence import api, mixture_curvature
 from tikmix.influence.ekfac import (
+    Eigenbasis,
     EkfacFactors,
     covariance_sums,
     eigendecompose,
     lambda_sums,
-    reduce,
 )
 from tikmix.influence.gradients import GradientStats, summed_gradients
 from tikmix.influence.measure import measure_mixture_table
 from tikmix.influence.projection import projection_attrs, resolve_projections
 from tikmix.influence.store import (
     check_projection,
+    iter_module_covariances,
     iter_module_factors,
-    load_covariances,
+    iter_module_lambdas,
     load_eigenbases,
-    load_lambdas,
-    load_preconditioned,
+    open_preconditioned,
     open_store,
     reduce_gradient_stores,
     save_covariances,
@@ -76,13 +76,13 @@ from tikmix.influence.store import (
     total_compute,
     write_store,
 )
-from tikmix.influence.tracking import select_modules
+from tikmix.influence.tracking import select_modules, slice_batches, working_dtype
 from tikmix.mixing.responses import BENEFIT_PREFIX
 from tikmix.models.checkpoint import checkpoint_hash, load_checkpoint
 from tikmix.models.device import resolve_device
 from tikmix.models.flops import eigh_flops, training_flops_per_token
 from tikmix.models.lookahead import lookahead_responses
-from tikmix.progress import with_progress
+from tikmix.progress import Progress, with_progress
 from tikmix.resources import ResourceMonitor
 from tikmix.seeds import derive_seed
 
@@ -142,7 +142,10 @@ class _ShardPass:
         rows = shard_rows(len(plan), shards, shard)
         n_tokens = len(rows) * plan.seq_len
         batches = with_progress(
-            _batches(plan, streams, rows, settings.batch_size), n_tokens, what, log
+            slice_batches(_batches(plan, streams, rows, settings.batch_size), modules),
+            n_tokens,
+            what,
+            log,
         )
         flops = n_tokens * training_flops_per_token(model, plan.seq_len)
         provenance = {
@@ -227,16 +230,17 @@ def task_gradients(
     modules = select_modules(model, settings.tracked_modules)
     with np.load(task_file) as data:
         ids, loss_mask = data["input_ids"], data["loss_mask"]
-    stats = api.task_gradient(
+    seq_len = ids.shape[1] - 1
+    batches = api.iterate_batches(ids, loss_mask, settings.batch_size)
+    stats = api.domain_gradient(  # api.task_gradient's pass, with progress lines
         model,
-        ids,
-        loss_mask,
+        with_progress(
+            slice_batches(batches, modules), len(ids) * seq_len, f"{task} task gradient", log
+        ),
         modules,
-        batch_size=settings.batch_size,
         precision=settings.precision,
         projection=settings.projection,
     )
-    seq_len = ids.shape[1] - 1
     flops = ids.shape[0] * seq_len * training_flops_per_token(model, seq_len)
     provenance = {
         "checkpoint": ckpt_hash,
@@ -306,28 +310,40 @@ def ekfac_covariances(*, fisher: str, out: str | Path, **sample: Any) -> Path:
 
 
 def ekfac_eigen(parts: list[str | Path], out: str | Path) -> Path:
-    """Reduce covariance parts and eigendecompose A and S in float64."""
+    """Reduce covariance parts and eigendecompose A and S in float64, one module at a time
+    (its parts' sums read, added, decomposed and written before the next module's are read)."""
     monitor = ResourceMonitor()
     stores = [open_store(p) for p in parts]
-    covariances = reduce([load_covariances(p) for p in parts])
-    bases = eigendecompose(covariances)
-    flops = sum(
-        eigh_flops(b.activation_eigenvalues.numel()) + eigh_flops(b.gradient_eigenvalues.numel())
-        for b in bases.values()
-    )
-    own = ComputeRecord(0, flops)
     first = stores[0].attrs
+    n_tokens: dict[str, int] = {}
+    flops = 0
     provenance = {
         "checkpoint": first["checkpoint"],
         "fisher": first["fisher"],
         "projection": first.get("projection"),
-        "n_tokens": covariances.n_tokens,
-        "n_sequences": covariances.n_sequences,
-        "compute": own.to_dict(),
-        "resources": monitor.usage(),
-        "total_compute": ComputeRecord.total(own, *map(total_compute, parts)).to_dict(),
-    }
-    return save_eigenbases(out, bases, provenance)
+        "n_tokens": n_tokens,
+        "n_sequences": sum(store.attrs["n_sequences"] for store in stores),
+    }  # counts, compute and resources are filled while streaming (attributes are written last)
+    modules = first["modules"]
+    progress = Progress(len(modules), "EK-FAC eigendecomposition", log, unit="modules")
+
+    def bases() -> Iterator[tuple[str, Eigenbasis]]:
+        nonlocal flops
+        for module, covariances in iter_module_covariances(parts):
+            basis = eigendecompose(covariances)[module]
+            n_tokens[module] = covariances.n_tokens[module]
+            flops += eigh_flops(basis.activation_eigenvalues.numel()) + eigh_flops(
+                basis.gradient_eigenvalues.numel()
+            )
+            del covariances
+            yield module, basis
+            progress.update(1)
+        own = ComputeRecord(0, flops)
+        provenance["compute"] = own.to_dict()
+        provenance["total_compute"] = ComputeRecord.total(own, *map(total_compute, parts)).to_dict()
+        provenance["resources"] = monitor.usage()
+
+    return save_eigenbases(out, bases(), provenance)
 
 
 def ekfac_lambda(*, eigen: str | Path, fisher: str, out: str | Path, **sample: Any) -> Path:
@@ -347,7 +363,7 @@ def ekfac_lambda(*, eigen: str | Path, fisher: str, out: str | Path, **sample: A
     sums = lambda_sums(
         job.model,
         job.modules,
-        load_eigenbases(eigen),
+        load_eigenbases(eigen, working_dtype(job.model)),  # f32 for an f32 model, as rotated
         job.batches,
         **job.fisher_options(fisher, settings),
     )
@@ -375,15 +391,16 @@ def ekfac_domain_lambda(
 
 
 def ekfac_factors(eigen: str | Path, parts: list[str | Path], out: str | Path) -> Path:
-    """EK-FAC factors: eigenbases and Λ averaged over sequences.
+    """EK-FAC factors: eigenbases and Λ averaged over sequences, one module at a time (its
+    eigenbasis and its Λ from every part read, averaged and written before the next module's).
 
     The damping stored here is the default 0.1·mean(Λ); :func:`precondition_task_gradients`
     applies the configured damping, so changing it does not refit the factors.
     """
-    lambdas = (
-        load_lambdas(parts[0]) if len(parts) == 1 else reduce([load_lambdas(p) for p in parts])
+    factors = (
+        EkfacFactors.from_lambda({module: basis}, lambdas, "auto")
+        for module, basis, lambdas in iter_module_lambdas(eigen, parts)
     )
-    factors = EkfacFactors.from_lambda(load_eigenbases(eigen), lambdas, "auto")
     attrs = open_store(eigen).attrs
     provenance = {
         "checkpoint": attrs["checkpoint"],
@@ -435,8 +452,11 @@ def precondition_task_gradients(
         ).to_dict(),
     }
 
+    progress = Progress(len(modules), "preconditioning", log, unit="modules")
+
     def arrays() -> Iterator[tuple[str, np.ndarray]]:
         for module, module_factors in iter_module_factors(factors):
+            progress.update(1)
             ekfac = module_factors.with_damping(damping, damping_factor)
             attrs["damping"][module] = ekfac.damping[module]
             task_grads = {
@@ -574,7 +594,7 @@ def measure_mixtures(
         modules,
         streams,
         rows,
-        load_preconditioned(preconditioned),
+        open_preconditioned(preconditioned),
         tokens=tokens,
         seq_len=settings.seq_len,
         batch_size=settings.batch_size,

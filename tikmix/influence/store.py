@@ -217,6 +217,27 @@ def save_covariances(
     return write_store(path, arrays(), attrs)
 
 
+def iter_module_covariances(
+    parts: Sequence[str | os.PathLike],
+) -> Iterator[tuple[str, CovarianceSums]]:
+    """``(module, its covariance sums over all parts)``, one module read at a time (the same
+    sums, added in the same order, as reducing whole parts)."""
+    stores = [open_store(p, kind="covariance_sums") for p in parts]
+    n_sequences = sum(store.attrs["n_sequences"] for store in stores)
+    for module in stores[0].attrs["modules"]:
+        total = None
+        for store in stores:
+            part = CovarianceSums(
+                activation={module: store.tensor(f"{module}/activation")},
+                gradient={module: store.tensor(f"{module}/gradient")},
+                n_tokens={module: store.attrs["n_tokens"][module]},
+                n_sequences=store.attrs["n_sequences"],
+            )
+            total = part if total is None else total + part
+        total.n_sequences = n_sequences
+        yield module, total
+
+
 def load_covariances(path: str | os.PathLike) -> CovarianceSums:
     store = open_store(path, kind="covariance_sums")
     modules = store.attrs["modules"]
@@ -238,23 +259,36 @@ _EIGEN_FIELDS = (
 
 def save_eigenbases(
     path: str | os.PathLike,
-    bases: dict[str, Eigenbasis],
+    bases: Mapping[str, Eigenbasis] | Iterable[tuple[str, Eigenbasis]],
     provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Store eigenbases (kind ``eigenbases``)."""
-    attrs = {**_provenance(provenance), "kind": "eigenbases", "modules": list(bases)}
-    arrays = (
-        (f"{name}/{field}", _numpy(getattr(basis, field)))
-        for name, basis in bases.items()
-        for field in _EIGEN_FIELDS
-    )
-    return write_store(path, arrays, attrs)
+    """Store eigenbases (kind ``eigenbases``); ``bases`` may be streamed as ``(module, basis)``
+    pairs, each written before the next is computed."""
+    modules: list[str] = []  # filled while streaming (the attributes are written last)
+    attrs = {**_provenance(provenance), "kind": "eigenbases", "modules": modules}
+
+    def arrays() -> Iterator[tuple[str, np.ndarray]]:
+        for name, basis in bases.items() if isinstance(bases, Mapping) else bases:
+            modules.append(name)
+            for field in _EIGEN_FIELDS:
+                yield f"{name}/{field}", _numpy(getattr(basis, field))
+        attrs.update(_provenance(provenance))  # what the producer filled in while streaming
+
+    return write_store(path, arrays(), attrs)
 
 
-def load_eigenbases(path: str | os.PathLike) -> dict[str, Eigenbasis]:
+def load_eigenbases(
+    path: str | os.PathLike, dtype: torch.dtype | None = None
+) -> dict[str, Eigenbasis]:
+    """Eigenbases of a store, in ``dtype`` (float64 as stored when None), one array converted
+    at a time."""
     store = open_store(path, kind="eigenbases")
+
+    def tensor(name: str) -> torch.Tensor:
+        return store.tensor(name) if dtype is None else store.tensor(name).to(dtype)
+
     return {
-        m: Eigenbasis(*(store.tensor(f"{m}/{field}") for field in _EIGEN_FIELDS))
+        m: Eigenbasis(*(tensor(f"{m}/{field}") for field in _EIGEN_FIELDS))
         for m in store.attrs["modules"]
     }
 
@@ -281,23 +315,46 @@ def load_lambdas(path: str | os.PathLike) -> LambdaSums:
     )
 
 
+def iter_module_lambdas(
+    eigen: str | os.PathLike, parts: Sequence[str | os.PathLike]
+) -> Iterator[tuple[str, Eigenbasis, LambdaSums]]:
+    """``(module, its eigenbasis, its Λ sums over all parts)``, one module read at a time (the
+    same sums, added in the same order, as reducing whole parts)."""
+    bases = open_store(eigen, kind="eigenbases")
+    stores = [open_store(p, kind="lambda_sums") for p in parts]
+    for module in stores[0].attrs["modules"]:
+        basis = Eigenbasis(*(bases.tensor(f"{module}/{field}") for field in _EIGEN_FIELDS))
+        total = None
+        for store in stores:
+            part = LambdaSums(
+                {module: store.tensor(f"{module}/lambda")}, store.attrs["n_sequences"]
+            )
+            total = part if total is None else total + part
+        yield module, basis, total
+
+
 def save_factors(
-    path: str | os.PathLike, factors: EkfacFactors, provenance: dict[str, Any] | None = None
+    path: str | os.PathLike,
+    factors: EkfacFactors | Iterable[EkfacFactors],
+    provenance: dict[str, Any] | None = None,
 ) -> Path:
-    """Store (E)K-FAC factors (kind ``factors``): eigenvectors, eigenvalues and damping."""
-    attrs = {
-        **_provenance(provenance),
-        "kind": "factors",
-        "factor_kind": factors.kind,
-        "modules": factors.modules,
-        "damping": factors.damping,
-    }
+    """Store (E)K-FAC factors (kind ``factors``): eigenvectors, eigenvalues and damping.
+
+    ``factors`` may be streamed as factors of a few modules each, each written before the next
+    is formed."""
+    modules: list[str] = []  # filled while streaming (the attributes are written last)
+    damping: dict[str, float] = {}
+    attrs = {**_provenance(provenance), "kind": "factors", "modules": modules, "damping": damping}
 
     def arrays() -> Iterator[tuple[str, np.ndarray]]:
-        for name in factors.modules:
-            yield f"{name}/activation_eigenvectors", _numpy(factors.activation_eigenvectors[name])
-            yield f"{name}/gradient_eigenvectors", _numpy(factors.gradient_eigenvectors[name])
-            yield f"{name}/eigenvalues", _numpy(factors.eigenvalues[name])
+        for part in [factors] if isinstance(factors, EkfacFactors) else factors:
+            attrs["factor_kind"] = part.kind
+            for name in part.modules:
+                modules.append(name)
+                damping[name] = part.damping[name]
+                yield f"{name}/activation_eigenvectors", _numpy(part.activation_eigenvectors[name])
+                yield f"{name}/gradient_eigenvectors", _numpy(part.gradient_eigenvectors[name])
+                yield f"{name}/eigenvalues", _numpy(part.eigenvalues[name])
 
     return write_store(path, arrays(), attrs)
 
@@ -323,6 +380,31 @@ def iter_module_factors(path: str | os.PathLike) -> Iterator[tuple[str, EkfacFac
     store = open_store(path, kind="factors")
     for module in store.attrs["modules"]:
         yield module, _module_factors(store, [module])
+
+
+class _StoredModules(Mapping[str, torch.Tensor]):
+    """One task's preconditioned gradients, each module's array read when it is looked up."""
+
+    def __init__(self, store: Store, task: str):
+        self._store, self._task = store, task
+
+    def __getitem__(self, module: str) -> torch.Tensor:
+        if module not in self._store.attrs["modules"]:
+            raise KeyError(module)
+        return self._store.tensor(f"{self._task}/{module}")
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._store.attrs["modules"])
+
+    def __len__(self) -> int:
+        return len(self._store.attrs["modules"])
+
+
+def open_preconditioned(path: str | os.PathLike) -> dict[str, Mapping[str, torch.Tensor]]:
+    """Preconditioned task gradients like :func:`load_preconditioned`'s, but nothing is read
+    until a module is looked up: a consumer going module by module holds one module's arrays."""
+    store = open_store(path, kind="preconditioned_tasks")
+    return {task: _StoredModules(store, task) for task in store.attrs["tasks"]}
 
 
 def load_preconditioned(path: str | os.PathLike) -> dict[str, dict[str, torch.Tensor]]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Literal
 
@@ -133,6 +133,45 @@ def unpack_batch(batch: Batch, device: torch.device) -> tuple[torch.Tensor, torc
         )
     ids = ids.to(device=device, dtype=torch.long)
     return ids, None if mask is None else mask.to(device=device)
+
+
+#: Saved activations one forward/backward pass may hold, as estimated by
+#: :func:`activation_bytes_per_token`: a batch whose sequences would exceed it runs as slices of
+#: whole sequences (:func:`forward_slices`). Every pass sums over sequences, so the slicing
+#: changes no result beyond the order of a float sum (``docs/scaling.md#memory-of-each-pass``).
+ACTIVATION_BUDGET_BYTES = 2**30
+
+
+def activation_bytes_per_token(modules: Mapping[str, nn.Module]) -> int:
+    """Estimated bytes a forward pass saves for backward per token: the float32 input and output
+    of every tracked layer. A Llama block saves ``6 d + 2 d_kv + 4 d_ff + n_heads + 2`` floats
+    per token (measured, ``docs/scaling.md#memory-of-each-pass``); its tracked layers' inputs
+    and outputs count ``9 d + 2 d_kv + 3 d_ff``, within 2 % at SmolLM2's shape."""
+    return 4 * sum(sum(gradient_shape(m)) for m in modules.values())
+
+
+def forward_slices(
+    ids: torch.Tensor,
+    loss_mask: torch.Tensor | None,
+    modules: Mapping[str, nn.Module],
+    budget: int = ACTIVATION_BUDGET_BYTES,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """``(ids, loss_mask)`` in slices of whole sequences whose activations fit ``budget``."""
+    per_sequence = activation_bytes_per_token(modules) * (ids.shape[1] - 1)
+    rows = max(1, budget // max(per_sequence, 1))
+    for start in range(0, ids.shape[0], rows):
+        part = slice(start, start + rows)
+        yield ids[part], None if loss_mask is None else loss_mask[part]
+
+
+def slice_batches(
+    batches: Iterable[Batch], modules: Mapping[str, nn.Module]
+) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Every batch as :func:`forward_slices` (where they stay): a job's progress is then counted
+    per forward pass, however large its batches."""
+    for batch in batches:
+        ids, mask = (batch, None) if isinstance(batch, torch.Tensor) else batch
+        yield from forward_slices(ids, mask, modules)
 
 
 def position_mask(ids: torch.Tensor, loss_mask: torch.Tensor | None) -> torch.Tensor:
@@ -283,18 +322,25 @@ def evaluation_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 
 @contextmanager
-def tracked_parameters_require_grad(modules: dict[str, nn.Linear]) -> Iterator[list[nn.Parameter]]:
+def tracked_parameters_require_grad(
+    modules: dict[str, nn.Linear], model: nn.Module | None = None
+) -> Iterator[list[nn.Parameter]]:
     """Temporarily make the tracked weights (and biases) require grad; yield them in order.
 
     Influence is computed on frozen or inference-mode checkpoints too; the previous flags are
-    restored on exit.
+    restored on exit. With ``model``, its other parameters are frozen meanwhile, so the graph
+    keeps nothing for their gradients (and a tied LM head's gradient is not formed).
     """
     params = [p for m in modules.values() for p in (m.weight, m.bias) if p is not None]
-    previous = [p.requires_grad for p in params]
+    tracked = {id(p) for p in params}
+    others = [] if model is None else [p for p in model.parameters() if id(p) not in tracked]
+    previous = [p.requires_grad for p in params + others]
     for p in params:
         p.requires_grad_(True)
+    for p in others:
+        p.requires_grad_(False)
     try:
         yield params
     finally:
-        for p, flag in zip(params, previous, strict=True):
+        for p, flag in zip(params + others, previous, strict=True):
             p.requires_grad_(flag)

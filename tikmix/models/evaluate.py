@@ -8,11 +8,16 @@ change any scored logit, and skipping it saves most of the compute on short item
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 from torch import nn
 
 from tikmix.models.loss import token_losses
+from tikmix.progress import Progress
+
+log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
@@ -37,13 +42,20 @@ def sequence_losses(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
+    starts = range(0, ids.shape[0], batch_size)
+    widths = []
+    for start in starts:
+        scored_targets = (loss_mask[start : start + batch_size, 1:] != 0).any(dim=0).nonzero()
+        widths.append(int(scored_targets[-1]) + 2 if len(scored_targets) else 2)
+    rows = [min(batch_size, ids.shape[0] - start) for start in starts]
+    total = sum(n * (width - 1) for n, width in zip(rows, widths, strict=True))
+    progress = Progress(total, "evaluation", log)
     sums, counts = [], []
-    for start in range(0, ids.shape[0], batch_size):
+    for start, width in zip(starts, widths, strict=True):
         mask = loss_mask[start : start + batch_size] != 0
-        scored_targets = mask[:, 1:].any(dim=0).nonzero()
-        width = int(scored_targets[-1]) + 2 if len(scored_targets) else 2
         batch = ids[start : start + batch_size, :width].to(device=device, dtype=torch.int64)
         losses, weights = token_losses(model, batch, mask[:, :width].to(device))
+        progress.update(batch.shape[0] * (width - 1))
         sums.append((losses.double() * weights.double()).sum(dim=1).cpu())
         counts.append(weights.sum(dim=1).cpu().to(torch.int64))
     return torch.cat(sums).numpy(), torch.cat(counts).numpy()

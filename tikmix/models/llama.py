@@ -257,7 +257,15 @@ class TinyLlama(nn.Module):
         """The token embedding table (same accessor as Hugging Face models)."""
         return self.embed_tokens
 
+    def get_output_embeddings(self) -> nn.Linear:
+        """The output head (same accessor as Hugging Face models)."""
+        return self.lm_head
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(self.hidden_states(input_ids))
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The normalised final states ``[B, T, d]`` the head reads."""
         if input_ids.ndim != 2:
             raise ValueError(
                 f"input_ids must be [batch, seq_len], got shape {tuple(input_ids.shape)}"
@@ -273,4 +281,4 @@ class TinyLlama(nn.Module):
         cos, sin = rotary_cos_sin(positions, self.config.head_dim, self.config.rope_theta, x.dtype)
         for layer in self.layers:
             x = layer(x, cos, sin)
-        return self.lm_head(self.norm(x))
+        return self.norm(x)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tikmix import progress
 from tikmix.core.compute import ComputeRecord
 from tikmix.data.sampler import mixture_batches
 from tikmix.models.checkpoint import load_checkpoint, load_optimizer_state
@@ -193,7 +193,7 @@ def train(
     losses: list[float] = []
     window: list[torch.Tensor] = []
     tokens_seen = 0
-    start = window_start = time.perf_counter()
+    start = window_start = progress.clock()
     window_tokens = 0
     for step in range(1, total_steps + 1):
         try:
@@ -230,10 +230,12 @@ def train(
         tokens_seen += n_tokens
         window_tokens += n_tokens
         window.append(loss.detach())
-        if step % log_every == 0 or step == total_steps:
+        # every log_every updates, and at least every progress.INTERVAL_SECONDS of wall time
+        due = progress.clock() - window_start >= progress.INTERVAL_SECONDS
+        if step % log_every == 0 or step == total_steps or due:
             window_losses = torch.stack(window).float().cpu().tolist()
             losses.extend(window_losses)
-            now = time.perf_counter()
+            now = progress.clock()
             eta = (now - start) / step * (total_steps - step)
             logger.info(
                 "step %d/%d  loss %.4f  lr %.3g  %.0f tokens/s  elapsed %.0fs  ETA %.0fs",

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from tikmix import cost
 from tikmix.config import ConfigError, check_config
 from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.data.tokenizer import agreed_special_tokens, tokenizer_file
@@ -682,3 +683,29 @@ REPORT_ADDITIVITY = (
     else []
 )
 REPORT_RANKING = ["results/checks/ranking.csv"] if RANKING_CHECK["enabled"] else []
+
+
+# Resources from the cost model (tikmix.cost, arithmetic on each checkpoint's config.json): a
+# job's --mem is its rule's estimated host peak (with headroom), its -t 3x its estimated FLOP time
+# on an H100 at 30% MFU; both grow with `attempt` on a retry. `tikmix plan` prints the same table.
+COST_SHAPES = cost.checkpoint_shapes(config, USER_CHECKPOINTS)
+COSTS = {
+    name: {c.rule: c for c in cost.rule_costs(shape, cost.Settings.from_config(config))}
+    for name, shape in COST_SHAPES.items()
+}
+
+
+def _rule_cost(rule, wildcards):
+    return COSTS[wildcards.get("ckpt") if USER_CHECKPOINTS else "stage1"][rule]
+
+
+def cost_mem_mb(rule):
+    return lambda wildcards, attempt: cost.job_mem_mb(
+        _rule_cost(rule, wildcards), attempt
+    )
+
+
+def cost_runtime(rule):
+    return lambda wildcards, attempt: cost.job_runtime_min(
+        _rule_cost(rule, wildcards), attempt
+    )

@@ -18,8 +18,8 @@ rule domain_gradients:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=cost_mem_mb("domain_gradients"),
+        runtime=cost_runtime("domain_gradients"),
     params:
         upstream=lambda wildcards: gradients_digest(wildcards.ckpt, wildcards.domain),
         domain_dir=lambda wildcards: domain_dir(wildcards.domain),
@@ -45,8 +45,8 @@ rule reduce_domain_gradients:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=cost_mem_mb("reduce_domain_gradients"),
+        runtime=cost_runtime("reduce_domain_gradients"),
     params:
         upstream=lambda wildcards: gradients_digest(wildcards.ckpt, wildcards.domain),
     script:
@@ -68,8 +68,8 @@ rule task_gradients:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=cost_mem_mb("task_gradients"),
+        runtime=cost_runtime("task_gradients"),
     params:
         upstream=lambda wildcards: task_gradients_digest(wildcards.ckpt, wildcards.task),
         gradient_pass=TASK_GRADIENT_PASS,
@@ -93,8 +93,8 @@ rule ekfac_covariances:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=cost_mem_mb("ekfac_covariances"),
+        runtime=cost_runtime("ekfac_covariances"),
     params:
         **EKFAC_SAMPLE_PARAMS,
         upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
@@ -119,8 +119,8 @@ rule ekfac_eigen:
         "../../envs/tikmix.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=cost_mem_mb("ekfac_eigen"),
+        runtime=cost_runtime("ekfac_eigen"),
     params:
         upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
     script:
@@ -144,8 +144,8 @@ rule ekfac_lambda:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=cost_mem_mb("ekfac_lambda"),
+        runtime=cost_runtime("ekfac_lambda"),
     params:
         **EKFAC_SAMPLE_PARAMS,
         upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
@@ -169,8 +169,8 @@ rule ekfac_domain_lambda:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=cost_mem_mb("ekfac_domain_lambda"),
+        runtime=cost_runtime("ekfac_domain_lambda"),
     params:
         **DOMAIN_LAMBDA_PARAMS,
         upstream=lambda wildcards: domain_lambda_digest(
@@ -200,8 +200,8 @@ rule ekfac_factors:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=cost_mem_mb("ekfac_factors"),
+        runtime=cost_runtime("ekfac_factors"),
     params:
         upstream=lambda wildcards: ekfac_digest(wildcards.ckpt),
     script:
@@ -223,8 +223,8 @@ rule precondition_task_gradients:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=cost_mem_mb("precondition_task_gradients"),
+        runtime=cost_runtime("precondition_task_gradients"),
     params:
         upstream=lambda wildcards: preconditioned_digest(wildcards.ckpt),
         tasks=TASKS,
@@ -256,8 +256,8 @@ rule influence_matrix:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=cost_mem_mb("influence_matrix"),
+        runtime=cost_runtime("influence_matrix"),
     params:
         upstream=lambda wildcards: influence_digest(wildcards.ckpt),
         domains=DOMAINS,

@@ -374,10 +374,17 @@ def _add_plan(subparsers) -> None:
         default="gpu",
         help="where the model-running jobs hold their tensors (default gpu)",
     )
+    parser.add_argument(
+        "--gpus-per-job",
+        type=int,
+        default=1,
+        help="GPUs of one node per model-running job (FSDP, planned: weights and batch split)",
+    )
     parser.set_defaults(handler=_run_plan)
 
 
 def _run_plan(args: argparse.Namespace) -> int:
+    from dataclasses import replace
     from pathlib import Path
 
     import yaml
@@ -394,7 +401,9 @@ def _run_plan(args: argparse.Namespace) -> int:
     check_schema(config, schema)
     validate(config, str(schema), set_default=True)
     shapes = checkpoint_shapes(config, config["checkpoints"])
-    settings = Settings.from_config(config, device=args.device)
+    settings = replace(
+        Settings.from_config(config, device=args.device), gpus_per_job=args.gpus_per_job
+    )
     result = plan(shapes, settings, GPUS[args.gpu], args.mfu)
     print(result.table())
     print(result.assumptions())

@@ -1,0 +1,85 @@
+"""The cost model (tikmix.cost) against a real run's measured peaks, and its two process floors.
+
+    .venv/bin/python benchmarks/bench_cost_model.py [RUN_DIR]
+
+Prints the floors (peak RSS of a fresh process that imports a job's libraries; the model job also
+runs a gradient pass of a tiny model) next to tikmix.cost's constants, then, for a finished run
+of the demo config in RUN_DIR (default: this checkout), each rule's estimated host peak against
+the largest and smallest ``max_rss`` of its jobs in ``RUN_DIR/benchmarks/rules/``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from snakemake.utils import validate
+
+from tikmix import cost
+
+REPO = Path(__file__).resolve().parents[1]
+FLOOR = """
+import sys
+import snakemake.script  # a script job unpickles the snakemake object
+import tikmix.workflow
+if sys.argv[1] == "model":
+    import torch
+    import tikmix.influence.stages
+    from tikmix.influence.gradients import summed_gradients
+    from tikmix.influence.tracking import select_modules
+    from tikmix.models.llama import ModelConfig, TinyLlama
+    config = ModelConfig(vocab_size=64, d_model=16, n_layers=3, n_heads=2, max_seq_len=32)
+    model = TinyLlama(config)
+    ids = torch.randint(0, 64, (4, 33))
+    summed_gradients(model, select_modules(model), [ids, ids])
+else:
+    import pandas, zarr, tikmix.mixing.pipeline
+status = open("/proc/self/status").read().splitlines()
+print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
+"""
+
+
+def floor_mib(kind: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", FLOOR, kind], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.strip())
+
+
+def measured(run: Path) -> pd.DataFrame:
+    rows = []
+    for tsv in sorted((run / "benchmarks" / "rules").rglob("*.tsv")):
+        rule = tsv.relative_to(run / "benchmarks" / "rules").parts[0]
+        rows.append({"rule": rule, "max_rss": pd.read_csv(tsv, sep="\t")["max_rss"].max()})
+    frame = pd.DataFrame(rows)
+    return frame.groupby("rule")["max_rss"].agg(["count", "min", "max"])
+
+
+def main() -> None:
+    run = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO
+    print(
+        f"model-job floor: measured {floor_mib('model'):.0f} MiB, tikmix.cost {cost.MODEL_JOB_FLOOR_MIB}"
+    )
+    print(
+        f"light-job floor: measured {floor_mib('light'):.0f} MiB, tikmix.cost {cost.LIGHT_JOB_FLOOR_MIB}"
+    )
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"), set_default=True)
+    settings = cost.Settings.from_config(config, device="cpu")  # the demo ran on 2 CPU cores
+    (shape,) = cost.checkpoint_shapes(config, {}).values()
+    estimates = {c.rule: c.host_bytes / cost.MIB for c in cost.rule_costs(shape, settings)}
+    table = measured(run)
+    print(f"\n{'rule':<30}{'jobs':>5}{'measured max':>14}{'min':>8}{'estimate':>10}{'est/max':>9}")
+    for rule, row in table.iterrows():
+        estimate = estimates.get(rule, cost.LIGHT_JOB_FLOOR_MIB)
+        print(
+            f"{rule:<30}{row['count']:>5}{row['max']:>14.0f}{row['min']:>8.0f}"
+            f"{estimate:>10.0f}{estimate / row['max']:>9.2f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

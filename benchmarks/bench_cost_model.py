@@ -2,16 +2,19 @@
 
     .venv/bin/python benchmarks/bench_cost_model.py [RUN_DIR]
 
-Prints the floors (peak RSS of a fresh process that imports a job's libraries; the model job also
-runs a gradient pass of a tiny model) next to tikmix.cost's constants, then, for a finished run
-of the demo config in RUN_DIR (default: this checkout), each rule's estimated host peak against
-the largest and smallest ``max_rss`` of its jobs in ``RUN_DIR/benchmarks/rules/``.
+Prints the floors next to tikmix.cost's constants: the peak RSS of a process that imports a job's
+libraries (the model job also runs a gradient pass of a 3-layer, d=16 model), measured both as a
+plain process and as a Snakemake ``script:`` job with a ``benchmark:`` (what the workflow's jobs
+are). Then, for a finished run of the demo config in RUN_DIR (default: this checkout), each
+rule's estimated host peak against the largest and smallest ``max_rss`` of its jobs in
+``RUN_DIR/benchmarks/rules/``.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -23,9 +26,10 @@ from tikmix import cost
 REPO = Path(__file__).resolve().parents[1]
 FLOOR = """
 import sys
-import snakemake.script  # a script job unpickles the snakemake object
+import snakemake.script as _script  # noqa: F401  (a script job loads it to unpickle its object)
 import tikmix.workflow
-if sys.argv[1] == "model":
+kind = snakemake.wildcards.kind if "snakemake" in globals() else sys.argv[1]
+if kind == "model":
     import torch
     import tikmix.influence.stages
     from tikmix.influence.gradients import summed_gradients
@@ -38,7 +42,11 @@ if sys.argv[1] == "model":
 else:
     import pandas, zarr, tikmix.mixing.pipeline
 status = open("/proc/self/status").read().splitlines()
-print(next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024)
+peak = next(int(line.split()[1]) for line in status if line.startswith("VmHWM")) / 1024
+if "snakemake" in globals():
+    open(snakemake.output[0], "w").write(str(peak))
+else:
+    print(peak)
 """
 
 
@@ -47,6 +55,36 @@ def floor_mib(kind: str) -> float:
         [sys.executable, "-c", FLOOR, kind], capture_output=True, text=True, check=True
     )
     return float(out.stdout.strip())
+
+
+SNAKEFILE = """
+rule all:
+    input: expand("{kind}.txt", kind=["model", "light"])
+
+rule floor:
+    output: "{kind}.txt"
+    benchmark: "benchmarks/{kind}.tsv"
+    script: "floor.py"
+"""
+
+
+def snakemake_floors_mib() -> dict[str, float]:
+    """``max_rss`` of the floor script run as a Snakemake job (its benchmark file)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "Snakefile").write_text(SNAKEFILE)
+        (Path(tmp) / "floor.py").write_text(FLOOR)
+        subprocess.run(
+            [sys.executable, "-m", "snakemake", "--cores", "1", "--quiet", "all"],
+            cwd=tmp,
+            check=True,
+            capture_output=True,
+        )
+        return {
+            kind: float(
+                pd.read_csv(Path(tmp) / f"benchmarks/{kind}.tsv", sep="\t")["max_rss"].max()
+            )
+            for kind in ("model", "light")
+        }
 
 
 def measured(run: Path) -> pd.DataFrame:
@@ -60,12 +98,13 @@ def measured(run: Path) -> pd.DataFrame:
 
 def main() -> None:
     run = Path(sys.argv[1]) if len(sys.argv) > 1 else REPO
-    print(
-        f"model-job floor: measured {floor_mib('model'):.0f} MiB, tikmix.cost {cost.MODEL_JOB_FLOOR_MIB}"
-    )
-    print(
-        f"light-job floor: measured {floor_mib('light'):.0f} MiB, tikmix.cost {cost.LIGHT_JOB_FLOOR_MIB}"
-    )
+    jobs = snakemake_floors_mib()
+    constants = {"model": cost.MODEL_JOB_FLOOR_MIB, "light": cost.LIGHT_JOB_FLOOR_MIB}
+    for kind, constant in constants.items():
+        print(
+            f"{kind}-job floor: process {floor_mib(kind):.0f} MiB, Snakemake job "
+            f"{jobs[kind]:.0f} MiB; tikmix.cost {constant} MiB"
+        )
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"), set_default=True)
     settings = cost.Settings.from_config(config, device="cpu")  # the demo ran on 2 CPU cores

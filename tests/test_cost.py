@@ -93,6 +93,35 @@ def test_sum_bytes_equal_what_the_passes_allocate(tiny, projection):
     )
 
 
+@pytest.mark.parametrize(
+    "model_type, extra",
+    [
+        ("llama", {"num_key_value_heads": 2, "intermediate_size": 40}),
+        ("gpt_neox", {"intermediate_size": 40}),
+        ("gpt2", {"n_inner": 40}),
+        ("phi", {"intermediate_size": 40}),
+    ],
+)
+def test_tracked_layers_and_shapes_match_hugging_face_models(model_type, extra):
+    transformers = pytest.importorskip("transformers")
+    from tikmix.influence.tracking import gradient_shape
+
+    common = {"vocab_size": 50, "max_position_embeddings": 32, "n_positions": 32}
+    if model_type == "gpt2":
+        common |= {"n_embd": 16, "n_layer": 2, "n_head": 4}
+    else:
+        common |= {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 4}
+    config = transformers.AutoConfig.for_model(model_type, **common, **extra)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    modules = select_modules(model)
+    shape = cost.ModelShape.from_config(config.to_dict())
+    tracked = cost.tracked(shape, _settings())
+    assert cost.tracks_modelled_layers(shape, _settings())
+    assert {m.name: (m.out_dim, m.in_dim) for m in tracked} == {
+        name: gradient_shape(module) for name, module in modules.items()
+    }
+
+
 def test_llama2_7b_covariance_sums_are_128_gb():
     shape = cost.ModelShape.from_config(LLAMA2_7B)
     assert shape.parameters() == pytest.approx(6.74e9, rel=1e-3)
@@ -173,7 +202,7 @@ def test_memory_request_grows_with_attempt():
 
 def test_plan_names_a_bad_config_json(tmp_path, capsys):
     (tmp_path / "ckpt").mkdir()
-    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "gpt2", "n_embd": 8}')
+    (tmp_path / "ckpt" / "config.json").write_text('{"model_type": "mamba", "d_state": 16}')
     study = tmp_path / "study.yaml"
     study.write_text(
         "domains: {a: {paths: [a]}}\ntasks: {t: {path: t}}\n"

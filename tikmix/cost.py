@@ -89,8 +89,9 @@ CPU_TFLOPS = 0.5
 
 @dataclass(frozen=True)
 class Linear:
-    """One linear layer: its name, ``[out, in]`` and the key of the input it reads (shared by
-    q/k/v and by gate/up, whose activation covariance is one sum)."""
+    """One linear layer: its name, ``[out, in]`` (``in`` counts a bias column, as the gradient
+    matrix does) and the key of the input it reads (shared by q/k/v and by gate/up, whose
+    activation covariance is one sum)."""
 
     name: str
     out_dim: int
@@ -98,9 +99,19 @@ class Linear:
     input_key: str
 
 
+#: ``model_type`` → the family whose layer names and MLP the model has; any other type with
+#: ``hidden_size`` and ``intermediate_size`` is read as a Llama-family model (Mistral, Qwen2, ...).
+FAMILIES = {"gpt_neox": "gpt_neox", "gpt2": "gpt2", "phi": "phi"}
+
+
 @dataclass(frozen=True)
 class ModelShape:
-    """The shape of a Llama-family causal LM, from its ``config.json``."""
+    """The shape of a decoder-only causal LM, from its ``config.json``.
+
+    Families (tikmix.influence.DEFAULT_MODULE_PATTERN's): ``llama`` (the built-in model, Llama,
+    Mistral, Qwen2, ...: gated MLP of three matrices, no biases), ``gpt_neox``, ``gpt2`` and
+    ``phi`` (two-matrix MLP, biases).
+    """
 
     vocab_size: int
     hidden: int
@@ -110,11 +121,13 @@ class ModelShape:
     kv_heads: int
     tie_embeddings: bool
     weight_bytes: int = 4
-    prefix: str = ""  # "model." for Hugging Face names, "" for the built-in model
+    prefix: str = ""  # "model." for Hugging Face Llama names, "" for the built-in model
+    family: str = "llama"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], source: str = "config.json") -> ModelShape:
-        """From a built-in (``d_model``) or Hugging Face Llama-family (``hidden_size``) config."""
+        """From a built-in (``d_model``) or Hugging Face (``hidden_size`` / GPT-2's ``n_embd``)
+        config."""
         if "d_model" in config:  # tikmix.models.llama.ModelConfig (always saved in float32)
             d = int(config["d_model"])
             d_ff = config.get("d_ff") or 32 * math.ceil(int(8 * d / 3) / 32)
@@ -127,30 +140,42 @@ class ModelShape:
                 kv_heads=int(config["n_heads"]),
                 tie_embeddings=bool(config.get("tie_embeddings", True)),
             )
-        missing = [
-            key
-            for key in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")
-            if key not in config
-        ]
-        if missing:
-            raise ValueError(
-                f"{source}: no {', '.join(missing)}: the cost model reads Llama-family configs "
-                f"(model_type {config.get('model_type')!r})"
-            )
-        heads = int(config.get("num_attention_heads", 1))
         dtype = config.get("torch_dtype") or config.get("dtype") or "float32"
         if dtype not in DTYPE_BYTES:
             raise ValueError(f"{source}: torch_dtype {dtype!r} is not one of {sorted(DTYPE_BYTES)}")
+        family = FAMILIES.get(config.get("model_type"), "llama")
+        if family == "gpt2":
+            keys = {"hidden": "n_embd", "layers": "n_layer", "heads": "n_head"}
+        else:
+            keys = {"hidden": "hidden_size", "layers": "num_hidden_layers"}
+            keys["heads"] = "num_attention_heads"
+        missing = [key for key in (*keys.values(), "vocab_size") if key not in config]
+        if family != "gpt2" and "intermediate_size" not in config:
+            missing.append("intermediate_size")
+        if missing:
+            raise ValueError(
+                f"{source}: no {', '.join(missing)} (model_type "
+                f"{config.get('model_type')!r}): the cost model reads Llama-family, GPT-NeoX, "
+                "GPT-2 and Phi configs"
+            )
+        hidden = int(config[keys["hidden"]])
+        heads = int(config[keys["heads"]])
+        intermediate = (
+            int(config.get("n_inner") or 4 * hidden)
+            if family == "gpt2"
+            else int(config["intermediate_size"])
+        )
         return cls(
             vocab_size=int(config["vocab_size"]),
-            hidden=int(config["hidden_size"]),
-            intermediate=int(config["intermediate_size"]),
-            layers=int(config["num_hidden_layers"]),
+            hidden=hidden,
+            intermediate=intermediate,
+            layers=int(config[keys["layers"]]),
             heads=heads,
             kv_heads=int(config.get("num_key_value_heads") or heads),
-            tie_embeddings=bool(config.get("tie_word_embeddings", False)),
+            tie_embeddings=bool(config.get("tie_word_embeddings", family == "gpt2")),
             weight_bytes=DTYPE_BYTES[dtype],
-            prefix="model.",
+            prefix={"gpt_neox": "gpt_neox.", "gpt2": "transformer."}.get(family, "model."),
+            family=family,
         )
 
     @classmethod
@@ -172,23 +197,55 @@ class ModelShape:
     def kv_dim(self) -> int:
         return self.hidden // self.heads * self.kv_heads
 
+    @property
+    def gated(self) -> bool:
+        """A gated (SwiGLU) MLP of three matrices, as Llama's."""
+        return self.family == "llama"
+
     def linears(self) -> list[Linear]:
-        """Every linear layer, named as the loaded model names it."""
+        """Every linear layer, named as the loaded model names it (the LM head last)."""
         h, i, kv = self.hidden, self.intermediate, self.kv_dim
         out = []
         for n in range(self.layers):
-            base = f"{self.prefix}layers.{n}"
-            attn, mlp = f"{base}.self_attn", f"{base}.mlp"
-            out += [
-                Linear(f"{attn}.q_proj", h, h, f"{n}.attn"),
-                Linear(f"{attn}.k_proj", kv, h, f"{n}.attn"),
-                Linear(f"{attn}.v_proj", kv, h, f"{n}.attn"),
-                Linear(f"{attn}.o_proj", h, h, f"{n}.o"),
-                Linear(f"{mlp}.gate_proj", i, h, f"{n}.mlp"),
-                Linear(f"{mlp}.up_proj", i, h, f"{n}.mlp"),
-                Linear(f"{mlp}.down_proj", h, i, f"{n}.down"),
+            base = f"{self.prefix}{'h' if self.family == 'gpt2' else 'layers'}.{n}"
+            out += self._block(base, str(n), h, i, kv)
+        head = "embed_out" if self.family == "gpt_neox" else "lm_head"
+        return out + [Linear(head, self.vocab_size, h, "head")]
+
+    def _block(self, base: str, n: str, h: int, i: int, kv: int) -> list[Linear]:
+        if self.family == "gpt_neox":
+            attn, mlp = f"{base}.attention", f"{base}.mlp"
+            names = (f"{attn}.query_key_value", f"{attn}.dense")
+            names += (f"{mlp}.dense_h_to_4h", f"{mlp}.dense_4h_to_h")
+        elif self.family == "gpt2":
+            attn, mlp = f"{base}.attn", f"{base}.mlp"
+            names = (f"{attn}.c_attn", f"{attn}.c_proj", f"{mlp}.c_fc", f"{mlp}.c_proj")
+        if self.family in ("gpt_neox", "gpt2"):  # fused q/k/v, biases
+            return [
+                Linear(names[0], h + 2 * kv, h + 1, f"{n}.attn"),
+                Linear(names[1], h, h + 1, f"{n}.o"),
+                Linear(names[2], i, h + 1, f"{n}.mlp"),
+                Linear(names[3], h, i + 1, f"{n}.down"),
             ]
-        return out + [Linear("lm_head", self.vocab_size, h, "head")]
+        attn, mlp = f"{base}.self_attn", f"{base}.mlp"
+        bias = int(self.family == "phi")
+        projections = [
+            Linear(f"{attn}.q_proj", h, h + bias, f"{n}.attn"),
+            Linear(f"{attn}.k_proj", kv, h + bias, f"{n}.attn"),
+            Linear(f"{attn}.v_proj", kv, h + bias, f"{n}.attn"),
+        ]
+        if self.family == "phi":
+            return projections + [
+                Linear(f"{attn}.dense", h, h + 1, f"{n}.o"),
+                Linear(f"{mlp}.fc1", i, h + 1, f"{n}.mlp"),
+                Linear(f"{mlp}.fc2", h, i + 1, f"{n}.down"),
+            ]
+        return projections + [
+            Linear(f"{attn}.o_proj", h, h, f"{n}.o"),
+            Linear(f"{mlp}.gate_proj", i, h, f"{n}.mlp"),
+            Linear(f"{mlp}.up_proj", i, h, f"{n}.mlp"),
+            Linear(f"{mlp}.down_proj", h, i, f"{n}.down"),
+        ]
 
     def parameters(self) -> int:
         """Distinct parameters (a tied head counted once)."""
@@ -237,6 +294,13 @@ class Settings:
     device: str  # cpu | gpu: where the model-running jobs hold their tensors
     module_partitions: int = 1
     gpus_per_job: int = 1
+    stage2_methods: int = 0
+    stage2_seeds: int = 0
+    stage2_tokens: int = 0
+    stage2_batch_size: int = 32
+    eval_batch_size: int = 32
+    additivity_mixtures: int = 0  # sampled plus repeated mixtures; 0: the check is off
+    additivity_tokens: int = 0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], device: str | None = None) -> Settings:
@@ -244,6 +308,8 @@ class Settings:
         influence = config["influence"]
         projection = influence.get("projection")
         mixing_m = config["mixing"]["tikmix_m"]
+        stage2 = config.get("stage2", {})
+        additivity = config.get("checks", {}).get("additivity", {"enabled": False})
         on_gpu = (device or config.get("device", "auto")) not in ("cpu", "mps")
         precision = influence.get("precision", "fp32")
         if precision == "auto":
@@ -270,6 +336,16 @@ class Settings:
             stage1_tokens=None if config.get("checkpoints") else config["stage1"]["tokens"],
             stage1_batch_size=config["stage1"]["batch_size"],
             device="gpu" if on_gpu else "cpu",
+            stage2_methods=len(stage2.get("methods", [])),
+            stage2_seeds=len(stage2.get("seeds", [])),
+            stage2_tokens=stage2.get("tokens", 0),
+            stage2_batch_size=stage2.get("batch_size", 32),
+            eval_batch_size=stage2.get("eval_batch_size", 32),
+            additivity_mixtures=additivity["mixtures"]
+            + additivity["noise"]["mixtures"] * additivity["noise"]["replicates"]
+            if additivity.get("enabled", True)
+            else 0,
+            additivity_tokens=additivity.get("tokens", 0),
         )
 
 
@@ -277,15 +353,19 @@ class Settings:
 
 
 def tracked(shape: ModelShape, settings: Settings) -> list[Linear]:
-    """The tracked linear layers (``re.search`` of ``influence.tracked_modules``)."""
-    regex = re.compile(settings.tracked_modules)
-    modules = [m for m in shape.linears() if regex.search(m.name)]
-    if not modules:
-        raise ValueError(
-            f"influence.tracked_modules {settings.tracked_modules!r} matches no linear layer "
-            f"of the model (e.g. {shape.linears()[0].name})"
-        )
-    return modules
+    """The tracked linear layers (``re.search`` of ``influence.tracked_modules``).
+
+    A pattern that matches none of the modelled names (a mixture-of-experts model's experts, a
+    family the model does not name) is sized as if every block's linear layer were tracked
+    (:func:`tracks_modelled_layers` says so).
+    """
+    modules = [m for m in shape.linears() if re.search(settings.tracked_modules, m.name)]
+    return modules or shape.linears()[:-1]
+
+
+def tracks_modelled_layers(shape: ModelShape, settings: Settings) -> bool:
+    """Whether ``influence.tracked_modules`` matches any layer name the cost model knows."""
+    return any(re.search(settings.tracked_modules, m.name) for m in shape.linears())
 
 
 def stored_shape(module: Linear, settings: Settings) -> tuple[int, int]:
@@ -333,10 +413,12 @@ def largest_array_bytes(modules: Sequence[Linear], settings: Settings) -> int:
 def activation_bytes(shape: ModelShape, batch: int, seq: int, precision: str) -> int:
     """What autograd keeps for a backward pass of ``batch × seq`` tokens.
 
-    Per layer and token: norms, q/k/v and their rotated copies, attention output, MLP gate, up,
-    SiLU and product (``11·h + 3·kv + 4·i`` values; attention is SDPA, no ``L²`` scores).
+    Per layer and token: norms, q/k/v and their rotated copies, attention output, and the MLP's
+    gate, up, SiLU and product (``11·h + 3·kv + 4·i`` values; ``2·i`` for an ungated MLP:
+    its up projection and activation); attention is SDPA, no ``L²`` scores.
     """
-    per_token = shape.layers * (11 * shape.hidden + 3 * shape.kv_dim + 4 * shape.intermediate)
+    mlp = (4 if shape.gated else 2) * shape.intermediate
+    per_token = shape.layers * (11 * shape.hidden + 3 * shape.kv_dim + mlp)
     work = 2 if precision == "bf16" else FLOAT32
     return batch * seq * per_token * work + lm_head_bytes(shape, batch, seq, False)
 
@@ -632,6 +714,46 @@ def rule_costs(shape: ModelShape, settings: Settings) -> list[RuleCost]:
             "cpu",
         ),
     ]
+    # TiKMiX-M's direct/lookahead measurements (response other than curvature) keep fixed resources.
+    if s.additivity_mixtures:
+        costs.append(
+            _rule(
+                "additivity",
+                1,
+                gradient_pass_bytes(shape, s, s.batch_size) + s.tasks * grads,
+                0,
+                per_token * s.additivity_tokens * s.additivity_mixtures,
+                on_device=True,
+                **common,
+            )
+        )
+    # Evaluation and stage 2 load the checkpoint in float32 (tikmix.models.stage2).
+    fp32 = replace(shape, weight_bytes=FLOAT32)
+    costs.append(
+        _rule(
+            "evaluate_checkpoint",
+            1,
+            weights_bytes(fp32, s) + lm_head_bytes(shape, s.eval_batch_size, s.seq_len, False),
+            0,
+            per_token / 3 * s.domain_tokens * s.tasks,  # forward only; task rows assumed
+            on_device=True,
+            shape=fp32,
+            settings=s,
+        )
+    )
+    if s.stage2_methods:
+        costs.append(
+            _rule(
+                "evaluate_stage2",
+                s.stage2_methods,
+                training_bytes(shape, s, s.stage2_batch_size),
+                0,
+                per_token * s.stage2_tokens * s.stage2_seeds * s.stage2_methods,
+                on_device=True,
+                shape=fp32,
+                settings=s,
+            )
+        )
     return costs
 
 
@@ -809,6 +931,12 @@ def plan(
     by_rule: dict[str, RuleCost] = {}
     warnings, first_fixes = [], []
     for ckpt, shape in shapes.items():
+        if not tracks_modelled_layers(shape, settings):
+            warnings.append(
+                f"influence.tracked_modules matches none of the layers the cost model names for "
+                f"{ckpt} (e.g. {shape.linears()[0].name}): sized as if every block's linear "
+                "layer were tracked"
+            )
         for cost in rule_costs(shape, settings):
             if cost.device_bytes > gpu.memory_gb * GB:
                 fixes = fixes_for(cost.rule, shape, settings, gpu.memory_gb)

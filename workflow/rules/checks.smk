@@ -39,8 +39,8 @@ rule additivity:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=cost_mem_mb("additivity"),
+        runtime=cost_runtime("additivity"),
     params:
         upstream=lambda wildcards: additivity_digest(wildcards.ckpt),
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},

@@ -696,7 +696,9 @@ COSTS = {
 
 
 def _rule_cost(rule, wildcards):
-    return COSTS[wildcards.get("ckpt") if USER_CHECKPOINTS else "stage1"][rule]
+    # the evaluation rules have no {ckpt}: they use the evaluation checkpoint
+    ckpt = wildcards.get("ckpt", EVAL_CKPT) if USER_CHECKPOINTS else "stage1"
+    return COSTS[ckpt][rule]
 
 
 def cost_mem_mb(rule):

@@ -19,8 +19,8 @@ rule evaluate_checkpoint:
         "../../envs/tikmix.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=cost_mem_mb("evaluate_checkpoint"),
+        runtime=cost_runtime("evaluate_checkpoint"),
     params:
         upstream=checkpoint_metrics_digest(),
         task_files=TASK_FILES,
@@ -51,8 +51,8 @@ rule evaluate_stage2:
         "../../envs/tikmix.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=240 * len(STAGE2_SEEDS),
+        mem_mb=cost_mem_mb("evaluate_stage2"),
+        runtime=cost_runtime("evaluate_stage2"),
     params:
         upstream=lambda wildcards: stage2_digest(wildcards.method),
         domain_dirs=DOMAIN_DIRS,

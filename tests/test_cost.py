@@ -211,3 +211,41 @@ def test_plan_names_a_bad_config_json(tmp_path, capsys):
     assert main(["plan", "--configfile", str(study)]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config.json" in err[0] and "hidden_size" in err[0]
+
+
+def test_workflow_jobs_request_the_cost_models_memory(tmp_path):
+    """Through the snakemake CLI: a larger model's jobs ask for what tikmix.cost estimates."""
+    import subprocess
+    import sys
+
+    import yaml
+    from snakemake.utils import validate
+    from workflow_helpers import REPO, parse_plan, snapshot_code
+
+    model = {"d_model": 512, "n_layers": 6, "n_heads": 8, "d_ff": None, "tie_embeddings": True}
+    workdir = snapshot_code(tmp_path / "wf")
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["model"] = model
+    (workdir / "study.yaml").write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--verbose", "--cores", "1"]
+        + ["results/influence/stage1-100/ekfac/eigen.zarr", "--configfile", "study.yaml"],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    requested = {}
+    for block in result.stdout.split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        resources = next(line for line in block.splitlines() if "resources:" in line)
+        requested[rule] = int(resources.split("mem_mb=")[1].split(",")[0])
+    assert {job.rule for job in parse_plan(result.stdout)} >= {"train_stage1", "ekfac_eigen"}
+
+    validate(config, str(REPO / "workflow/schemas/config.schema.yaml"), set_default=True)
+    (shape,) = cost.checkpoint_shapes(config, {}).values()
+    costs = {c.rule: c for c in cost.rule_costs(shape, cost.Settings.from_config(config))}
+    for rule in ("train_stage1", "ekfac_covariances", "ekfac_eigen"):
+        assert requested[rule] == cost.job_mem_mb(costs[rule], 1), rule
+    # the 6-layer model's eigen job holds 4 covariance stores: more than the demo's floor
+    assert requested["ekfac_eigen"] > cost.job_mem_mb(costs["ekfac_covariances"], 1)

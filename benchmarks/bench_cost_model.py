@@ -109,14 +109,23 @@ def main() -> None:
     validate(config, str(REPO / "workflow/schemas/config.schema.yaml"), set_default=True)
     settings = cost.Settings.from_config(config, device="cpu")  # the demo ran on 2 CPU cores
     (shape,) = cost.checkpoint_shapes(config, {}).values()
-    estimates = {c.rule: c.host_bytes / cost.MIB for c in cost.rule_costs(shape, settings)}
+    costs = {c.rule: c for c in cost.rule_costs(shape, settings)}
+    # what the workflow requests: sized for `device: auto`, i.e. tensors on a GPU
+    requested = {c.rule: c for c in cost.rule_costs(shape, cost.Settings.from_config(config))}
     table = measured(run)
-    print(f"\n{'rule':<30}{'jobs':>5}{'measured max':>14}{'min':>8}{'estimate':>10}{'est/max':>9}")
+    print(
+        f"\n{'rule':<30}{'jobs':>5}{'max MiB':>9}{'min MiB':>9}{'estimate':>10}{'est/max':>9}"
+        f"{'mem_mb/max':>12}"
+    )
     for rule, row in table.iterrows():
-        estimate = estimates.get(rule, cost.LIGHT_JOB_FLOOR_MIB)
+        estimate = costs[rule].host_bytes / cost.MIB if rule in costs else cost.LIGHT_JOB_FLOOR_MIB
+        # mem_mb of the rules the cost model sizes (the others keep fixed resources)
+        request = (
+            f"{cost.job_mem_mb(requested[rule]) / row['max']:.2f}" if rule in requested else "-"
+        )
         print(
-            f"{rule:<30}{row['count']:>5}{row['max']:>14.0f}{row['min']:>8.0f}"
-            f"{estimate:>10.0f}{estimate / row['max']:>9.2f}"
+            f"{rule:<30}{row['count']:>5}{row['max']:>9.0f}{row['min']:>9.0f}"
+            f"{estimate:>10.0f}{estimate / row['max']:>9.2f}{request:>12}"
         )
 
 

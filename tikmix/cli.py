@@ -391,7 +391,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     from snakemake.utils import validate
 
     from tikmix.config import check_schema
-    from tikmix.cost import GPUS, Settings, checkpoint_shapes, plan
+    from tikmix.cost import GPUS, Settings, plan, study_shapes
 
     path = Path(args.configfile)
     if not path.is_file():
@@ -400,11 +400,12 @@ def _run_plan(args: argparse.Namespace) -> int:
     schema = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
     check_schema(config, schema)
     validate(config, str(schema), set_default=True)
-    shapes = checkpoint_shapes(config, config["checkpoints"])
+    shapes = study_shapes(config)
     settings = replace(
         Settings.from_config(config, device=args.device), gpus_per_job=args.gpus_per_job
     )
-    result = plan(shapes, settings, GPUS[args.gpu], args.mfu)
+    evaluated = config["stage2"]["checkpoint"] if config["checkpoints"] else None
+    result = plan(shapes, settings, GPUS[args.gpu], args.mfu, evaluated)
     print(result.table())
     print(result.assumptions())
     for warning in result.warnings:

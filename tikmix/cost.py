@@ -581,8 +581,10 @@ def _rule(
     return RuleCost(name, jobs, _floor(True) + tensors, 0, disk, flops, fits_on="cpu")
 
 
-def rule_costs(shape: ModelShape, settings: Settings) -> list[RuleCost]:
-    """The model-running and influence rules of one checkpoint (the heavy part of a study)."""
+def rule_costs(shape: ModelShape, settings: Settings, evaluated: bool = True) -> list[RuleCost]:
+    """The model-running rules of one checkpoint: the influence rules and, when it is the
+    ``evaluated`` one (stage 2 and the checks run at one checkpoint), stage 1, the additivity
+    check and the evaluations."""
     modules = tracked(shape, settings)
     s = settings
     per_token = shape.training_flops_per_token(s.seq_len)
@@ -599,7 +601,7 @@ def rule_costs(shape: ModelShape, settings: Settings) -> list[RuleCost]:
     common = dict(shape=shape, settings=s)
     parts = s.module_partitions
     costs = []
-    if s.stage1_tokens:
+    if s.stage1_tokens and evaluated:
         costs.append(
             _rule(
                 "train_stage1",
@@ -701,7 +703,8 @@ def rule_costs(shape: ModelShape, settings: Settings) -> list[RuleCost]:
             _floor(True) + streamed_module_bytes(shape, s, 4 + 2 * s.tasks),
             0,
             s.tasks * grads,
-            0,
+            # two rotations into and out of the eigenbasis per module and task (as its record)
+            s.tasks * sum(4 * o * i * (o + i) for o, i in (stored_shape(m, s) for m in modules)),
             "cpu",
         ),
         RuleCost(
@@ -715,6 +718,8 @@ def rule_costs(shape: ModelShape, settings: Settings) -> list[RuleCost]:
         ),
     ]
     # TiKMiX-M's direct/lookahead measurements (response other than curvature) keep fixed resources.
+    if not evaluated:
+        return costs
     if s.additivity_mixtures:
         costs.append(
             _rule(
@@ -925,11 +930,14 @@ def plan(
     settings: Settings,
     gpu: Gpu,
     mfu: float = DEFAULT_MFU,
+    evaluated: str | None = None,
 ) -> Plan:
-    """The rule costs of every checkpoint (jobs, disk and FLOPs added; peaks the largest), and a
+    """The rule costs of every checkpoint (jobs, disk and FLOPs added; peaks the largest), with
+    stage 1, the checks and the evaluations once, at ``evaluated`` (default: the last), and a
     warning per rule whose device peak exceeds the GPU's memory, naming what makes it fit."""
     by_rule: dict[str, RuleCost] = {}
     warnings, first_fixes = [], []
+    evaluated = evaluated or list(shapes)[-1]
     for ckpt, shape in shapes.items():
         if not tracks_modelled_layers(shape, settings):
             warnings.append(
@@ -937,7 +945,7 @@ def plan(
                 f"{ckpt} (e.g. {shape.linears()[0].name}): sized as if every block's linear "
                 "layer were tracked"
             )
-        for cost in rule_costs(shape, settings):
+        for cost in rule_costs(shape, settings, ckpt == evaluated):
             if cost.device_bytes > gpu.memory_gb * GB:
                 fixes = fixes_for(cost.rule, shape, settings, gpu.memory_gb)
                 first_fixes += fixes[0] if fixes else ()
@@ -983,6 +991,15 @@ def checkpoint_shapes(
         return {name: ModelShape.from_file(path) for name, path in checkpoints.items()}
     builtin = {**config["model"], "vocab_size": config["tokenizer"]["vocab_size"]}
     return {"stage1": ModelShape.from_config(builtin, "config model:")}
+
+
+def study_shapes(config: Mapping[str, Any]) -> dict[str, ModelShape]:
+    """Every checkpoint influence is computed at, in order, and its shape (for :func:`plan`)."""
+    shapes = checkpoint_shapes(config, config["checkpoints"])
+    if config["checkpoints"]:
+        return shapes
+    fractions = config["stage1"]["checkpoint_fractions"]
+    return {f"stage-1 checkpoint at {f:g}": shapes["stage1"] for f in fractions}
 
 
 def job_mem_mb(cost: RuleCost, attempt: int = 1) -> int:

@@ -118,14 +118,14 @@ def main() -> None:
         f"{'mem_mb/max':>12}"
     )
     for rule, row in table.iterrows():
-        estimate = costs[rule].host_bytes / cost.MIB if rule in costs else cost.LIGHT_JOB_FLOOR_MIB
-        # mem_mb of the rules the cost model sizes (the others keep fixed resources)
-        request = (
-            f"{cost.job_mem_mb(requested[rule]) / row['max']:.2f}" if rule in requested else "-"
-        )
+        if rule not in costs:  # a rule the cost model does not size keeps fixed resources
+            print(f"{rule:<30}{int(row['count']):>5}{row['max']:>9.0f}{row['min']:>9.0f}{'-':>10}")
+            continue
+        estimate = costs[rule].host_bytes / cost.MIB
+        request = cost.job_mem_mb(requested[rule]) / row["max"]
         print(
-            f"{rule:<30}{row['count']:>5}{row['max']:>9.0f}{row['min']:>9.0f}"
-            f"{estimate:>10.0f}{estimate / row['max']:>9.2f}{request:>12}"
+            f"{rule:<30}{int(row['count']):>5}{row['max']:>9.0f}{row['min']:>9.0f}"
+            f"{estimate:>10.0f}{estimate / row['max']:>9.2f}{request:>12.2f}"
         )
 
 

@@ -330,8 +330,79 @@ def _run_mix_m(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_plan(subparsers) -> None:
+    from tikmix.cost import DEFAULT_GPU, DEFAULT_MFU, GPUS
+
+    parser = subparsers.add_parser(
+        "plan",
+        help="the cost of a study before it runs: each rule's jobs, memory, disk, FLOPs, GPU hours",
+        description="Print the cost model's table (tikmix.cost) for a study config: per rule its "
+        "jobs, peak host and device memory per job, disk written, TFLOP and GPU hours on a named "
+        "GPU at an assumed MFU, from each checkpoint's config.json (no weights are read). Warns "
+        "about every rule whose device peak exceeds the GPU's memory and names the setting that "
+        "makes it fit.",
+    )
+    parser.add_argument(
+        "--configfile",
+        default="config/config.yaml",
+        help="the study config (as for snakemake --configfile; default config/config.yaml)",
+    )
+    parser.add_argument(
+        "--gpu", choices=sorted(GPUS), default=DEFAULT_GPU, help=f"GPU kind (default {DEFAULT_GPU})"
+    )
+    parser.add_argument(
+        "--mfu",
+        type=float,
+        default=DEFAULT_MFU,
+        help=f"model FLOP utilisation assumed for GPU hours (default {DEFAULT_MFU})",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("gpu", "cpu"),
+        default="gpu",
+        help="where the model-running jobs hold their tensors (default gpu)",
+    )
+    parser.add_argument(
+        "--gpus-per-job",
+        type=int,
+        default=1,
+        help="GPUs of one node per model-running job (FSDP, planned: weights and batch split)",
+    )
+    parser.set_defaults(handler=_run_plan)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    from tikmix.config import check_schema
+    from tikmix.cost import GPUS, Settings, plan, study_shapes
+
+    path = Path(args.configfile)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such config file")
+    config = yaml.safe_load(path.read_text()) or {}
+    schema = Path(__file__).resolve().parents[1] / "workflow/schemas/config.schema.yaml"
+    check_schema(config, schema)
+    validate(config, str(schema), set_default=True)
+    shapes = study_shapes(config)
+    settings = replace(
+        Settings.from_config(config, device=args.device), gpus_per_job=args.gpus_per_job
+    )
+    evaluated = config["stage2"]["checkpoint"] if config["checkpoints"] else None
+    result = plan(shapes, settings, GPUS[args.gpu], args.mfu, evaluated)
+    print(result.table())
+    print(result.assumptions())
+    for warning in result.warnings:
+        print(f"warning: {warning}")
+    return 0
+
+
 #: Subcommand registrars, in ``--help`` order. Add one function per new subcommand.
-SUBCOMMANDS: tuple[Callable, ...] = (_add_mix_d, _add_mix_m)
+SUBCOMMANDS: tuple[Callable, ...] = (_add_mix_d, _add_mix_m, _add_plan)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,8 +41,8 @@ rule additivity:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("additivity"),
+        runtime=RESOURCES.runtime("additivity"),
     params:
         upstream=user_inputs_digest("additivity"),
         domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 
+from tikmix import cost
 from tikmix.config import ConfigError, check_config
 from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.core.settings import Normalisation
@@ -129,6 +130,8 @@ def mixture_targets():
 STAGE2 = config["stage2"]
 # The checkpoint stage 2 continues from (and whose mixtures are compared): the last by default.
 EVAL_CKPT = STAGE2["checkpoint"] or CHECKPOINTS[-1]
+# Rules' mem_mb and runtime from the cost model (tikmix.cost; `tikmix plan` prints the same table).
+RESOURCES = cost.WorkflowResources(config, USER_CHECKPOINTS, EVAL_CKPT)
 STAGE2_METHODS = list(STAGE2["methods"])
 TASK_FILES = {task: f"results/data/tasks/{task}.npz" for task in TASKS}
 

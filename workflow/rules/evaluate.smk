@@ -38,8 +38,8 @@ rule evaluate_checkpoint:
         "../../envs/tikmix.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("evaluate_checkpoint"),
+        runtime=RESOURCES.runtime("evaluate_checkpoint"),
     params:
         upstream=user_inputs_digest("evaluate_checkpoint"),
         task_files=TASK_FILES,
@@ -70,8 +70,8 @@ rule evaluate_stage2:
         "../../envs/tikmix.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=240 * len(STAGE2_SEEDS),
+        mem_mb=RESOURCES.mem_mb("evaluate_stage2"),
+        runtime=RESOURCES.runtime("evaluate_stage2"),
     params:
         upstream=user_inputs_digest("evaluate_stage2"),
         domain_dirs=DOMAIN_DIRS,

@@ -43,8 +43,8 @@ rule domain_gradients:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("domain_gradients"),
+        runtime=RESOURCES.runtime("domain_gradients"),
     params:
         upstream=user_inputs_digest("domain_gradients"),
         domain_dir=lambda wildcards: domain_dir(wildcards.domain),
@@ -70,8 +70,8 @@ rule reduce_domain_gradients:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("reduce_domain_gradients"),
+        runtime=RESOURCES.runtime("reduce_domain_gradients"),
     params:
         upstream=user_inputs_digest("reduce_domain_gradients"),
     script:
@@ -93,8 +93,8 @@ rule task_gradients:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("task_gradients"),
+        runtime=RESOURCES.runtime("task_gradients"),
     params:
         upstream=user_inputs_digest("task_gradients"),
         gradient_pass=TASK_GRADIENT_PASS,
@@ -118,8 +118,8 @@ rule ekfac_covariances:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("ekfac_covariances"),
+        runtime=RESOURCES.runtime("ekfac_covariances"),
     params:
         **EKFAC_SAMPLE_PARAMS,
         upstream=user_inputs_digest("ekfac_covariances"),
@@ -144,8 +144,8 @@ rule ekfac_eigen:
         "../../envs/tikmix.yaml"
     threads: 2
     resources:
-        mem_mb=8000,
-        runtime=60,
+        mem_mb=RESOURCES.mem_mb("ekfac_eigen"),
+        runtime=RESOURCES.runtime("ekfac_eigen"),
     params:
         upstream=user_inputs_digest("ekfac_eigen"),
     script:
@@ -169,8 +169,8 @@ rule ekfac_lambda:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("ekfac_lambda"),
+        runtime=RESOURCES.runtime("ekfac_lambda"),
     params:
         **EKFAC_SAMPLE_PARAMS,
         upstream=user_inputs_digest("ekfac_lambda"),
@@ -194,8 +194,8 @@ rule ekfac_domain_lambda:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=RESOURCES.mem_mb("ekfac_domain_lambda"),
+        runtime=RESOURCES.runtime("ekfac_domain_lambda"),
     params:
         **DOMAIN_LAMBDA_PARAMS,
         upstream=user_inputs_digest("ekfac_domain_lambda"),
@@ -223,8 +223,8 @@ rule ekfac_factors:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("ekfac_factors"),
+        runtime=RESOURCES.runtime("ekfac_factors"),
     params:
         upstream=user_inputs_digest("ekfac_factors"),
     script:
@@ -246,8 +246,8 @@ rule precondition_task_gradients:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("precondition_task_gradients"),
+        runtime=RESOURCES.runtime("precondition_task_gradients"),
     params:
         upstream=user_inputs_digest("precondition_task_gradients"),
         tasks=TASKS,
@@ -279,8 +279,8 @@ rule influence_matrix:
         "../../envs/tikmix.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=RESOURCES.mem_mb("influence_matrix"),
+        runtime=RESOURCES.runtime("influence_matrix"),
     params:
         upstream=user_inputs_digest("influence_matrix"),
         domains=DOMAINS,

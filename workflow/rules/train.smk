@@ -29,8 +29,8 @@ if not USER_CHECKPOINTS:
             "../../envs/tikmix.yaml"
         threads: 2
         resources:
-            mem_mb=8000,
-            runtime=240,
+            mem_mb=RESOURCES.mem_mb("train_stage1"),
+            runtime=RESOURCES.runtime("train_stage1"),
         params:
             upstream=user_inputs_digest("train_stage1"),
             domain_dirs={domain: domain_dir(domain) for domain in DOMAINS},

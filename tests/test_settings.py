@@ -105,6 +105,16 @@ def _schema_keys(schema: dict, prefix: str = "") -> set[str]:
     return keys
 
 
+def _readme_key_names(token: str, previous: str | None) -> list[str]:
+    """The keys one README token names: ``.c`` is a sibling of ``previous``, ``a.{b, c}`` two."""
+    if token.startswith(".") and previous:
+        token = previous.rpartition(".")[0] + token
+    braces = re.fullmatch(r"(.*)\{(.*)\}", token)
+    if not braces:
+        return [token]
+    return [braces.group(1) + name.strip() for name in braces.group(2).split(",")]
+
+
 def _readme_keys(text: str) -> set[str]:
     """Keys in the first column of config/README.md's tables, with the section's prefix;
     ``a.b``, ``.c`` (a sibling of the previous key), ``a.{b, c}`` and ``a.*`` forms."""
@@ -116,14 +126,7 @@ def _readme_keys(text: str) -> set[str]:
         elif line.startswith("| `"):
             previous = None
             for token in re.findall(r"`([^`]+)`", line.split(" | ")[0]):
-                if token.startswith(".") and previous:
-                    token = previous.rpartition(".")[0] + token
-                braces = re.fullmatch(r"(.*)\{(.*)\}", token)
-                names = (
-                    [braces.group(1) + n.strip() for n in braces.group(2).split(",")]
-                    if braces
-                    else [token]
-                )
+                names = _readme_key_names(token, previous)
                 for name in names:
                     name = name.removesuffix(".*")
                     keys.add(f"{section}.{name}" if section else name)
@@ -156,14 +159,7 @@ def _readme_defaults(text: str) -> list[tuple[str, object]]:
             cell = line.split(" | ")[0]
             for key, default in re.findall(r"`([^`]+)`|\[((?:[^\[\]]|\[[^\]]*\])*)\]", cell):
                 if key:
-                    if key.startswith(".") and previous:
-                        key = previous.rpartition(".")[0] + key
-                    braces = re.fullmatch(r"(.*)\{(.*)\}", key)
-                    names = (
-                        [braces.group(1) + n.strip() for n in braces.group(2).split(",")]
-                        if braces
-                        else [key]
-                    )
+                    names = _readme_key_names(key, previous)
                     pending += names
                     previous = names[-1]
                     continue

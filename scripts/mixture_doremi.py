@@ -8,6 +8,7 @@ with script_logging(snakemake):
         tokenizer_path=snakemake.input.tokenizer,
         mixture_path=snakemake.output.mixture,
         trace_path=snakemake.output.trace,
+        availability_path=snakemake.input.availability,
         checkpoint_name=snakemake.wildcards.ckpt,
         **rule_settings(snakemake),
     )

@@ -6,5 +6,6 @@ with script_logging(snakemake):
         snakemake.output[0],
         index=int(snakemake.wildcards.k),
         influence_csv=snakemake.input.influence,
+        availability=snakemake.input.availability,
         **rule_settings(snakemake),
     )

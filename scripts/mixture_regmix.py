@@ -7,6 +7,7 @@ with script_logging(snakemake):
         tokenizer_path=snakemake.input.tokenizer,
         mixture_path=snakemake.output.mixture,
         runs_path=snakemake.output.runs,
+        availability_path=snakemake.input.availability,
         checkpoint_name=snakemake.wildcards.ckpt,
         num_threads=snakemake.threads,
         **rule_settings(snakemake),

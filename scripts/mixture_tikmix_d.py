@@ -6,7 +6,7 @@ with script_logging(snakemake) as log:
         influence_csv=snakemake.input.influence,
         influence_sidecar=snakemake.input.sidecar,
         prior=snakemake.input.prior,
-        meta=snakemake.input.meta,
+        availability=snakemake.input.availability,
         out=snakemake.output[0],
         **rule_settings(snakemake),
     )

@@ -8,6 +8,7 @@ with script_logging(snakemake) as log:
         measurements=list(snakemake.input.measurements),
         influence_csv=snakemake.input.influence,
         tikmix_d=snakemake.input.tikmix_d,
+        availability=snakemake.input.availability,
         out=snakemake.output[0],
         **rule_settings(snakemake),
     )

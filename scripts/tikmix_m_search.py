@@ -6,6 +6,7 @@ with script_logging(snakemake) as log:
         measurements=list(snakemake.input.measurements),
         influence_csv=snakemake.input.influence,
         tikmix_d=snakemake.input.tikmix_d,
+        availability=snakemake.input.availability,
         prior=snakemake.input.prior,
         out_mixtures=snakemake.output.mixtures,
         out_proposal=snakemake.output.proposal,

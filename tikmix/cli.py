@@ -18,6 +18,7 @@ from tikmix import __version__
 from tikmix.config import MIN_SURROGATE_ROWS
 from tikmix.core.digest import file_sha256
 from tikmix.core.settings import (
+    AvailabilitySettings,
     Normalisation,
     Settings,
     TikmixDSettings,
@@ -30,14 +31,10 @@ from tikmix.core.settings import (
 _ALIASES = {"top_k": ("--topk",)}
 
 
-def _add_settings_arguments(
-    parser: argparse.ArgumentParser, group: type[Settings], skip: Sequence[str] = ()
-) -> None:
+def _add_settings_arguments(parser: argparse.ArgumentParser, group: type[Settings]) -> None:
     """One option per field of a settings group (``--field-name``), its default and help
     from the field: the dataclass is the one home of both."""
     for item in dataclasses.fields(group):
-        if item.name in skip:
-            continue
         default = item.default
         parser.add_argument(
             f"--{item.name.replace('_', '-')}",
@@ -129,21 +126,26 @@ def _add_mix_d(subparsers) -> None:
         "mixture document such as a previous output); the grammar of the config's stage1.prior",
     )
     _add_tokens_argument(parser)
-    # max_epochs has its own option below: on the command line it applies with --available.
-    _add_settings_arguments(parser, TikmixDSettings, skip=("max_epochs",))
+    _add_settings_arguments(parser, TikmixDSettings)
     _add_settings_arguments(parser, Normalisation)
     caps = parser.add_mutually_exclusive_group()
     caps.add_argument("--caps", help="JSON/YAML mapping domain -> upper bound on its weight")
     caps.add_argument(
         "--available",
-        help="JSON/YAML mapping domain -> available tokens; caps each weight at "
-        "max_epochs * available / stage_tokens (needs --stage-tokens)",
+        help="JSON/YAML mapping domain -> unique tokens; caps each weight at "
+        "max(0, max_epochs * available - exposure) / stage_tokens (needs --stage-tokens)",
+    )
+    parser.add_argument(
+        "--exposure",
+        help="JSON/YAML mapping domain -> tokens of it already trained on (stage 1), counted "
+        "by the caps with --available (default: unknown, the stage only)",
     )
     parser.add_argument(
         "--max-epochs",
         type=float,
-        default=1.0,
-        help="passes over a domain allowed in the stage, with --available (default 1)",
+        default=AvailabilitySettings.max_epochs,
+        help="cumulative passes over a domain allowed, with --available "
+        f"(default {AvailabilitySettings.max_epochs:g}, the workflow's mixing.max_epochs)",
     )
     _add_output_arguments(parser)
     parser.set_defaults(handler=_run_mix_d)
@@ -169,7 +171,8 @@ def _run_mix_d(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from tikmix.core.mixture import MixtureInputError, load_mapping
-    from tikmix.mixing.tikmix_d import availability_caps, solve_tikmix_d
+    from tikmix.mixing.availability import UNKNOWN, Availability
+    from tikmix.mixing.tikmix_d import solve_tikmix_d
     from tikmix.mixing.weights import read_influence_matrix
 
     B = read_influence_matrix(args.influence)
@@ -180,12 +183,20 @@ def _run_mix_d(args: argparse.Namespace) -> int:
     elif args.available:
         if args.stage_tokens is None:
             raise MixtureInputError("--available needs --stage-tokens")
-        available = pd.Series(load_mapping(args.available), dtype=float)
-        caps = availability_caps(available, args.stage_tokens, args.max_epochs)
+        available = pd.Series(load_mapping(args.available), dtype=float).reindex(B.columns)
+        exposure = (
+            pd.Series(load_mapping(args.exposure), dtype=float).reindex(B.columns)
+            if args.exposure
+            else None
+        )
+        source = str(args.exposure) if args.exposure else UNKNOWN
+        availability = Availability(available, exposure, source, args.stage_tokens, args.max_epochs)
+        availability.check_feasible()
+        caps = availability.caps
     result = solve_tikmix_d(
         B,
         prior,
-        _settings(TikmixDSettings, args, max_epochs=args.max_epochs if args.available else None),
+        _settings(TikmixDSettings, args),
         normalisation=_settings(Normalisation, args),
         caps=caps,
     )

@@ -112,6 +112,7 @@ def settings_params() -> dict[str, type]:
     from tikmix.core.gradient_pass import GradientPassSettings
     from tikmix.core.settings import (
         AdditivitySettings,
+        AvailabilitySettings,
         DoremiSettings,
         Normalisation,
         RegmixSettings,
@@ -124,6 +125,7 @@ def settings_params() -> dict[str, type]:
 
     return {
         "gradient_pass": GradientPassSettings,
+        "availability": AvailabilitySettings,
         "normalisation": Normalisation,
         "tikmix_d": TikmixDSettings,
         "search": TikmixMSearch,

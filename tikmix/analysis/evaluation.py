@@ -44,6 +44,7 @@ from tikmix.core.compute import ComputeRecord
 from tikmix.core.conventions import SIGN_CONVENTION, normalised_benefit
 from tikmix.core.mixture import read_mixture_document
 from tikmix.core.settings import Normalisation
+from tikmix.mixing.availability import Availability
 from tikmix.mixing.documents import write_method
 from tikmix.mixing.weights import read_influence_matrix
 from tikmix.seeds import derive_seed
@@ -278,13 +279,15 @@ def write_random_mixture(
     seed: int,
     index: int,
     influence_csv: str | Path,
+    availability: str | Path | None = None,
     normalisation: Normalisation = Normalisation(),
 ) -> dict:
     """Write the ``index``-th random mixture: a Dirichlet(1) draw, uniform on the simplex.
 
     The draw depends only on ``(seed, index)`` (through :func:`tikmix.seeds.derive_seed`), so
     adding mixtures leaves the earlier ones unchanged. The document carries the predicted
-    benefit under ``influence_csv`` and a zero compute record, like the other mixtures.
+    benefit under ``influence_csv``, a zero compute record and (given the checkpoint's
+    ``availability.json``) its planned epochs, like the other mixtures; it is not capped.
     """
     if not domains:
         raise ValueError("a random mixture needs at least one domain")
@@ -300,6 +303,7 @@ def write_random_mixture(
         normalisation=normalisation,
         solver={"name": "dirichlet", "concentration": 1.0, "seed": draw_seed},
         provenance={"seed": seed, "index": index, "influence": str(influence_csv)},
+        availability=None if availability is None else Availability.read(availability),
     )
 
 

@@ -13,7 +13,7 @@ builds its options from the fields (``help`` in each field's metadata). The sche
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 #: eq. 6's choices of the row scale ``s_i`` (:func:`tikmix.core.conventions.row_scales`).
@@ -80,19 +80,42 @@ class Normalisation(Settings):
 
 @dataclass(frozen=True)
 class TikmixDSettings(Settings):
-    """TiKMiX-D's objective (eq. 7): ``α·std(P̂) − β·ΣP̂ − γ·H(w)``, and its availability caps."""
+    """TiKMiX-D's objective (eq. 7): ``α·std(P̂) − β·ΣP̂ − γ·H(w)``."""
 
     CONFIG_SECTION: ClassVar[tuple[str, ...]] = ("mixing", "tikmix_d")
 
     alpha: float = field(default=1.0, metadata={"help": "weight of std(P)"})
     beta: float = field(default=1.0, metadata={"help": "weight of sum(P)"})
     gamma: float = field(default=1.0, metadata={"help": "weight of the entropy H(w)"})
+
+
+@dataclass(frozen=True)
+class AvailabilitySettings(Settings):
+    """The availability caps of every optimising method (:mod:`tikmix.mixing.availability`):
+    stage-1 exposure + ``w_d · stage_tokens`` <= ``max_epochs`` × unique tokens of ``d``."""
+
+    CONFIG_SECTION: ClassVar[tuple[str, ...]] = ("mixing",)
+
     max_epochs: float | None = field(
-        default=None,
+        default=4.0,
         metadata={
-            "help": "cap w_d * stage_tokens <= max_epochs * available tokens of d (None: no caps)"
+            "help": "cumulative passes allowed over a domain's unique tokens, stage 1 included "
+            "(Muennighoff et al. 2023: up to ~4 are nearly as good as unique data; None: no caps)"
         },
     )
+    stage_tokens: int | None = field(
+        default=None, metadata={"help": "tokens of the next stage (None: stage2.tokens)"}
+    )
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> AvailabilitySettings:
+        """The settings with ``stage_tokens`` resolved: null means ``stage2.tokens`` (the one
+        place that default is applied)."""
+        settings = super().from_config(config)
+        if settings.stage_tokens is None:
+            stage2 = config.get("stage2") or {}
+            settings = replace(settings, stage_tokens=stage2.get("tokens"))
+        return settings
 
 
 @dataclass(frozen=True)

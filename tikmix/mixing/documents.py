@@ -4,7 +4,9 @@ The document's format is :func:`tikmix.core.mixture.mixture_document`'s; this mo
 for each kind of mixture: the workflow's methods (:func:`method_document`: baselines, TiKMiX-D,
 TiKMiX-M, random mixtures), the prior (:func:`prior_document`), the proxy-model baselines
 (:func:`baseline_document`: RegMix, DoReMi) and the command line's (:func:`cli_document`). Each
-records what it cost to determine (``compute: {tokens, flops}``) so the report can compare methods.
+records what it cost to determine (``compute: {tokens, flops}``) so the report can compare methods,
+and, given the checkpoint's :class:`~tikmix.mixing.availability.Availability`, each domain's planned
+cumulative epochs and the caps (``planned_epochs``, ``availability``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from tikmix.core.compute import ComputeRecord
 from tikmix.core.conventions import normalised_benefit
 from tikmix.core.mixture import mixture_document, write_mixture
 from tikmix.core.settings import Normalisation
+from tikmix.mixing.availability import Availability
 from tikmix.mixing.weights import read_influence_matrix
 
 
@@ -44,9 +47,10 @@ def method_document(
     compute: ComputeRecord | Mapping | None = None,
     upstream_compute: ComputeRecord | Mapping | None = None,
     provenance: Mapping | None = None,
-    stage_tokens: int | None = None,
+    availability: Availability | None = None,
 ) -> dict:
-    """A workflow mixture's document, with the predicted benefit when an influence matrix is given.
+    """A workflow mixture's document, with the predicted benefit when an influence matrix is given
+    and the planned epochs when the ``availability`` is (its ``T`` is the ``stage_tokens``).
 
     ``compute`` is what this step itself cost; ``total_compute`` adds ``upstream_compute``
     (e.g. the influence matrix TiKMiX-D was solved on): the FLOPs spent to determine the mixture.
@@ -56,12 +60,14 @@ def method_document(
     document = mixture_document(
         weights,
         method=method,
-        stage_tokens=stage_tokens,
+        stage_tokens=None if availability is None else availability.stage_tokens,
         provenance=dict(provenance or {}),
         solver=dict(solver or {}),
         compute=own.to_dict(),
         total_compute=(own + upstream).to_dict(),
     )
+    if availability is not None:
+        document.update(availability.record(weights))
     if influence_csv is not None:
         document["predicted"] = _predicted(
             read_influence_matrix(influence_csv), weights, normalisation
@@ -96,18 +102,22 @@ def baseline_document(
     result: ProxyBaseline,
     *,
     method: str,
-    stage_tokens: int | None = None,
+    availability: Availability | None = None,
     provenance: Mapping | None = None,
 ) -> dict[str, Any]:
-    """A proxy-model baseline's document (``regmix``, ``doremi``) with its ``compute`` section."""
-    return mixture_document(
+    """A proxy-model baseline's document (``regmix``, ``doremi``) with its ``compute`` section
+    and, given the ``availability``, its planned epochs and caps."""
+    document = mixture_document(
         result.weights,
         method=method,
-        stage_tokens=stage_tokens,
+        stage_tokens=None if availability is None else availability.stage_tokens,
         provenance=provenance,
         solver=result.solver_report(),
         compute=result.compute(),
     )
+    if availability is not None:
+        document.update(availability.record(result.weights))
+    return document
 
 
 def cli_document(

@@ -21,7 +21,9 @@ algorithm (DoReMi's Algorithm 1) and makes two choices the stage-2 setting needs
   that neither can learn (excess ≈ 0) lose it.
 
 The mixture is the average of ``α`` over the proxy's steps; every ``α_t ≥ ε / D``, so the average
-is too. Compute recorded: the reference's training (when trained) and its forward passes on the
+is too. Given availability caps (:mod:`tikmix.mixing.availability`), the average is projected onto
+``{w in the simplex, w <= cap}`` (Euclidean, :func:`~tikmix.mixing.availability.project_onto_capped_simplex`);
+the solver report keeps the uncapped average. Compute recorded: the reference's training (when trained) and its forward passes on the
 proxy's batches, and the proxy's training, with the FLOP conventions of
 :func:`~tikmix.models.flops.training_flops_per_token` (forward = a third of training).
 
@@ -41,6 +43,7 @@ import pandas as pd
 
 from tikmix.core.compute import ComputeRecord
 from tikmix.core.mixture import MixtureInputError, validate_weights
+from tikmix.mixing.availability import project_onto_capped_simplex
 
 Reference = Literal["checkpoint", "train"]
 
@@ -86,6 +89,7 @@ class DoremiResult:
             "name": "DoReMi-lite (Group DRO proxy vs reference, averaged domain weights)",
             "steps": int(len(self.trace)),
             "final_weights": {d: float(last[f"weight:{d}"]) for d in domains},
+            "averaged_weights": averaged_weights(self.trace, domains).to_dict(),
             "mean_excess_loss": {d: float(self.trace[f"excess:{d}"].mean()) for d in domains},
             "settings": self.settings,
         }
@@ -96,10 +100,16 @@ class DoremiResult:
         return {**ComputeRecord(int(tokens), sum(self.flops.values())).to_dict(), **self.flops}
 
 
-def averaged_weights(trace: pd.DataFrame, domains: Sequence[str]) -> pd.Series:
-    """The DoReMi mixture: the per-step weights ``weight:{d}`` of ``trace`` averaged over steps."""
+def averaged_weights(
+    trace: pd.DataFrame, domains: Sequence[str], caps: pd.Series | None = None
+) -> pd.Series:
+    """The DoReMi mixture: the per-step weights ``weight:{d}`` of ``trace`` averaged over steps,
+    projected onto the availability ``caps`` (domain → largest weight) when given."""
     domains = list(domains)
     mean = trace[[f"weight:{d}" for d in domains]].mean().to_numpy()
-    return validate_weights(
-        pd.Series(mean / mean.sum(), index=domains), domains, source="DoReMi weights"
-    )
+    mean = mean / mean.sum()
+    if caps is not None:
+        mean = project_onto_capped_simplex(
+            mean, pd.Series(caps, dtype=float).reindex(domains).to_numpy()
+        )
+    return validate_weights(pd.Series(mean, index=domains), domains, source="DoReMi weights")

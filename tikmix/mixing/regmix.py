@@ -17,6 +17,9 @@ The procedure follows RegMix's recipe, re-implemented on this package's pieces:
    from the mixture to the negated average task loss.
 4. **Simulation**: ``n_simulations`` (RegMix: 1M) more mixtures from the same
    generator; the result is the mean of the ``top_k`` (RegMix: 100) with the lowest predicted loss.
+   Given availability caps (:mod:`tikmix.mixing.availability`, which count stage-1 exposure),
+   only simulated mixtures within them compete, so their mean is within them too; if none is,
+   the mean of the top ``top_k`` is projected onto the caps.
 
 Unlike RegMix's script, weights are not rounded to a grid of ``minimum`` (the sampler needs
 weights summing exactly to 1), and exact duplicates are not removed (continuous draws are
@@ -41,6 +44,7 @@ import pandas as pd
 from tikmix.core.compute import ComputeRecord
 from tikmix.core.mixture import MixtureInputError, validate_weights
 from tikmix.core.settings import DirichletSettings, RegmixSettings
+from tikmix.mixing.availability import CAP_TOLERANCE, project_onto_capped_simplex
 from tikmix.mixing.surrogate import SurrogateQuality, fit_surrogate
 from tikmix.seeds import derive_seed
 
@@ -172,6 +176,7 @@ def fit_regmix(
     seed: int = 0,
     num_threads: int = 1,
     surrogate_params: Mapping[str, Any] | None = None,
+    caps: pd.Series | None = None,
 ) -> tuple[pd.Series, SurrogateQuality, float]:
     """Fit the regressor on proxy runs and return ``(mixture, quality, predicted loss)``.
 
@@ -180,6 +185,7 @@ def fit_regmix(
     The surrogate maximises ``−average_loss``; its cross-validation uses
     ``min(5, len(runs) // 4)`` folds, so at least 8 runs are needed.
     ``surrogate_params`` override LightGBM's parameters (default :data:`SMALL_SAMPLE_PARAMS`).
+    ``caps`` (domain → largest weight) keep the result within the availability caps.
     """
     domains = list(validate_weights(prior, source="RegMix prior").index)
     check_dirichlet(regmix.dirichlet)  # before the regression, not after it
@@ -204,9 +210,16 @@ def fit_regmix(
     simulated = sample_regmix_mixtures(
         prior, n_simulations, regmix.dirichlet, seed=derive_seed(seed, "regmix-simulation")
     )
+    upper = None if caps is None else pd.Series(caps, dtype=float).reindex(domains).to_numpy()
+    if upper is not None:
+        within = (simulated.to_numpy() <= upper + CAP_TOLERANCE).all(axis=1)
+        simulated = simulated[within] if within.any() else simulated
     predicted = fit.model.predict(simulated)
     top = np.argsort(-predicted, kind="stable")[:top_k]
     weights = simulated.iloc[top].mean(axis=0)
-    weights = validate_weights(weights / weights.sum(), domains, source="RegMix mixture")
+    weights = weights / weights.sum()
+    if upper is not None:
+        weights[:] = project_onto_capped_simplex(weights.to_numpy(), upper)
+    weights = validate_weights(weights, domains, source="RegMix mixture")
     predicted_loss = -float(fit.model.predict(weights.to_numpy()[None])[0])
     return weights, fit.quality, predicted_loss

@@ -19,26 +19,24 @@ from tikmix.core.compute import ComputeRecord
 from tikmix.core.conventions import normalised_matrix
 from tikmix.core.mixture import read_mixture, read_mixture_document, write_mixture
 from tikmix.core.settings import (
+    AvailabilitySettings,
     Normalisation,
     TikmixDSettings,
     TikmixMBox,
     TikmixMGate,
     TikmixMSearch,
 )
+from tikmix.mixing.availability import Availability, study_availability
 from tikmix.mixing.candidates import latin_hypercube_mixtures, support_box
 from tikmix.mixing.documents import prior_document, write_method
 from tikmix.mixing.pareto import project_onto_pareto
 from tikmix.mixing.priors import build_prior, domain_tokens, uniform_prior
 from tikmix.mixing.responses import curvature_departure, read_measurements, response_totals
 from tikmix.mixing.search import confirm_tikmix_m, in_support, propose_tikmix_m
-from tikmix.mixing.tikmix_d import availability_caps, solve_tikmix_d
+from tikmix.mixing.tikmix_d import solve_tikmix_d
 from tikmix.mixing.weights import read_influence_matrix
 
 log = logging.getLogger(__name__)
-
-
-def _tokens(domain_meta: Mapping[str, str | Path]) -> pd.Series:
-    return pd.Series(domain_tokens(domain_meta), dtype=float)
 
 
 def influence_cost(sidecar: str | Path | None) -> ComputeRecord:
@@ -63,17 +61,55 @@ def prior_mixture(
     return prior
 
 
+def availability_caps(
+    *,
+    domains: Sequence[str],
+    meta: Sequence[str | Path],
+    availability: AvailabilitySettings,
+    out: str | Path,
+    checkpoint: str | Path | None = None,
+    prior: str | Path | None = None,
+    stage1_tokens: int | None = None,
+) -> Availability:
+    """A checkpoint's availability caps (rule availability): unique tokens from each domain's
+    ``meta.json``, stage-1 exposure from the built-in ``checkpoint``'s record or ``prior`` ×
+    ``stage1_tokens`` (user checkpoints), else unknown. Caps that cannot hold a mixture fail here,
+    in one line, before any method runs."""
+    domain_meta = dict(zip(domains, meta, strict=True))
+    if availability.stage_tokens is None:
+        raise ValueError("availability: mixing.stage_tokens and stage2.tokens are both unset")
+    result = study_availability(
+        unique_tokens=domain_tokens(domain_meta),
+        stage_tokens=availability.stage_tokens,
+        max_epochs=availability.max_epochs,
+        checkpoint=checkpoint,
+        prior=None if prior is None else read_mixture(prior, domains=list(domain_meta)),
+        stage1_tokens=stage1_tokens,
+    )
+    result.check_feasible()
+    result.write(out)
+    log.info(
+        "availability: T=%d, max_epochs=%s, stage-1 exposure %s, caps %s",
+        result.stage_tokens,
+        result.max_epochs,
+        result.exposure_source,
+        None if result.caps is None else result.caps.round(4).to_dict(),
+    )
+    return result
+
+
 def baseline_mixture(
     *,
     method: str,
     domains: Sequence[str],
     meta: Sequence[str | Path],
+    availability: str | Path,
     out: str | Path,
     influence_csv: str | Path | None = None,
     normalisation: Normalisation = Normalisation(),
 ) -> dict:
     """The natural (∝ available training tokens, from each domain's ``meta.json``) or uniform
-    mixture."""
+    mixture: baselines, not capped, but their documents record their planned epochs."""
     domain_meta = dict(zip(domains, meta, strict=True))
     if method == "natural":
         weights = build_prior("natural", list(domain_meta), domain_tokens(domain_meta))
@@ -87,6 +123,7 @@ def baseline_mixture(
         method=method,
         influence_csv=influence_csv,
         normalisation=normalisation,
+        availability=Availability.read(availability),
     )
 
 
@@ -95,23 +132,17 @@ def tikmix_d_mixture(
     influence_csv: str | Path,
     influence_sidecar: str | Path,
     prior: str | Path,
-    domains: Sequence[str],
-    meta: Sequence[str | Path],
+    availability: str | Path,
     tikmix_d: TikmixDSettings,
     normalisation: Normalisation,
-    stage_tokens: int | None,
     out: str | Path,
 ) -> dict:
-    """TiKMiX-D (eq. 7) on the checkpoint's influence matrix; a failed solve raises."""
+    """TiKMiX-D (eq. 7) on the checkpoint's influence matrix, within the availability caps; a
+    failed solve raises."""
     B = read_influence_matrix(influence_csv)
     w_prior = read_mixture(prior, domains=list(B.columns))
-    caps = None
-    if tikmix_d.max_epochs is not None:
-        if stage_tokens is None:
-            raise ValueError("mixing.tikmix_d.max_epochs needs mixing.stage_tokens")
-        tokens = _tokens(dict(zip(domains, meta, strict=True)))
-        caps = availability_caps(tokens, stage_tokens, tikmix_d.max_epochs)
-    result = solve_tikmix_d(B, w_prior, tikmix_d, normalisation=normalisation, caps=caps)
+    caps = Availability.read(availability)
+    result = solve_tikmix_d(B, w_prior, tikmix_d, normalisation=normalisation, caps=caps.caps)
     return write_method(
         out,
         result.weights,
@@ -122,7 +153,7 @@ def tikmix_d_mixture(
         compute=ComputeRecord(),
         upstream_compute=influence_cost(influence_sidecar),
         provenance={"influence": str(influence_csv), "prior": str(prior)},
-        stage_tokens=stage_tokens,
+        availability=caps,
     )
 
 
@@ -135,21 +166,12 @@ def _pareto_set(
     return B, B_hat, B_hat @ read_mixture(prior, domains=list(B.columns)).to_numpy()
 
 
-def availability_caps_of(tikmix_d: str | Path) -> pd.Series | None:
-    """TiKMiX-D's per-domain availability caps (``mixing.tikmix_d.max_epochs``), or None:
-    TiKMiX-M's box keeps under them too."""
-    document = read_mixture_document(tikmix_d)
-    slack = document.get("solver", {}).get("constraint_slack", {}).get("caps")
-    if slack is None:
-        return None
-    return pd.Series(document["weights"]) + pd.Series(slack)
-
-
 def tikmix_m_candidates(
     *,
     tikmix_d: str | Path,
     influence_csv: str | Path,
     prior: str | Path,
+    availability: str | Path,
     n: int,
     box: TikmixMBox,
     seed: int,
@@ -157,13 +179,13 @@ def tikmix_m_candidates(
     out: str | Path,
 ) -> pd.DataFrame:
     """TiKMiX-M's training mixtures (rule mixture_candidates): Latin-hypercube samples in the
-    box ``[low, high]·w_D`` around the search's start, kept only inside the Pareto set, so the
-    surrogate is trained exactly where the search looks."""
+    box ``[low, high]·w_D`` around the search's start (under the availability caps), kept only
+    inside the Pareto set, so the surrogate is trained exactly where the search looks."""
     low, high = box.low, box.high
     B, B_hat, floor = _pareto_set(influence_csv, prior, normalisation)
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
     lower, upper = (
-        b.to_numpy() for b in support_box(w_d, low, high, availability_caps_of(tikmix_d))
+        b.to_numpy() for b in support_box(w_d, low, high, Availability.read(availability).caps)
     )
 
     # w_D sits on several Pareto constraints at once, so only a small share of the box is
@@ -205,6 +227,7 @@ def tikmix_m_search(
     influence_csv: str | Path,
     tikmix_d: str | Path,
     prior: str | Path,
+    availability: str | Path,
     normalisation: Normalisation,
     box: TikmixMBox,
     gate: TikmixMGate,
@@ -232,7 +255,7 @@ def tikmix_m_search(
         pareto_floor=floor,
         box=box,
         min_spearman=gate.min_spearman,
-        caps=availability_caps_of(tikmix_d),
+        caps=Availability.read(availability).caps,
         seed=seed,
         search=search,
     )
@@ -263,6 +286,7 @@ def tikmix_m_mixture(
     measurements: Sequence[str | Path],
     influence_csv: str | Path,
     tikmix_d: str | Path,
+    availability: str | Path,
     normalisation: Normalisation,
     out: str | Path,
 ) -> dict:
@@ -279,6 +303,9 @@ def tikmix_m_mixture(
     weights, decision = confirm_tikmix_m(
         search, totals.iloc[:replicates].to_numpy(), totals.iloc[replicates:].to_numpy()
     )
+    # The search stays in the box under the caps, and w_D is TiKMiX-D's capped solution.
+    caps = Availability.read(availability)
+    caps.check_within(weights, "TiKMiX-M")
     measured = pd.concat([read_measurements(measurements), confirmed])
     solver = {
         "name": "TiKMiX-M (LightGBM surrogate + Dirichlet search, Algorithm 1, gate)",
@@ -298,6 +325,7 @@ def tikmix_m_mixture(
             read_mixture_document(tikmix_d), str(tikmix_d), "total_compute"
         ),
         provenance={"influence": str(influence_csv), "start": str(tikmix_d)},
+        availability=caps,
     )
 
 

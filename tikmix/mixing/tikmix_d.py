@@ -46,25 +46,6 @@ class MixtureSolveError(ValueError):
     """
 
 
-def availability_caps(
-    available_tokens: pd.Series, stage_tokens: float, max_epochs: float = 1.0
-) -> pd.Series:
-    """Per-domain weight caps ``max_epochs · available_d / stage_tokens``.
-
-    A stage of ``stage_tokens`` tokens with weight ``w_d`` reads ``w_d · stage_tokens`` tokens
-    of domain ``d``; the cap keeps that within ``max_epochs`` passes over the domain.
-    """
-    if not stage_tokens > 0 or not max_epochs > 0:
-        raise MixtureInputError(
-            f"caps: stage_tokens and max_epochs must be > 0, got {stage_tokens}, {max_epochs}"
-        )
-    available = pd.Series(available_tokens, dtype=float)
-    if available.isna().any() or (available < 0).any():
-        bad = available.index[available.isna() | (available < 0)].tolist()
-        raise MixtureInputError(f"caps: available tokens must be >= 0 for domain(s) {bad}")
-    return max_epochs * available / stage_tokens
-
-
 @dataclass
 class TikmixDResult:
     """The TiKMiX-D mixture and everything needed to audit it.
@@ -147,10 +128,11 @@ def solve_tikmix_d(
         B: benefit matrix, tasks × domains (larger is better); finite values.
         prior: the prior mixture over ``B``'s columns (Pareto reference).
         settings: ``alpha``, ``beta``, ``gamma``: weights of std(P̂), ΣP̂ and H(w); must be
-            >= 0 (its ``max_epochs`` is the caller's, for ``caps``).
+            >= 0.
         normalisation: eq. 6's relative ε and ``max`` (the paper's) or ``abs_max`` normaliser
             (:func:`~tikmix.core.conventions.row_scales`).
-        caps: optional upper bound per domain (see :func:`availability_caps`).
+        caps: optional upper bound per domain (the availability caps,
+            :attr:`tikmix.mixing.availability.Availability.caps`).
         tolerance: the solver's gap and feasibility tolerance.
 
     Raises:

@@ -33,6 +33,7 @@ from tikmix.core.settings import DoremiSettings, RegmixSettings
 from tikmix.data.sampler import MixturePlan, load_streams, plan_mixture
 from tikmix.data.tokenizer import load_tokenizer
 from tikmix.data.tokenizer import vocab_size as tokenizer_vocab_size
+from tikmix.mixing.availability import Availability
 from tikmix.mixing.documents import baseline_document
 from tikmix.mixing.doremi import (
     DoremiResult,
@@ -142,8 +143,10 @@ def regmix_mixture(
     device: str | torch.device = "cpu",
     num_threads: int = 1,
     surrogate_params: Mapping[str, Any] | None = None,
+    caps: pd.Series | None = None,
 ) -> RegMixResult:
-    """The whole RegMix procedure (see :mod:`tikmix.mixing.regmix`) in one call.
+    """The whole RegMix procedure (see :mod:`tikmix.mixing.regmix`) in one call; ``caps``: the
+    availability caps the final mixture keeps within.
 
     The proxies are ``regmix.model`` models with the tokenizer's ``vocab_size`` and
     ``max_seq_len = seq_len``; proxy ``k`` is seeded with ``derive_seed(seed, f"regmix-proxy-{k}")``.
@@ -182,6 +185,7 @@ def regmix_mixture(
         seed=seed,
         num_threads=num_threads,
         surrogate_params=surrogate_params,
+        caps=caps,
     )
     return RegMixResult(
         weights=weights,
@@ -210,18 +214,20 @@ def write_regmix_mixture(
     tokenizer_path: str | Path,
     mixture_path: str | Path,
     runs_path: str | Path,
+    availability_path: str | Path,
     checkpoint_name: str,
     regmix: RegmixSettings,
     domain_dirs: Mapping[str, str | Path],
     task_files: Mapping[str, str | Path],
     seq_len: int,
-    stage_tokens: int,
     seed: int,
     device: str = "auto",
     num_threads: int = 1,
 ) -> RegMixResult:
-    """The RegMix rule: :func:`regmix_mixture` around the prior at ``prior_path``; writes the
-    mixture document and the run table (``runs_path``, CSV)."""
+    """The RegMix rule: :func:`regmix_mixture` around the prior at ``prior_path``, within the
+    availability caps at ``availability_path``; writes the mixture document and the run table
+    (``runs_path``, CSV)."""
+    availability = Availability.read(availability_path)
     result = regmix_mixture(
         domain_dirs,
         task_files,
@@ -232,11 +238,12 @@ def write_regmix_mixture(
         seed=seed,
         device=device,
         num_threads=num_threads,
+        caps=availability.caps,
     )
     document = baseline_document(
         result,
         method="regmix",
-        stage_tokens=stage_tokens,
+        availability=availability,
         provenance={"checkpoint": checkpoint_name, "prior": prior_path},
     )
     _write_outputs("RegMix", document, mixture_path, result.runs, runs_path, index=False)
@@ -327,9 +334,11 @@ def run_doremi(
     seq_len: int,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    caps: pd.Series | None = None,
 ) -> DoremiResult:
     """The proxy run of DoReMi against ``reference`` over the domains of ``streams``, with
-    ``doremi``'s ``proxy_tokens, batch_size, lr, eta, smoothing``.
+    ``doremi``'s ``proxy_tokens, batch_size, lr, eta, smoothing``; the averaged weights are
+    projected onto the availability ``caps`` when given.
 
     Each step takes ``batch_size // D`` (at least 1) sequences per domain; there are
     ``proxy_tokens // (that · D · seq_len)`` steps (at least 1). ``flops`` counts the proxy's
@@ -381,7 +390,8 @@ def run_doremi(
         "proxy_train_flops": run.flops,
         "reference_forward_flops": training_flops_per_token(reference, seq_len) // 3 * run.tokens,
     }
-    return DoremiResult(weights=averaged_weights(trace, domains), trace=trace, flops=flops)
+    weights = averaged_weights(trace, domains, caps)
+    return DoremiResult(weights=weights, trace=trace, flops=flops)
 
 
 def doremi_mixture(
@@ -394,6 +404,7 @@ def doremi_mixture(
     checkpoint_dir: str | Path | None = None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    caps: pd.Series | None = None,
 ) -> DoremiResult:
     """DoReMi-lite end to end (see :mod:`tikmix.mixing.doremi`).
 
@@ -408,6 +419,7 @@ def doremi_mixture(
         seq_len: tokens per training sequence (the proxy's ``max_seq_len``).
         checkpoint_dir: the stage-1 checkpoint, needed when ``doremi.reference="checkpoint"``.
         seed: every draw and initialisation derives from it.
+        caps: the availability caps (domain → largest weight) the mixture is projected onto.
     """
     reference: Reference = doremi.reference
     if reference not in ("checkpoint", "train"):
@@ -451,6 +463,7 @@ def doremi_mixture(
         seq_len=seq_len,
         seed=derive_seed(seed, "doremi-proxy"),
         device=device,
+        caps=caps,
     )
     result.flops = {**flops, **result.flops}
     result.settings = {
@@ -476,16 +489,18 @@ def write_doremi_mixture(
     tokenizer_path: str | Path,
     mixture_path: str | Path,
     trace_path: str | Path,
+    availability_path: str | Path,
     checkpoint_name: str,
     doremi: DoremiSettings,
     domain_dirs: Mapping[str, str | Path],
     seq_len: int,
-    stage_tokens: int,
     seed: int,
     device: str = "auto",
 ) -> DoremiResult:
     """The DoReMi rule: :func:`doremi_mixture` with the prior at ``prior_path`` as the
-    reference mixture; writes the mixture document and the per-step trace (``trace_path``)."""
+    reference mixture, within the availability caps at ``availability_path``; writes the
+    mixture document and the per-step trace (``trace_path``)."""
+    availability = Availability.read(availability_path)
     result = doremi_mixture(
         domain_dirs,
         read_mixture(prior_path, domain_dirs),
@@ -495,11 +510,12 @@ def write_doremi_mixture(
         checkpoint_dir=checkpoint_dir,
         seed=seed,
         device=device,
+        caps=availability.caps,
     )
     document = baseline_document(
         result,
         method="doremi",
-        stage_tokens=stage_tokens,
+        availability=availability,
         provenance={"checkpoint": checkpoint_name, "prior": prior_path},
     )
     _write_outputs("DoReMi", document, mixture_path, result.trace, trace_path, index=True)

@@ -87,6 +87,7 @@ rule evaluate_stage2:
 rule mixture_random:
     input:
         influence="results/influence/{ckpt}/influence.csv",
+        availability=AVAILABILITY_FILE,
         code=code("mixture_random.py"),
     output:
         "results/mixtures/{ckpt}/random{k}.json",
@@ -117,6 +118,7 @@ rule mixture_regmix:
         tokenizer="results/tokenizer/tokenizer.json",
         streams=domain_files("train"),
         tasks=list(TASK_FILES.values()),
+        availability=AVAILABILITY_FILE,
         code=code("mixture_regmix.py"),
     output:
         mixture="results/mixtures/{ckpt}/regmix.json",
@@ -137,7 +139,6 @@ rule mixture_regmix:
         domain_dirs=DOMAIN_DIRS,
         task_files=TASK_FILES,
         seq_len=config["data"]["seq_len"],
-        stage_tokens=STAGE2["tokens"],
         seed=config["seed"],
         device=config["device"],
     script:
@@ -150,6 +151,7 @@ rule mixture_doremi:
         checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
         tokenizer="results/tokenizer/tokenizer.json",
         streams=domain_files("train"),
+        availability=AVAILABILITY_FILE,
         code=code("mixture_doremi.py"),
     output:
         mixture="results/mixtures/{ckpt}/doremi.json",
@@ -169,7 +171,6 @@ rule mixture_doremi:
         doremi=DOREMI,
         domain_dirs=DOMAIN_DIRS,
         seq_len=config["data"]["seq_len"],
-        stage_tokens=STAGE2["tokens"],
         seed=config["seed"],
         device=config["device"],
     script:

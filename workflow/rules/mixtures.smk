@@ -4,10 +4,49 @@
 
 TIKMIX_M = MIXING["tikmix_m"]
 
+from tikmix.core.settings import AvailabilitySettings
+
+# The availability caps (mixing.max_epochs; mixing.stage_tokens, null = stage2.tokens): one
+# availability.json per checkpoint, read by every mixture rule.
+AVAILABILITY = AvailabilitySettings.from_config(config).as_params()
+AVAILABILITY_FILE = "results/mixtures/{ckpt}/availability.json"
+
+
+rule availability:
+    input:
+        meta=expand("results/data/domains/{domain}/meta.json", domain=DOMAINS),
+        # Stage-1 exposure: the built-in checkpoint's record, or the user's prior file (with
+        # stage1_tokens).
+        checkpoint=lambda wildcards: (
+            [] if USER_CHECKPOINTS else checkpoint_dir(wildcards.ckpt)
+        ),
+        prior=[config["prior"]] if USER_CHECKPOINTS and config["prior"] else [],
+        code=code("availability.py"),
+    output:
+        AVAILABILITY_FILE,
+    log:
+        "logs/availability/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/availability/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        upstream=user_inputs_digest("availability"),
+        domains=DOMAINS,
+        availability=AVAILABILITY,
+        stage1_tokens=config["stage1_tokens"] if USER_CHECKPOINTS else None,
+    script:
+        script_path("availability.py")
+
 
 rule mixture_baseline:
     input:
         meta=expand("results/data/domains/{domain}/meta.json", domain=DOMAINS),
+        availability=AVAILABILITY_FILE,
         influence="results/influence/{ckpt}/influence.csv",
         code=code("mixture_baseline.py"),
     output:
@@ -47,7 +86,7 @@ rule mixture_tikmix_d:
         influence="results/influence/{ckpt}/influence.csv",
         sidecar="results/influence/{ckpt}/influence.json",
         prior="results/mixtures/prior.json",
-        meta=expand("results/data/domains/{domain}/meta.json", domain=DOMAINS),
+        availability=AVAILABILITY_FILE,
         code=code("mixture_tikmix_d.py"),
     output:
         "results/mixtures/{ckpt}/tikmix_d.json",
@@ -65,8 +104,6 @@ rule mixture_tikmix_d:
         tikmix_d=TIKMIX_D,
         normalisation=NORMALISATION,
         upstream=user_inputs_digest("mixture_tikmix_d"),
-        domains=DOMAINS,
-        stage_tokens=MIXING["stage_tokens"],
     script:
         script_path("mixture_tikmix_d.py")
 
@@ -76,6 +113,7 @@ rule mixture_candidates:
         tikmix_d="results/mixtures/{ckpt}/tikmix_d.json",
         influence="results/influence/{ckpt}/influence.csv",
         prior="results/mixtures/prior.json",
+        availability=AVAILABILITY_FILE,
         code=code("mixture_candidates.py"),
     output:
         "results/measurements/{ckpt}/tikmix_m/mixtures.csv",
@@ -169,6 +207,7 @@ rule tikmix_m_search:
         influence="results/influence/{ckpt}/influence.csv",
         tikmix_d="results/mixtures/{ckpt}/tikmix_d.json",
         prior="results/mixtures/prior.json",
+        availability=AVAILABILITY_FILE,
         code=code("tikmix_m_search.py"),
     output:
         mixtures="results/measurements/{ckpt}/tikmix_m_confirm/mixtures.csv",
@@ -203,6 +242,7 @@ rule mixture_tikmix_m:
         measurements=lambda wildcards: tikmix_m_responses(wildcards.ckpt, "tikmix_m"),
         influence="results/influence/{ckpt}/influence.csv",
         tikmix_d="results/mixtures/{ckpt}/tikmix_d.json",
+        availability=AVAILABILITY_FILE,
         code=code("mixture_tikmix_m.py"),
     output:
         "results/mixtures/{ckpt}/tikmix_m.json",

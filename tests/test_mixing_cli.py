@@ -181,7 +181,10 @@ def test_mix_m_bad_table(tmp_path, influence_csv, capsys, content, message):
 
 def test_help_documents_every_flag(capsys):
     for command, flags in [
-        ("mix-d", ["--influence", "--prior", "--alpha", "--caps", "--available", "--prefixes"]),
+        (
+            "mix-d",
+            ["--influence", "--prior", "--alpha", "--caps", "--available", "--exposure", "--prefixes"],
+        ),
         ("mix-m", ["--table", "--response", "--influence", "--start", "--box", "--min-spearman"]),
     ]:
         with pytest.raises(SystemExit) as exit_info:

@@ -222,7 +222,7 @@ def test_search_with_projection_keeps_every_iterate_feasible():
 
 
 def test_availability_caps_bound_the_search():
-    # TiKMiX-D's caps (max_epochs over the available tokens) hold for TiKMiX-M too.
+    # The availability caps (mixing.max_epochs, stage-1 exposure counted) hold for TiKMiX-M too.
     domains, prior, w_d, w_star, B_hat, floor, W = _study(seed=3, n=128)
     y = -((W.to_numpy() - w_star.to_numpy()) ** 2).sum(axis=1)
     caps = pd.Series(1.0, index=domains)

@@ -13,7 +13,7 @@ from threadpoolctl import threadpool_limits
 from tikmix.core.conventions import normalised_benefit
 from tikmix.core.mixture import MixtureInputError
 from tikmix.core.settings import Normalisation, TikmixDSettings
-from tikmix.mixing.tikmix_d import MixtureSolveError, availability_caps, solve_tikmix_d
+from tikmix.mixing.tikmix_d import MixtureSolveError, solve_tikmix_d
 
 TOL = 1e-8
 
@@ -294,11 +294,6 @@ def test_entropy_alone_fills_the_caps_like_water():
         B, pd.Series(0.25, index=B.columns), TikmixDSettings(alpha=0, beta=0), caps=caps
     )
     np.testing.assert_allclose(result.weights, [0.1, 0.2, 0.35, 0.35], atol=1e-7)
-
-
-def test_availability_caps():
-    caps = availability_caps(pd.Series({"a": 100.0, "b": 10.0}), stage_tokens=50, max_epochs=2)
-    assert caps.to_dict() == {"a": 4.0, "b": 0.4}
 
 
 def test_caps_summing_below_one_are_reported_up_front():

@@ -14,6 +14,7 @@ from tikmix.cli import build_parser
 from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.core.settings import (
     AdditivitySettings,
+    AvailabilitySettings,
     DirichletSettings,
     DoremiSettings,
     Normalisation,
@@ -34,6 +35,7 @@ SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").r
 GROUPS_WITH_DEFAULTS = (
     Normalisation,
     TikmixDSettings,
+    AvailabilitySettings,
     TikmixMSearch,
     TikmixMBox,
     TikmixMGate,
@@ -215,6 +217,10 @@ def test_command_line_defaults_are_the_settings_defaults() -> None:
             for item in dataclasses.fields(group):
                 assert getattr(args, item.name) == item.default, item.name
     assert (mix_d.alpha, mix_d.beta, mix_d.gamma) == (1.0, 1.0, 1.0)
+    # One default for the caps: the command line's is the workflow's mixing.max_epochs.
+    assert mix_d.max_epochs == AvailabilitySettings.max_epochs == SCHEMA["properties"]["mixing"][
+        "properties"
+    ]["max_epochs"]["default"] == 4
     assert tuple(mix_m.box) == (TikmixMBox.low, TikmixMBox.high) == (0.5, 2.0)
     assert mix_m.min_spearman == TikmixMGate.min_spearman == 0.5
     changed = parser.parse_args(
@@ -255,6 +261,7 @@ def test_rule_settings_turns_params_back_into_settings_objects() -> None:
         "seed": 7,
     }
     assert set(settings_params()) == {
+        "availability",
         "normalisation",
         "tikmix_d",
         "search",

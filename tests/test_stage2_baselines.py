@@ -9,6 +9,7 @@ import torch
 
 from tikmix.core.mixture import MixtureInputError
 from tikmix.core.settings import DirichletSettings, DoremiSettings, ProxyModel, RegmixSettings
+from tikmix.mixing.availability import Availability
 from tikmix.mixing.documents import baseline_document
 from tikmix.mixing.doremi import exponentiated_gradient_step
 from tikmix.mixing.regmix import fit_regmix, sample_regmix_mixtures
@@ -135,8 +136,10 @@ def test_regmix_end_to_end_puts_most_weight_on_the_useful_domain(corpus):
     per_token = model_flops_per_token(config, SEQ)
     task_tokens = 10 * SEQ
     assert result.flops == 8 * (per_token * tokens + per_token // 3 * task_tokens)
-    document = baseline_document(result, method="regmix", stage_tokens=1000)
+    availability = Availability(pd.Series(1000.0, index=result.weights.index), None, "unknown", 1000, 4.0)
+    document = baseline_document(result, method="regmix", availability=availability)
     assert document["method"] == "regmix" and document["compute"]["flops"] == result.flops
+    assert document["planned_epochs"] == pytest.approx(result.weights.to_dict())  # T = U
     assert document["solver"]["n_proxies"] == 8
     json.dumps(document, allow_nan=False)  # NaN fold correlations are written as null
 
@@ -211,8 +214,10 @@ def test_doremi_mixture_counts_reference_training_and_proxy_compute(corpus):
         "proxy_train_flops": per_token * 5 * 9 * SEQ,
         "reference_forward_flops": per_token // 3 * 5 * 9 * SEQ,
     }
-    document = baseline_document(result, method="doremi", stage_tokens=1000)
+    availability = Availability(pd.Series(500.0, index=result.weights.index), None, "unknown", 1000, 4.0)
+    document = baseline_document(result, method="doremi", availability=availability)
     assert document["method"] == "doremi" and document["stage_tokens"] == 1000
+    assert document["planned_epochs"] == pytest.approx((2 * result.weights).to_dict())
     assert document["compute"]["flops"] == sum(result.flops.values())
     assert sum(document["weights"].values()) == pytest.approx(1.0)
     assert document["solver"]["settings"]["reference"] == "train"

@@ -246,6 +246,7 @@ def _mixture_section(
         "(fraction of stage-2 tokens per domain).",
         markdown_table(shown),
     )
+    _availability_part(w, {m: _read_json(Path(inputs.mixtures[m])) for m in methods})
     w.figure("mixtures", "Mixture weights per domain, and each mixture's predicted benefit B·w.")
     table = predicted.rename(index=method_label)
     w.add(
@@ -262,6 +263,56 @@ def _mixture_section(
             f"the next stage: {tikmix_m.reason}.",
         )
     return predicted
+
+
+#: The methods held to the availability caps; the others are baselines, flagged when they exceed.
+CAPPED_METHODS = ("tikmix_d", "tikmix_m", "regmix", "doremi")
+
+
+def _availability_part(w: _Writer, documents: Mapping[str, Mapping]) -> None:
+    """The caps the mixtures were held to, each mixture's planned cumulative epochs, and the
+    baselines that plan more than ``max_epochs`` passes over a domain."""
+    planned = {m: d["planned_epochs"] for m, d in documents.items() if "planned_epochs" in d}
+    if not planned:
+        return
+    caps = next(documents[m]["availability"] for m in planned)
+    T = format_number(caps["stage_tokens"])
+    if caps["stage1_exposure"] == "unknown":
+        exposure = (
+            "stage-1 exposure is **not counted** (unknown: set `prior` and `stage1_tokens` for "
+            "your checkpoints), so the caps and planned epochs count stage 2 only"
+        )
+    else:
+        exposure = f"stage-1 exposure is counted (from {caps['stage1_exposure']})"
+    max_epochs = caps["max_epochs"]
+    if max_epochs is None:
+        rule = "No availability caps (`mixing.max_epochs: null`)"
+    else:
+        rule = (
+            f"Availability caps: each domain's stage-1 exposure plus w_d · T stays within "
+            f"max_epochs = {format_number(max_epochs)} passes over its unique tokens, for "
+            f"{', '.join(method_label(m) for m in CAPPED_METHODS)}"
+        )
+    table = pd.DataFrame(planned).rename(columns=method_label)
+    table.index.name = "domain"
+    w.add(
+        f"{rule}; T = {T} tokens of the next stage; {exposure}.",
+        "Table: planned cumulative epochs per domain, (stage-1 exposure + w_d · T) / unique "
+        "tokens of the domain.",
+        markdown_table(table),
+    )
+    if max_epochs is None:
+        return
+    over = [
+        f"{method_label(m)} ({', '.join(f'{d}: {e:.3g}' for d, e in epochs.items() if e > max_epochs)})"
+        for m, epochs in planned.items()
+        if m not in CAPPED_METHODS and any(e > max_epochs for e in epochs.values())
+    ]
+    if over:
+        w.add(
+            f"**Warning**: these baselines plan more than {format_number(max_epochs)} epochs of a "
+            f"domain (they are not capped): {'; '.join(over)}."
+        )
 
 
 def _tikmix_m_part(w: _Writer, solver: Mapping, verdict: SurrogateVerdict) -> None:

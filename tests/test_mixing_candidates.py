@@ -84,6 +84,7 @@ def test_tikmix_m_candidates_lie_in_the_box_around_w_d_and_the_pareto_set(tmp_pa
     from tikmix.core.conventions import normalised_matrix
     from tikmix.core.mixture import mixture_document, write_mixture
     from tikmix.core.settings import Normalisation, TikmixMBox
+    from tikmix.mixing.availability import Availability
     from tikmix.mixing.search import in_support
     from tikmix.mixing.stages import tikmix_m_candidates
 
@@ -97,10 +98,15 @@ def test_tikmix_m_candidates_lie_in_the_box_around_w_d_and_the_pareto_set(tmp_pa
         w_d = pd.Series([0.3, 0.25, 0.2, 0.15, 0.1], index=domains)
         for stem in ("prior", "tikmix_d"):
             write_mixture(tmp_path / f"{stem}.json", mixture_document(w_d, method=stem))
+        # No caps (max_epochs null): the box alone bounds the candidates.
+        Availability(pd.Series(1e6, index=domains), None, "unknown", 1000, None).write(
+            tmp_path / "availability.json"
+        )
         table = tikmix_m_candidates(
             tikmix_d=tmp_path / "tikmix_d.json",
             influence_csv=tmp_path / f"{name}.csv",
             prior=tmp_path / "prior.json",
+            availability=tmp_path / "availability.json",
             n=40,
             box=TikmixMBox(low=0.5, high=2.0),
             seed=0,

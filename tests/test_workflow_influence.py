@@ -45,6 +45,15 @@ def test_every_mixture_is_written_for_every_checkpoint_and_beats_the_prior(compl
             assert (w - prior.reindex(w.index)).abs().sum() > 1e-3, f"{method} equals the prior"
             predicted = docs[method]["predicted"]["total_normalised_benefit"]
             assert predicted > (prior_benefit / scale).sum(), (method, ckpt)
+        # Availability caps (on by default), stage-1 exposure read from the checkpoint's record.
+        availability = json.loads((results / f"mixtures/{ckpt}/availability.json").read_text())
+        assert availability["stage1_exposure"].startswith("stage-1 record")
+        assert availability["max_epochs"] == 4.0 and availability["stage_tokens"] == 16384
+        caps = pd.Series({d: v["cap"] for d, v in availability["domains"].items()})
+        for method, document in docs.items():
+            assert set(document["planned_epochs"]) == set(B.columns), method
+            if method in ("tikmix_d", "tikmix_m"):
+                assert (pd.Series(document["weights"]) <= caps + 1e-8).all(), method
         d_benefit = B.to_numpy() @ pd.Series(docs["tikmix_d"]["weights"])[B.columns].to_numpy()
         assert (d_benefit / scale >= prior_benefit / scale - 1e-6).all(), "Pareto constraint"
         assert docs["tikmix_d"]["solver"]["success"]

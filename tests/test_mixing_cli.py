@@ -86,6 +86,31 @@ def test_mix_d_megatron_export_and_caps(tmp_path, influence_csv):
     assert (weights <= pd.Series({"web": 0.4, "code": 0.3, "books": 0.3, "news": 0.3}) + 1e-8).all()
 
 
+def test_mix_d_caps_count_the_stage1_exposure(tmp_path, influence_csv):
+    path, _ = influence_csv
+    available = tmp_path / "available.json"
+    available.write_text(json.dumps({"web": 4000, "code": 3000, "books": 3000, "news": 3000}))
+    exposure = tmp_path / "exposure.json"
+    exposure.write_text(json.dumps({"web": 3000, "code": 0, "books": 0, "news": 0}))
+    # The prior is the one mixture within the caps, so the Pareto constraint holds.
+    prior = tmp_path / "prior.json"
+    prior.write_text(json.dumps({"web": 0.1, "code": 0.3, "books": 0.3, "news": 0.3}))
+    out = tmp_path / "d.json"
+    run = tikmix(
+        "mix-d", "--influence", path, "--prior", prior, "--available", available,
+        "--exposure", exposure, "--stage-tokens", 10000, "--max-epochs", 1, "--out", out,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    document = json.loads(out.read_text())
+    # web's cap (1·4000 − 3000) / 10000 = 0.1, the others' 0.3: only one mixture fits.
+    assert document["availability"]["caps"] == pytest.approx(
+        {"web": 0.1, "code": 0.3, "books": 0.3, "news": 0.3}
+    )
+    assert document["weights"] == pytest.approx({"web": 0.1, "code": 0.3, "books": 0.3, "news": 0.3})
+    assert document["planned_epochs"] == pytest.approx(dict.fromkeys(DOMAINS, 1.0), abs=1e-6)
+
+
 def _mix_m_inputs(tmp_path, influence_csv):
     """A run table sampled in the box around a start, the start file and a prior (the start
     itself, so the start satisfies the Pareto constraint, as TiKMiX-D's mixture does)."""

@@ -87,7 +87,9 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _write_output(args: argparse.Namespace, weights, method: str, provenance, solver) -> None:
+def _write_output(
+    args: argparse.Namespace, weights, method: str, provenance, solver, availability=None
+) -> None:
     from tikmix.core.mixture import load_mapping, write_mixture
     from tikmix.mixing.documents import cli_document
 
@@ -98,6 +100,7 @@ def _write_output(args: argparse.Namespace, weights, method: str, provenance, so
         provenance=provenance,
         solver=solver,
         digits=args.digits,
+        availability=availability,
     )
     prefixes = load_mapping(args.prefixes) if args.prefixes else None
     write_mixture(args.out, document, args.format, prefixes=prefixes, digits=args.digits)
@@ -177,7 +180,7 @@ def _run_mix_d(args: argparse.Namespace) -> int:
 
     B = read_influence_matrix(args.influence)
     prior = _prior(args, B.columns)
-    caps = None
+    caps, availability = None, None
     if args.caps:
         caps = pd.Series(load_mapping(args.caps), dtype=float)
     elif args.available:
@@ -207,7 +210,9 @@ def _run_mix_d(args: argparse.Namespace) -> int:
         "prior_weights": {d: float(v) for d, v in result.prior.items()},
         "caps": None if caps is None else {d: float(v) for d, v in caps.items()},
     }
-    _write_output(args, result.weights, "tikmix_d", provenance, result.solver_report())
+    _write_output(
+        args, result.weights, "tikmix_d", provenance, result.solver_report(), availability
+    )
     return 0
 
 

@@ -128,9 +128,11 @@ def cli_document(
     provenance: Mapping,
     solver: Mapping,
     digits: int,
+    availability: Availability | None = None,
 ) -> dict:
-    """A command-line mixture's document (``tikmix mix-d``, ``mix-m``), weights rounded."""
-    return mixture_document(
+    """A command-line mixture's document (``tikmix mix-d``, ``mix-m``), weights rounded; with
+    ``tikmix mix-d --available``, its planned epochs and caps."""
+    document = mixture_document(
         weights,
         method=method,
         stage_tokens=stage_tokens,
@@ -138,3 +140,6 @@ def cli_document(
         solver=solver,
         digits=digits,
     )
+    if availability is not None:
+        document.update(availability.record(pd.Series(document["weights"])))
+    return document

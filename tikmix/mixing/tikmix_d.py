@@ -212,7 +212,7 @@ class _Problem:
             if cap_values.sum() < 1 - FEASIBILITY_TOLERANCE:
                 raise MixtureSolveError(
                     f"caps sum to {cap_values.sum():.6g} < 1: no mixture fits within them "
-                    "(raise max_epochs, lower stage_tokens or add data)"
+                    "(raise mixing.max_epochs, lower mixing.stage_tokens or add data)"
                 )
             cap_values = np.minimum(cap_values, 1.0)
         A = normalised_matrix(values, normalisation)

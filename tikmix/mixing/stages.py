@@ -141,8 +141,8 @@ def tikmix_d_mixture(
     failed solve raises."""
     B = read_influence_matrix(influence_csv)
     w_prior = read_mixture(prior, domains=list(B.columns))
-    caps = Availability.read(availability)
-    result = solve_tikmix_d(B, w_prior, tikmix_d, normalisation=normalisation, caps=caps.caps)
+    stage = Availability.read(availability)
+    result = solve_tikmix_d(B, w_prior, tikmix_d, normalisation=normalisation, caps=stage.caps)
     return write_method(
         out,
         result.weights,
@@ -153,7 +153,7 @@ def tikmix_d_mixture(
         compute=ComputeRecord(),
         upstream_compute=influence_cost(influence_sidecar),
         provenance={"influence": str(influence_csv), "prior": str(prior)},
-        availability=caps,
+        availability=stage,
     )
 
 
@@ -304,8 +304,8 @@ def tikmix_m_mixture(
         search, totals.iloc[:replicates].to_numpy(), totals.iloc[replicates:].to_numpy()
     )
     # The search stays in the box under the caps, and w_D is TiKMiX-D's capped solution.
-    caps = Availability.read(availability)
-    caps.check_within(weights, "TiKMiX-M")
+    stage = Availability.read(availability)
+    stage.check_within(weights, "TiKMiX-M")
     measured = pd.concat([read_measurements(measurements), confirmed])
     solver = {
         "name": "TiKMiX-M (LightGBM surrogate + Dirichlet search, Algorithm 1, gate)",
@@ -325,7 +325,7 @@ def tikmix_m_mixture(
             read_mixture_document(tikmix_d), str(tikmix_d), "total_compute"
         ),
         provenance={"influence": str(influence_csv), "start": str(tikmix_d)},
-        availability=caps,
+        availability=stage,
     )
 
 

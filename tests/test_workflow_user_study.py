@@ -121,6 +121,24 @@ def test_dry_run_of_a_user_config_plans_only_its_domains_tasks_and_checkpoints(u
     assert {"evaluate_stage2", "report", "mixture_tikmix_m", "additivity"} <= rules
 
 
+def test_a_user_prior_with_stage1_tokens_is_the_availability_caps_exposure(user_study):
+    """With ``prior`` and ``stage1_tokens`` the caps count stage-1 exposure; the prior file is
+    an input of every checkpoint's availability job (editing it reruns the caps)."""
+    config = user_study.config()
+    domains = sorted(config["domains"])
+    prior = user_study.workdir / "trained_on.yaml"
+    prior.write_text(yaml.safe_dump({d: 1 / len(domains) for d in domains}))
+    original = dict(config)
+    config["prior"], config["stage1_tokens"] = str(prior), 50_000
+    user_study.write_config(config)
+    try:
+        jobs = [job for job in user_study.plan() if job.rule == "availability"]
+    finally:
+        user_study.write_config(original)  # the fixture is shared by the module's tests
+    assert {job.wildcards["ckpt"] for job in jobs} == set(config["checkpoints"])
+    assert all(str(prior) in job.inputs for job in jobs), describe(jobs)
+
+
 def test_mixtures_only_study_runs_to_mixtures_and_report_with_exactly_the_users_names(
     user_study,
 ):

@@ -459,7 +459,9 @@ def minimum_detectable_effect(sigma: float, n_seeds: int) -> float:
     if n_seeds < 2 or not math.isfinite(sigma):
         return math.nan
     df = n_seeds - 1
-    return float((student_t.ppf(CONFIDENCE, df) + student_t.ppf(POWER, df)) * sigma / math.sqrt(n_seeds))
+    return float(
+        (student_t.ppf(CONFIDENCE, df) + student_t.ppf(POWER, df)) * sigma / math.sqrt(n_seeds)
+    )
 
 
 def paired_comparisons(
@@ -473,7 +475,8 @@ def paired_comparisons(
     what the seeds share cancels. Negative is better.
 
     Returns:
-        ``(table, stats)``: ``table`` per method: ``reference, n_seeds, mean_difference, sd,
+        ``(table, stats)`` (an empty table and a None reference when no baseline was
+        evaluated): ``table`` per method: ``reference, n_seeds, mean_difference, sd,
         se`` (``sd/√n``), ``upper_95`` and ``lower_95`` (one-sided 95% bounds,
         ``mean ± t_.95,n−1 · se``) and ``verdict``: ``better`` when the upper bound is below 0,
         ``worse`` when the lower bound is above 0, else ``tie``; ``stats``: ``reference``,
@@ -482,13 +485,10 @@ def paired_comparisons(
     """
     losses = _average_losses(records)
     candidates = [b for b in baselines if b in methods and b in losses.columns]
-    if not candidates:
-        raise EvaluationInputError(
-            f"paired comparisons need a baseline among {list(baselines)}; methods: {list(methods)}"
-        )
-    reference = str(losses[candidates].mean().idxmin())
+    # Without an evaluated baseline there is nothing to compare with: an empty table.
+    reference = str(losses[candidates].mean().idxmin()) if candidates else None
     rows, variances, dofs = {}, [], []
-    for method in methods:
+    for method in methods if reference is not None else ():
         if method == reference or method not in losses.columns:
             continue
         differences = (losses[method] - losses[reference]).dropna()
@@ -515,7 +515,13 @@ def paired_comparisons(
         rows,
         orient="index",
         columns=[
-            "reference", "n_seeds", "mean_difference", "sd", "se", "upper_95", "lower_95",
+            "reference",
+            "n_seeds",
+            "mean_difference",
+            "sd",
+            "se",
+            "upper_95",
+            "lower_95",
             "verdict",
         ],
     )

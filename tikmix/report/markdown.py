@@ -249,6 +249,13 @@ def _mixture_section(
         "(fraction of stage-2 tokens per domain).",
         markdown_table(shown),
     )
+    if "continue" in inputs.mixtures:
+        source = _read_json(Path(inputs.mixtures["continue"])).get("provenance", {})
+        w.add(
+            f"*{method_label('continue')}* (`continue`) is the do-nothing baseline: "
+            f"{source.get('note', 'stage 1’s mixture')}, continued unchanged. Every "
+            "recommendation is compared with it in stage 2."
+        )
     w.figure("mixtures", "Mixture weights per domain, and each mixture's predicted benefit B·w.")
     table = predicted.rename(index=method_label)
     w.add(
@@ -521,6 +528,12 @@ def _paired_part(w: _Writer, files: EvaluationFiles, recommended: str | None) ->
     """Each method against the best baseline, paired by seed, and what this study can detect."""
     paired = _read_csv(files.paired, "paired comparisons").set_index("method")
     stats = _read_json(files.paired_stats)
+    if stats["reference"] is None:
+        w.add(
+            "No baseline (`continue`, natural or uniform) was evaluated in stage 2, so no method "
+            "is compared with doing nothing."
+        )
+        return
     reference = method_label(stats["reference"])
     shown = pd.DataFrame(
         {

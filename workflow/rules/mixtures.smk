@@ -39,7 +39,9 @@ if not USER_CHECKPOINTS:
     CONTINUE_NOTE = f"stage 1's own mixture (stage1.prior: {config['stage1']['prior']})"
 elif config["prior"]:
     CONTINUE_SOURCE = config["prior"]
-    CONTINUE_NOTE = f"the mixture your checkpoints were trained on (prior: {config['prior']})"
+    CONTINUE_NOTE = (
+        f"the mixture your checkpoints were trained on (prior: {config['prior']})"
+    )
 else:
     CONTINUE_SOURCE = "results/mixtures/{ckpt}/natural.json"
     CONTINUE_NOTE = (

@@ -10,5 +10,7 @@ with script_logging(snakemake):
         summary=snakemake.output.summary,
         figure4=snakemake.output.figure4,
         figure4_stats=snakemake.output.figure4_stats,
+        paired=snakemake.output.paired,
+        paired_stats=snakemake.output.paired_stats,
         **rule_settings(snakemake),
     )

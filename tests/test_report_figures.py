@@ -117,7 +117,7 @@ def test_benefit_improvement_scatter_states_pearson_and_axes(tmp_path, monkeypat
     legend = [t.get_text() for t in drawn[0].legends[0].get_texts()]
     # Matplotlib lists the fit line first, then the points in drawing order.
     assert legend[1:] == [
-        "Natural (prior)",
+        "Natural",
         "Uniform",
         "TiKMiX-D",
         "random mixture, Dirichlet(1) (2)",

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import t as student_t
 
 from tikmix.analysis.additivity import additivity_statistics
 from tikmix.analysis.evaluation import write_evaluation_tables
@@ -70,15 +72,22 @@ def results(tmp_path):
         )
     mixtures = {}
     for method, w in [
+        ("continue", [0.5, 0.3, 0.2]),
         ("natural", [0.5, 0.3, 0.2]),
         ("tikmix_d", [0.2, 0.2, 0.6]),
         ("tikmix_m", [0.25, 0.15, 0.6]),
     ]:
         mixtures[method] = root / "mixtures" / "stage1-100" / f"{method}.json"
         solver = SURROGATE_SOLVER if method == "tikmix_m" else None
+        provenance = {"note": "stage 1's own mixture (stage1.prior: natural)"}
         write_mixture(
             mixtures[method],
-            mixture_document(pd.Series(w, index=DOMAINS), method=method, solver=solver),
+            mixture_document(
+                pd.Series(w, index=DOMAINS),
+                method=method,
+                solver=solver,
+                provenance=provenance if method == "continue" else None,
+            ),
         )
     x = rng.normal(size=20)
     summary, _ = additivity_statistics(
@@ -252,9 +261,8 @@ def _stage2_results(root, before=3.0):
                 }
             )
         )
-    files = EvaluationFiles(
-        *(root / "evaluation" / n for n in ("t.csv", "s.csv", "f.csv", "f.json"))
-    )
+    names = ("t.csv", "s.csv", "f.csv", "f.json", "p.csv", "p.json")
+    files = EvaluationFiles(*(root / "evaluation" / n for n in names))
     points, stats = write_evaluation_tables(
         records,
         mixtures,
@@ -263,18 +271,11 @@ def _stage2_results(root, before=3.0):
         summary_path=files.summary,
         figure4_path=files.figure4,
         figure4_stats_path=files.figure4_stats,
+        paired_path=files.paired,
+        paired_stats_path=files.paired_stats,
         random_mixtures=["random0", "random1"],
     )
     return files, points, stats
-
-
-def summary_margin(summary_csv, method, other):
-    """The margin of ``method`` over ``other`` recomputed from the summary CSV."""
-    summary = pd.read_csv(summary_csv).set_index("method")
-    gap = summary.loc[other, "average_loss_mean"] - summary.loc[method, "average_loss_mean"]
-    spread = summary.loc[other, "average_loss_std"] + summary.loc[method, "average_loss_std"]
-    verdict = "beats" if gap > spread else "worse" if gap < -spread else "tie"
-    return {"gap": gap, "spread": spread, "verdict": verdict}
 
 
 def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp_path):
@@ -283,14 +284,19 @@ def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp
     section = _section(text, "Stage-2 evaluation")
     header = _table_row(section, "task")
     # No random mixtures; TiKMiX-M kept w_D, so TiKMiX-D's mixture is the recommended one.
-    assert header[1:] == ["Natural (prior)", "TiKMiX-D (recommended)", "RegMix"]
-    margin = summary_margin(results.evaluation.summary, "tikmix_d", "natural")
-    verdict = {
-        "beats": "beats Natural (prior): average loss lower by",
-        "worse": "is worse than Natural (prior): average loss higher by",
-        "tie": "ties with Natural (prior) (within the seed spread)",
-    }[margin["verdict"]]
-    assert f"The recommended mixture (TiKMiX-D) {verdict}" in section
+    assert header[1:] == ["Natural", "TiKMiX-D (recommended)", "RegMix"]
+    # Paired by seed against natural (the only baseline): TiKMiX-D's average loss differs by
+    # (2.45 - 2.5, 2.5 - 2.7) = (-0.05, -0.2): mean -0.125, SE 0.075; with two seeds the
+    # one-sided 95% bound (t = 6.31) spans 0, so a tie.
+    paired = _table_row(section, "TiKMiX-D (recommended)")
+    assert paired[1:3] == ["-0.125", "0.075"] and paired[-1] == "tie"
+    assert _table_row(section, "RegMix")[1] == "-0.2"
+    sigma = math.sqrt((np.var([-0.05, -0.2], ddof=1) + np.var([-0.1, -0.3], ddof=1)) / 2)
+    mde = (student_t.ppf(0.95, 1) + student_t.ppf(0.8, 1)) * sigma / math.sqrt(2)
+    assert f"σ = {format_number(sigma)} nats" in section
+    assert f"minimum detectable effect (one-sided 5% test, 80% power) is {format_number(mde)}" in (
+        section
+    )
     # mmlu: natural 3.1 ± 0.14, TiKMiX-D 2.85 ± 0.071 (best, bold), RegMix 2.95 ± 0.071.
     mmlu = _table_row(section, "mmlu")
     assert mmlu[1] == f"3.1 ± {np.std([3.0, 3.2], ddof=1):.2g}"
@@ -314,7 +320,7 @@ def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp
     assert "TiKMiX-D's mixture file records 7e+11 FLOPs but the compute table sums 1.235e+12" in (
         section
     )
-    assert "Natural (prior)'s mixture file" not in section  # 0 and 0 agree
+    assert "Natural's mixture file" not in section  # 0 and 0 agree
     # Figure 4: every mixture, random ones included, and ρ from the statistics file.
     assert _table_row(section, "random1")[1] == "random"
     figure4 = section.split("figure 4)", 1)[1]
@@ -323,6 +329,15 @@ def test_stage2_section_renders_table_1_and_figure_4_from_the_files(results, tmp
     assert row[3].startswith(format_number(3.0 - 2.475))
     assert stats["n_mixtures"] == 5 and f"ρ = {format_number(stats['pearson'])}" in figure4
     assert "0.789" in figure4
+
+
+def test_mixture_section_says_where_the_continue_mixture_comes_from(results, tmp_path):
+    section = _section(write_report(tmp_path / "report.md", results).read_text(), "Mixtures")
+    assert _table_row(section, "domain")[1:3] == ["Continue stage 1", "Natural"]
+    assert (
+        "*Continue stage 1* (`continue`) is the do-nothing baseline: stage 1's own mixture "
+        "(stage1.prior: natural), continued unchanged." in section
+    )
 
 
 def test_stage2_runs_all_worse_than_the_checkpoint_are_stated_with_the_likely_cause(

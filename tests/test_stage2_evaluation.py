@@ -6,7 +6,8 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import pearsonr
+from scipy.stats import nct, pearsonr
+from scipy.stats import t as student_t
 
 from tikmix.analysis.evaluation import (
     EvaluationInputError,
@@ -14,7 +15,9 @@ from tikmix.analysis.evaluation import (
     evaluation_table,
     load_records,
     method_summary,
+    minimum_detectable_effect,
     mixture_flops,
+    paired_comparisons,
     random_mixture_name,
     write_evaluation_tables,
     write_random_mixture,
@@ -217,12 +220,15 @@ def test_write_evaluation_tables_round_trip(tmp_path):
         (tmp_path / f"{method}.json").write_text(json.dumps({"weights": {"x": 1.0}}))
     influence = tmp_path / "influence.csv"
     pd.DataFrame({"x": [1.0], "y": [0.5]}, index=pd.Index(["t"], name="task")).to_csv(influence)
-    out = {name: tmp_path / "out" / name for name in ("t.csv", "s.csv", "f.csv", "f.json")}
+    names = ("t.csv", "s.csv", "f.csv", "f.json", "p.csv", "p.json")
+    out = {name: tmp_path / "out" / name for name in names}
     targets = dict(
         table_path=out["t.csv"],
         summary_path=out["s.csv"],
         figure4_path=out["f.csv"],
         figure4_stats_path=out["f.json"],
+        paired_path=out["p.csv"],
+        paired_stats_path=out["p.json"],
     )
     mixtures = {m: tmp_path / f"{m}.json" for m in ("a", "b")}
     _, stats = write_evaluation_tables(
@@ -256,16 +262,105 @@ def test_constant_predicted_benefit_gives_no_correlation():
     assert math.isnan(stats["pearson"]) and stats["n_mixtures"] == 3
 
 
-def test_margins_over_call_a_gap_within_the_seed_spread_a_tie():
-    from tikmix.analysis.evaluation import margins_over
+def _loss_records(losses_by_method):
+    """Records whose average loss per seed is given: method -> {seed: loss}."""
+    return [
+        record(method, seed, {"t": loss})
+        for method, by_seed in losses_by_method.items()
+        for seed, loss in by_seed.items()
+    ]
 
-    summary = pd.DataFrame(
-        {"average_loss_mean": [5.420, 5.415, 5.418], "average_loss_std": [0.002, 0.002, 0.005]},
-        index=["tikmix_m", "natural", "uniform"],
+
+def test_paired_comparisons_against_hand_values():
+    """Reference = the best baseline; d_s, mean, SD, SE and one-sided 95% bounds by hand."""
+    losses = {
+        "continue": {0: 5.40, 1: 5.50, 2: 5.45},
+        "natural": {0: 5.40, 1: 5.50, 2: 5.45},  # the same runs: equal means, continue first
+        "uniform": {0: 5.42, 1: 5.53, 2: 5.46},
+        "tikmix_m": {0: 5.41, 1: 5.51, 2: 5.462},
+    }
+    table, stats = paired_comparisons(_loss_records(losses), list(losses))
+    assert stats["reference"] == "continue" and stats["n_seeds"] == 3
+    d = np.array([0.01, 0.01, 0.012])
+    row = table.loc["tikmix_m"]
+    assert row["mean_difference"] == pytest.approx(d.mean())
+    assert row["sd"] == pytest.approx(d.std(ddof=1))
+    assert row["se"] == pytest.approx(d.std(ddof=1) / math.sqrt(3))
+    half = student_t.ppf(0.95, 2) * row["se"]
+    assert row["lower_95"] == pytest.approx(d.mean() - half)
+    assert row["upper_95"] == pytest.approx(d.mean() + half)
+    assert row["verdict"] == "worse"  # lower bound 0.0107 - 2.92 * 0.00067 > 0
+    assert table.loc["natural", "mean_difference"] == 0 and table.loc["natural", "verdict"] == "tie"
+    assert "continue" not in table.index
+
+
+def test_paired_comparisons_pair_by_seed_not_by_position():
+    """Seeds move every mixture's loss together by ±0.1 while the method is 0.004 worse on each:
+    paired, that is a clear loss; unpaired (the seed spread), it would read as a tie. Records in
+    a different seed order must give the same differences."""
+    seed_effect = {0: -0.1, 1: 0.0, 2: 0.1, 3: 0.05}
+    natural = {s: 5.4 + e for s, e in seed_effect.items()}
+    method = {s: 5.404 + e + 0.0005 * (s % 2) for s, e in seed_effect.items()}
+    records = _loss_records({"natural": natural, "regmix": method})
+    shuffled = records[::-1]
+    table, stats = paired_comparisons(shuffled, ["natural", "regmix"])
+    row = table.loc["regmix"]
+    assert row["mean_difference"] == pytest.approx(0.00425)
+    assert row["sd"] == pytest.approx(np.std([0.004, 0.0045, 0.004, 0.0045], ddof=1))
+    assert row["verdict"] == "worse"
+    # What an unpaired comparison would see: a spread two orders of magnitude larger.
+    unpaired_sd = np.std(list(method.values()), ddof=1)
+    assert unpaired_sd > 100 * row["sd"]
+    assert stats["sigma"] == pytest.approx(row["sd"])
+
+
+def test_minimum_detectable_effect_has_80_percent_power():
+    """At the MDE, a one-sided paired t-test at 5% rejects with ~80% probability (noncentral t)."""
+    for n in (3, 7, 12):
+        sigma = 0.0045
+        mde = minimum_detectable_effect(sigma, n)
+        critical = student_t.ppf(0.95, n - 1)
+        power = 1 - nct.cdf(critical, n - 1, mde / sigma * math.sqrt(n))
+        assert 0.75 < power < 0.85, (n, power)
+    assert minimum_detectable_effect(0.0045, 7) < minimum_detectable_effect(0.0045, 3)
+    assert math.isnan(minimum_detectable_effect(0.0045, 1))
+
+
+def test_paired_comparisons_without_a_baseline_are_empty():
+    table, stats = paired_comparisons(_loss_records({"a": {0: 1.0}, "b": {0: 2.0}}), ["a", "b"])
+    assert table.empty and stats["reference"] is None
+
+
+def test_a_mixture_reuses_the_runs_of_an_identical_mixture_only(tmp_path):
+    from tikmix.models.stage2 import records_of_the_same_mixture
+
+    weights = {"x": 0.25, "y": 0.75}
+    for name, w in (("natural", weights), ("continue", weights), ("other", {"x": 0.5, "y": 0.5})):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"weights": w}))
+    sources = []
+    for seed in (0, 1):
+        sources.append(tmp_path / f"natural-seed{seed}.json")
+        sources[-1].write_text(
+            json.dumps(record("natural", seed, {"t": 5.0 + seed}, weights=weights))
+        )
+    outs = [tmp_path / f"continue-seed{seed}.json" for seed in (0, 1)]
+    records = records_of_the_same_mixture(
+        method="continue",
+        mixture_path=tmp_path / "continue.json",
+        source_mixture_path=tmp_path / "natural.json",
+        source_records=sources,
+        out_paths=outs,
     )
-    rows = {r["other"]: r for r in margins_over(summary, "tikmix_m", ["natural", "uniform"])}
-    assert rows["natural"]["verdict"] == "worse"  # 0.005 higher, spread 0.004
-    assert rows["uniform"]["verdict"] == "tie"  # 0.002 higher, spread 0.007
-    assert rows["natural"]["gap"] == pytest.approx(-0.005)
-    better = summary.assign(average_loss_mean=[5.405, 5.415, 5.418])
-    assert margins_over(better, "tikmix_m", ["natural"])[0]["verdict"] == "beats"
+    written = [json.loads(p.read_text()) for p in outs]
+    assert written == records
+    assert [r["method"] for r in written] == ["continue"] * 2
+    assert [r["average_loss"] for r in written] == [5.0, 6.0]
+    assert written[0]["same_runs_as"] == "natural"
+    with pytest.raises(ValueError, match="different mixtures"):
+        records_of_the_same_mixture(
+            method="continue",
+            mixture_path=tmp_path / "other.json",
+            source_mixture_path=tmp_path / "natural.json",
+            source_records=sources,
+            out_paths=outs,
+        )

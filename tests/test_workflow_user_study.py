@@ -139,6 +139,36 @@ def test_a_user_prior_with_stage1_tokens_is_the_availability_caps_exposure(user_
     assert all(str(prior) in job.inputs for job in jobs), describe(jobs)
 
 
+def test_the_continue_row_of_a_user_study_is_its_prior_or_natural(user_study, tmp_path):
+    """Without `prior`, `continue` is natural and reuses natural's runs; with it, `continue`
+    trains on that file's mixture."""
+    jobs = user_study.plan()
+    last = list(user_study.config()["checkpoints"])[-1]
+    (mixture,) = [j for j in jobs if j.rule == "mixture_continue" and j.wildcards["ckpt"] == last]
+    assert f"results/mixtures/{last}/natural.json" in mixture.inputs
+    assert [j.rule for j in jobs if j.rule == "evaluate_continue_as_natural"] == [
+        "evaluate_continue_as_natural"
+    ]
+    config = user_study.config()
+    domains = sorted(config["domains"])
+    prior = tmp_path / "trained_on.yaml"
+    ranks = {d: k + 1 for k, d in enumerate(domains)}
+    prior.write_text(yaml.safe_dump({d: r / sum(ranks.values()) for d, r in ranks.items()}))
+    original = dict(config)
+    config["prior"] = str(prior)
+    user_study.write_config(config)
+    try:
+        jobs = user_study.plan()
+    finally:
+        user_study.write_config(original)  # the fixture is shared by the module's tests
+    (mixture,) = [j for j in jobs if j.rule == "mixture_continue" and j.wildcards["ckpt"] == last]
+    assert str(prior) in mixture.inputs
+    assert not [j for j in jobs if j.rule == "evaluate_continue_as_natural"]
+    assert [j.wildcards["method"] for j in jobs if j.rule == "evaluate_stage2"].count(
+        "continue"
+    ) == 1, describe(jobs)
+
+
 def test_mixtures_only_study_runs_to_mixtures_and_report_with_exactly_the_users_names(
     user_study,
 ):

@@ -16,7 +16,7 @@ from tikmix import validation
 from tikmix.core.errors import ConfigError
 
 #: Mixtures a stage-2 method can name: results/mixtures/{ckpt}/{method}.json has a rule for each.
-STAGE2_METHODS = ("natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi")
+STAGE2_METHODS = ("continue", "natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi")
 #: Rows the TiKMiX-M surrogate needs: tikmix.mixing.surrogate.fit_surrogate's 5 folds x 4 rows.
 MIN_SURROGATE_ROWS = 20
 #: Mixtures the additivity check needs (tikmix.analysis.additivity: studentized residuals).
@@ -183,17 +183,21 @@ def check_config(
         "stage1.checkpoint_fractions",
         f"must be strictly increasing, got {fractions}",
     )
-    prior = config["stage1"]["prior"]
     from tikmix.mixing.priors import prior_kind
 
-    if prior_kind(prior) == "file":
-        _require(Path(prior).is_file(), "stage1.prior", f"no such weights file '{prior}'")
+    stage1_prior = config["stage1"]["prior"]
+    # The mixture files stage 1 trained on: stage1.prior's, and your own checkpoints' `prior`.
+    prior_files = {"stage1.prior": stage1_prior} if prior_kind(stage1_prior) == "file" else {}
+    if config.get("prior") is not None:
+        prior_files["prior"] = config["prior"]
+    for key, prior in prior_files.items():
+        _require(Path(prior).is_file(), key, f"no such weights file '{prior}'")
         from tikmix.core.mixture import read_mixture
 
-        try:  # the prior_mixture job's own reading: domains, weights >= 0, summing to 1
+        try:  # the jobs' own reading: domains, weights >= 0, summing to 1
             read_mixture(prior, sorted(config["domains"]))
         except ValueError as error:
-            raise ConfigError(f"config key 'stage1.prior': {error}") from None
+            raise ConfigError(f"config key '{key}': {error}") from None
     check_settings(config, list(checkpoints or config["checkpoints"]))
     vocab = validation.study_tokenizer(tokenizer) if tokenizer is not None else None
     validation.check_checkpoints(

@@ -22,8 +22,8 @@ Inputs are the per-(method, seed) records written by :func:`tikmix.models.stage2
   predicted benefit without favouring any method.
 
 Verdicts drawn from them return small dataclasses: :func:`surrogate_verdict` (did TiKMiX-M
-trust its surrogate, which mixture does the study recommend), :func:`margins_over` (beats,
-ties, worse), :func:`lowest_average_loss` and :func:`all_worse_than_checkpoint`. Everything
+trust its surrogate, which mixture does the study recommend), :func:`paired_comparisons`
+(each method against the best baseline, paired by seed, with the minimum detectable effect), :func:`lowest_average_loss` and :func:`all_worse_than_checkpoint`. Everything
 else returns pandas objects; rendering is the report's job.
 """
 
@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr
+from scipy.stats import t as student_t
 
 from tikmix.analysis import read_json_file, write_tables
 from tikmix.core.atomic import write_json_atomic
@@ -316,11 +317,15 @@ def write_evaluation_tables(
     summary_path: str | Path,
     figure4_path: str | Path,
     figure4_stats_path: str | Path,
+    paired_path: str | Path,
+    paired_stats_path: str | Path,
     random_mixtures: Sequence[str] = (),
     reference: str = "checkpoint",
     normalisation: Normalisation = Normalisation(),
 ) -> tuple[pd.DataFrame, dict]:
-    """Compute and write Table 1 (long CSV + per-method summary CSV) and the Figure-4 data.
+    """Compute and write Table 1 (long CSV + per-method summary CSV), the paired comparisons
+    against the best baseline (CSV + statistics JSON, :func:`paired_comparisons`) and the
+    Figure-4 data.
 
     ``mixture_files`` (method → mixture JSON) names the methods of table 1 and gives their
     FLOPs; records of ``random_mixtures`` enter figure 4 only; any other record is an error.
@@ -336,6 +341,7 @@ def write_evaluation_tables(
             )
     table = evaluation_table(records, methods=list(mixture_files))
     summary = method_summary(table, mixture_flops(mixture_files))
+    paired, paired_stats = paired_comparisons(records, list(mixture_files))
     points, stats = benefit_vs_improvement(
         records,
         read_influence_matrix(influence_path),
@@ -350,9 +356,11 @@ def write_evaluation_tables(
             (table, table_path, False),
             (summary, summary_path, True),
             (points, figure4_path, True),
+            (paired, paired_path, True),
         )
     )
     write_json_atomic(figure4_stats_path, stats)
+    write_json_atomic(paired_stats_path, paired_stats)
     return points, stats
 
 
@@ -434,25 +442,105 @@ def recommended_mixture(tikmix_m_document: Mapping) -> tuple[str, str]:
     return verdict.recommended, verdict.reason
 
 
-def margins_over(summary: pd.DataFrame, method: str, others: Sequence[str]) -> list[dict]:
-    """How far ``method``'s mean average loss lies below each of ``others``', against the seed
-    spread (the sum of the two seed standard deviations). ``verdict`` is ``beats`` or ``worse``
-    only when the gap exceeds that spread, and ``tie`` otherwise: a difference smaller than the
-    spread is reported as a tie."""
-    rows = []
-    for other in others:
-        if other == method or other not in summary.index or method not in summary.index:
+#: Baselines a recommendation must beat: doing nothing (``continue`` stage 1's mixture), the
+#: natural mixture and uniform. The best of those evaluated is the reference of every comparison.
+BASELINES = ("continue", "natural", "uniform")
+#: One-sided level of the paired bounds and power of the minimum detectable effect.
+CONFIDENCE, POWER = 0.95, 0.80
+
+
+def _average_losses(records: Iterable[Mapping]) -> pd.DataFrame:
+    """Seed × method table of the average task loss."""
+    frame = records_frame(records)
+    average = frame[(frame["task"] == AVERAGE) & (frame["metric"] == "loss")]
+    return average.pivot(index="seed", columns="method", values="value")
+
+
+def minimum_detectable_effect(sigma: float, n_seeds: int) -> float:
+    """The smallest true mean paired difference a one-sided paired t-test at level
+    :data:`CONFIDENCE` detects with probability :data:`POWER`:
+    ``(t_.95,n−1 + t_.80,n−1) · σ / √n`` (NaN below two seeds or with an unknown σ)."""
+    if n_seeds < 2 or not math.isfinite(sigma):
+        return math.nan
+    df = n_seeds - 1
+    return float(
+        (student_t.ppf(CONFIDENCE, df) + student_t.ppf(POWER, df)) * sigma / math.sqrt(n_seeds)
+    )
+
+
+def paired_comparisons(
+    records: Iterable[Mapping], methods: Sequence[str], baselines: Sequence[str] = BASELINES
+) -> tuple[pd.DataFrame, dict]:
+    """Every method's average loss against the best baseline, paired by seed.
+
+    The reference is the evaluated baseline (of ``baselines``) with the lowest mean average
+    loss. For each other method, ``d_s = loss(method, s) − loss(reference, s)`` over the seeds
+    both ran (seed ``s`` of every mixture shares the run's seed: data order and torch seed), so
+    what the seeds share cancels. Negative is better.
+
+    Returns:
+        ``(table, stats)`` (an empty table and a None reference when no baseline was
+        evaluated): ``table`` per method: ``reference, n_seeds, mean_difference, sd,
+        se`` (``sd/√n``), ``upper_95`` and ``lower_95`` (one-sided 95% bounds,
+        ``mean ± t_.95,n−1 · se``) and ``verdict``: ``better`` when the upper bound is below 0,
+        ``worse`` when the lower bound is above 0, else ``tie``; ``stats``: ``reference``,
+        ``n_seeds``, ``sigma`` (the pooled SD of the paired differences of every method, the
+        noise a comparison of this study has) and ``mde`` (:func:`minimum_detectable_effect`).
+    """
+    losses = _average_losses(records)
+    candidates = [b for b in baselines if b in methods and b in losses.columns]
+    # Without an evaluated baseline there is nothing to compare with: an empty table.
+    reference = str(losses[candidates].mean().idxmin()) if candidates else None
+    rows, variances, dofs = {}, [], []
+    for method in methods if reference is not None else ():
+        if method == reference or method not in losses.columns:
             continue
-        gap = float(
-            summary.loc[other, "average_loss_mean"] - summary.loc[method, "average_loss_mean"]
-        )
-        spread = float(
-            np.nan_to_num(summary.loc[other, "average_loss_std"])
-            + np.nan_to_num(summary.loc[method, "average_loss_std"])
-        )
-        verdict = "beats" if gap > spread else "worse" if gap < -spread else "tie"
-        rows.append({"other": other, "gap": gap, "spread": spread, "verdict": verdict})
-    return rows
+        differences = (losses[method] - losses[reference]).dropna()
+        n = len(differences)
+        mean = float(differences.mean()) if n else math.nan
+        sd = float(differences.std(ddof=1)) if n > 1 else math.nan
+        se = sd / math.sqrt(n) if n > 1 else math.nan
+        half = float(student_t.ppf(CONFIDENCE, n - 1)) * se if n > 1 else math.nan
+        verdict = "better" if mean + half < 0 else "worse" if mean - half > 0 else "tie"
+        rows[method] = {
+            "reference": reference,
+            "n_seeds": n,
+            "mean_difference": mean,
+            "sd": sd,
+            "se": se,
+            "upper_95": mean + half,
+            "lower_95": mean - half,
+            "verdict": verdict,
+        }
+        if n > 1:
+            variances.append(sd**2 * (n - 1))
+            dofs.append(n - 1)
+    table = pd.DataFrame.from_dict(
+        rows,
+        orient="index",
+        columns=[
+            "reference",
+            "n_seeds",
+            "mean_difference",
+            "sd",
+            "se",
+            "upper_95",
+            "lower_95",
+            "verdict",
+        ],
+    )
+    table.index.name = "method"
+    sigma = math.sqrt(sum(variances) / sum(dofs)) if dofs else math.nan
+    n_seeds = int(table["n_seeds"].min()) if len(table) else 0
+    stats = {
+        "reference": reference,
+        "n_seeds": n_seeds,
+        "sigma": sigma,
+        "mde": minimum_detectable_effect(sigma, n_seeds),
+        "confidence": CONFIDENCE,
+        "power": POWER,
+    }
+    return table, stats
 
 
 @dataclass(frozen=True)

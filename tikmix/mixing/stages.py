@@ -127,6 +127,33 @@ def baseline_mixture(
     )
 
 
+def continue_mixture(
+    *,
+    source: str | Path,
+    note: str,
+    domains: Sequence[str],
+    out: str | Path,
+    influence_csv: str | Path | None = None,
+    normalisation: Normalisation = Normalisation(),
+) -> dict:
+    """The ``continue`` mixture (rule mixture_continue): stage 1's own mixture, carried on
+    unchanged into the next stage, the do-nothing baseline a recommendation must beat.
+
+    ``source`` is the mixture file stage 1 trained on (the prior of ``stage1.prior``, the
+    top-level ``prior`` of your own checkpoints, or the natural mixture when neither is known);
+    ``note`` says which, for the report.
+    """
+    weights = read_mixture(source, list(domains))
+    return write_method(
+        out,
+        weights,
+        method="continue",
+        influence_csv=influence_csv,
+        normalisation=normalisation,
+        provenance={"source": str(source), "note": note},
+    )
+
+
 def tikmix_d_mixture(
     *,
     influence_csv: str | Path,

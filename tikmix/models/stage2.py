@@ -326,3 +326,39 @@ def run_stage2_seeds(
         write_json_atomic(out_path, record)
         records.append(record)
     return records
+
+
+def records_of_the_same_mixture(
+    *,
+    method: str,
+    mixture_path: str | Path,
+    source_mixture_path: str | Path,
+    source_records: Sequence[str | Path],
+    out_paths: Sequence[str | Path],
+) -> list[dict[str, Any]]:
+    """``method``'s stage-2 records when its mixture is exactly another method's: that
+    method's records (same seeds, same runs), relabelled, instead of training the same mixture
+    twice (the demo's ``continue`` is natural). Each record says which runs it reuses
+    (``same_runs_as``).
+
+    Raises:
+        ValueError: the two mixtures, or a record's weights, differ in any weight.
+    """
+    if len(source_records) != len(out_paths):
+        raise ValueError(f"{len(source_records)} records but {len(out_paths)} output paths")
+    weights = read_mixture(mixture_path).to_dict()
+    source_weights = read_mixture(source_mixture_path).to_dict()
+    if weights != source_weights:
+        raise ValueError(
+            f"{mixture_path} and {source_mixture_path} are different mixtures: "
+            f"{method!r} cannot reuse the other's stage-2 runs"
+        )
+    records = []
+    for source, out_path in zip(source_records, out_paths, strict=True):
+        record = json.loads(Path(source).read_text())
+        if record["weights"] != weights:
+            raise ValueError(f"{source}: run with weights other than {mixture_path}'s")
+        record = {**record, "method": method, "same_runs_as": record["method"]}
+        write_json_atomic(out_path, record)
+        records.append(record)
+    return records

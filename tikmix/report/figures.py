@@ -41,7 +41,8 @@ _COLOURS = [
 _LINESTYLES = ["-", "--", "-.", ":"]
 _MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 _METHOD_LABELS = {
-    "natural": "Natural (prior)",
+    "continue": "Continue stage 1",
+    "natural": "Natural",
     "uniform": "Uniform",
     "tikmix_d": "TiKMiX-D",
     "tikmix_m": "TiKMiX-M",

@@ -30,7 +30,6 @@ from tikmix.analysis.evaluation import (
     SurrogateVerdict,
     all_worse_than_checkpoint,
     lowest_average_loss,
-    margins_over,
     surrogate_verdict,
 )
 from tikmix.analysis.projection_agreement import safe_projection_rank
@@ -48,7 +47,7 @@ SIGN_NOTE = (
     "more on domain d lowers the loss of task v."
 )
 #: Order of the known methods in tables; other methods follow in the order given.
-METHOD_ORDER = ["natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi"]
+METHOD_ORDER = ["continue", "natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi"]
 
 
 def format_number(value: object) -> str:
@@ -101,12 +100,16 @@ class EvaluationFiles:
         table: table 1 in long form (``table.csv``).
         summary: per-method summary with the mixture FLOPs (``summary.csv``).
         figure4: figure 4's points (``figure4.csv``); ``figure4_stats`` its statistics (JSON).
+        paired: the paired comparisons against the best baseline (``paired.csv``);
+            ``paired_stats`` their pooled σ and minimum detectable effect (JSON).
     """
 
     table: Path
     summary: Path
     figure4: Path
     figure4_stats: Path
+    paired: Path
+    paired_stats: Path
 
 
 @dataclass
@@ -247,6 +250,13 @@ def _mixture_section(
         markdown_table(shown),
     )
     _availability_part(w, {m: _read_json(Path(inputs.mixtures[m])) for m in methods})
+    if "continue" in inputs.mixtures:
+        source = _read_json(Path(inputs.mixtures["continue"])).get("provenance", {})
+        w.add(
+            f"*{method_label('continue')}* (`continue`) is the do-nothing baseline: "
+            f"{source.get('note', 'stage 1’s mixture')}, continued unchanged. Every "
+            "recommendation is compared with it in stage 2."
+        )
     w.figure("mixtures", "Mixture weights per domain, and each mixture's predicted benefit B·w.")
     table = predicted.rename(index=method_label)
     w.add(
@@ -543,20 +553,6 @@ def _evaluation_section(
         f"({format_number(best.average_loss)})"
         + (", i.e. it hurt the model least." if worse is not None else ".")
     ]
-    if recommended in summary.index:
-        for row in margins_over(summary, recommended, ["natural", "uniform"]):
-            gap = abs(row["gap"])
-            verdict = {
-                "beats": f"beats {method_label(row['other'])}: average loss lower by",
-                "worse": f"is worse than {method_label(row['other'])}: average loss higher by",
-                "tie": f"ties with {method_label(row['other'])} (within the seed spread): "
-                f"average loss {'lower' if row['gap'] >= 0 else 'higher'} by",
-            }[row["verdict"]]
-            sentences.append(
-                f"The recommended mixture ({method_label(recommended)}) {verdict} "
-                f"{format_number(gap)} against a seed spread of {format_number(row['spread'])} "
-                "(sum of the two seed standard deviations)."
-            )
     flops = summary["mixture_flops"]
     ratio = flops_ratio(flops, "tikmix_d", "regmix")
     if ratio is not None:
@@ -575,7 +571,54 @@ def _evaluation_section(
             for d in flops_disagreements(flops, compute)
         ]
     w.add(" ".join(sentences))
+    _paired_part(w, files, recommended)
     _figure4_part(w, points, stats)
+
+
+def _paired_part(w: _Writer, files: EvaluationFiles, recommended: str | None) -> None:
+    """Each method against the best baseline, paired by seed, and what this study can detect."""
+    paired = _read_csv(files.paired, "paired comparisons").set_index("method")
+    stats = _read_json(files.paired_stats)
+    if stats["reference"] is None:
+        w.add(
+            "No baseline (`continue`, natural or uniform) was evaluated in stage 2, so no method "
+            "is compared with doing nothing."
+        )
+        return
+    reference = method_label(stats["reference"])
+    shown = pd.DataFrame(
+        {
+            "method": [
+                method_label(m) + (" (recommended)" if m == recommended else "")
+                for m in paired.index
+            ],
+            "Δ average loss (nats)": paired["mean_difference"].map(format_number),
+            "SE": paired["se"].map(format_number),
+            "one-sided 95% bounds": [
+                f"[{format_number(low)}, {format_number(up)}]"
+                for low, up in zip(paired["lower_95"], paired["upper_95"], strict=True)
+            ],
+            "verdict": paired["verdict"],
+        }
+    ).set_index("method")
+    n = int(stats["n_seeds"])
+    sentences = [
+        f"Table: each method's average loss minus {reference}'s (the best of the baselines "
+        "`continue`, natural and uniform), paired by seed (seed *s* of every mixture shares the "
+        f"run's seed), mean over {spelled(n)} seeds with its standard error and one-sided 95% "
+        "bounds (lower, upper). Negative is better: *better* needs the upper bound below 0, *worse* "
+        "the lower bound above 0, otherwise it is a *tie*."
+    ]
+    if math.isfinite(stats["mde"]):
+        sentences.append(
+            f"The pooled SD of the paired differences is σ = {format_number(stats['sigma'])} "
+            f"nats, so with {spelled(n)} seeds the minimum detectable effect (one-sided 5% test, "
+            f"80% power) is {format_number(stats['mde'])} nats: a true difference smaller than "
+            "that is likely to read as a tie."
+        )
+    else:
+        sentences.append("With fewer than two seeds no difference can be tested.")
+    w.add(" ".join(sentences), markdown_table(shown))
 
 
 def _all_worse_warning(worse: AllWorse) -> str:

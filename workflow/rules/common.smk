@@ -105,7 +105,7 @@ GRADIENT_PASS = GradientPassSettings.from_config(config).as_params()
 MIXING = config["mixing"]
 # Eq. 6's normaliser, used wherever P̂ is computed (mixtures, responses, figure 4).
 NORMALISATION = Normalisation.from_config(config).as_params()
-MIXTURE_METHODS = ["natural", "uniform", "tikmix_d", "tikmix_m"]
+MIXTURE_METHODS = ["continue", "natural", "uniform", "tikmix_d", "tikmix_m"]
 MEGATRON_PREFIXES = {
     domain: spec["megatron_prefixes"]
     for domain, spec in config["domains"].items()
@@ -172,6 +172,8 @@ EVALUATION_FILES = {
     "summary": "results/evaluation/summary.csv",
     "figure4": "results/evaluation/figure4.csv",
     "figure4_stats": "results/evaluation/figure4.json",
+    "paired": "results/evaluation/paired.csv",
+    "paired_stats": "results/evaluation/paired.json",
 }
 EVALUATION_FIGURE_STEM = f"{FIGURES}/benefit_vs_improvement"
 

@@ -84,6 +84,42 @@ rule evaluate_stage2:
         script_path("evaluate_stage2.py")
 
 
+# Where stage 1 trained on natural (the demo), `continue` is the natural mixture: its stage-2
+# records are natural's runs, relabelled (the job checks that the weights are identical).
+CONTINUE_IS_NATURAL = {"continue", "natural"} <= set(STAGE2_METHODS) and (
+    not config["prior"] if USER_CHECKPOINTS else config["stage1"]["prior"] == "natural"
+)
+
+if CONTINUE_IS_NATURAL:
+
+    ruleorder: evaluate_continue_as_natural > evaluate_stage2
+
+    rule evaluate_continue_as_natural:
+        input:
+            mixture=mixture_file(EVAL_CKPT, "continue"),
+            natural=mixture_file(EVAL_CKPT, "natural"),
+            records=expand(
+                "results/evaluation/natural/seed{seed}.json", seed=STAGE2_SEEDS
+            ),
+            code=code("evaluate_continue_as_natural.py"),
+        output:
+            expand("results/evaluation/continue/seed{seed}.json", seed=STAGE2_SEEDS),
+        log:
+            "logs/evaluate_continue_as_natural/evaluate_continue_as_natural.log",
+        benchmark:
+            "benchmarks/rules/evaluate_continue_as_natural/evaluate_continue_as_natural.tsv"
+        conda:
+            "../../envs/tikmix.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=5,
+        params:
+            upstream=user_inputs_digest("evaluate_continue_as_natural"),
+        script:
+            script_path("evaluate_continue_as_natural.py")
+
+
 rule mixture_random:
     input:
         influence="results/influence/{ckpt}/influence.csv",
@@ -208,6 +244,12 @@ rule evaluation_table:
             category="Stage-2 evaluation",
         ),
         figure4_stats=EVALUATION_FILES["figure4_stats"],
+        paired=report(
+            EVALUATION_FILES["paired"],
+            caption="../report/paired_table.rst",
+            category="Stage-2 evaluation",
+        ),
+        paired_stats=EVALUATION_FILES["paired_stats"],
         figure=report(
             f"{EVALUATION_FIGURE_STEM}.png",
             caption="../report/figure4.rst",

@@ -71,6 +71,50 @@ rule mixture_baseline:
         script_path("mixture_baseline.py")
 
 
+# The `continue` baseline: stage 1's mixture carried on unchanged (Table 1's do-nothing row).
+# With your own checkpoints it is the top-level `prior` file, or natural when that is not given.
+if not USER_CHECKPOINTS:
+    CONTINUE_SOURCE = "results/mixtures/prior.json"
+    CONTINUE_NOTE = f"stage 1's own mixture (stage1.prior: {config['stage1']['prior']})"
+elif config["prior"]:
+    CONTINUE_SOURCE = config["prior"]
+    CONTINUE_NOTE = (
+        f"the mixture your checkpoints were trained on (prior: {config['prior']})"
+    )
+else:
+    CONTINUE_SOURCE = "results/mixtures/{ckpt}/natural.json"
+    CONTINUE_NOTE = (
+        "natural: the mixture your checkpoints were trained on is unknown (set the top-level "
+        "`prior` to a mixture file to continue it instead)"
+    )
+
+
+rule mixture_continue:
+    input:
+        source=CONTINUE_SOURCE,
+        influence="results/influence/{ckpt}/influence.csv",
+        code=code("mixture_continue.py"),
+    output:
+        "results/mixtures/{ckpt}/continue.json",
+    log:
+        "logs/mixture_continue/{ckpt}.log",
+    benchmark:
+        "benchmarks/rules/mixture_continue/{ckpt}.tsv"
+    conda:
+        "../../envs/tikmix.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    params:
+        normalisation=NORMALISATION,
+        upstream=user_inputs_digest("mixture_continue"),
+        domains=DOMAINS,
+        note=CONTINUE_NOTE,
+    script:
+        script_path("mixture_continue.py")
+
+
 from tikmix.core.settings import TikmixDSettings, TikmixMBox, TikmixMGate, TikmixMSearch
 
 # TiKMiX-D's objective and TiKMiX-M's search, box and gate, one settings object each

@@ -11,5 +11,6 @@ with script_logging(snakemake):
         projection=snakemake.input.projection,
         compute=snakemake.input.compute,
         compute_components=snakemake.input.compute_components,
+        task_splits=snakemake.input.task_splits,
         **rule_settings(snakemake),
     )

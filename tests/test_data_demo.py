@@ -66,9 +66,12 @@ def test_read_brown_groups_files_by_genre(tmp_path):
     }
 
 
-def test_heldout_files_are_a_fixed_evenly_spaced_tenth():
+def test_heldout_files_are_a_fixed_evenly_spaced_fifth():
     ids = [f"ca{i:02d}" for i in range(1, 45)]
-    assert heldout_files(ids) == ["ca06", "ca17", "ca28", "ca39"]  # 44 files -> 4
+    # 44 files -> 9
+    assert heldout_files(ids) == [f"ca{i:02d}" for i in (3, 8, 13, 18, 23, 27, 32, 37, 42)]
+    # Brown's fiction (29 files) gives 6 items: >= 2 per half of the task split at 0.5.
+    assert len(heldout_files([f"ck{i:02d}" for i in range(1, 30)])) == 6
     assert heldout_files(list(reversed(ids))) == heldout_files(ids)
     assert heldout_files(["x1", "x2", "x3"]) == ["x2"]  # at least one
 
@@ -88,9 +91,9 @@ def test_build_demo_data_moves_heldout_files_out_of_their_domains(tmp_path):
     ]
     held = [it.text for it in read_task(tmp_path / "tasks/heldout_news.jsonl")]
     assert summary["heldout_files"]["news"] == heldout_files([f for f, _ in brown["news"]])
-    assert len(news) == 18 and held == ["news text 6", "news text 16"]
+    assert len(news) == 16 and held == [f"news text {i}" for i in (3, 8, 13, 18)]
     assert set(news).isdisjoint(summary["heldout_files"]["news"])
-    assert summary["domains"]["humor"]["rows"] == 1 and summary["domains"]["news"]["words"] == 54
+    assert summary["domains"]["humor"]["rows"] == 1 and summary["domains"]["news"]["words"] == 48
     assert sorted(summary["tasks"]) == ["heldout_fiction", "heldout_news", "mmlu", "trivia"]
     assert read_task(tmp_path / "tasks/mmlu.jsonl")[0].continuation == " b"
     with pytest.raises(DataError, match=r"no files of genre\(s\) \['fiction'\]"):

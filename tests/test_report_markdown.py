@@ -123,6 +123,13 @@ def results(tmp_path):
     figure = root / "report" / "figures" / "influence_stage1-100.png"
     figure.parent.mkdir(parents=True)
     figure.write_bytes(b"png")
+    splits = {}
+    for task, (steering, evaluation) in zip(TASKS, [(141, 141), (9, 10)], strict=True):
+        splits[task] = root / "data" / "tasks" / task / "split.json"
+        splits[task].parent.mkdir(parents=True)
+        record = {"task": task, "fraction": 0.5, "items": steering + evaluation}
+        record.update(steering_items=steering, evaluation_items=evaluation)
+        splits[task].write_text(json.dumps(record))
     return ReportInputs(
         influence=influence,
         checkpoint_dirs=dirs,
@@ -132,6 +139,7 @@ def results(tmp_path):
         ranking=ranking,
         compute=compute,
         compute_components=components,
+        task_splits=splits,
         figures={"influence": [figure]},
         stage1_metrics=metrics,
     )
@@ -154,6 +162,7 @@ def test_report_has_every_section_and_numbers_from_the_files(results, tmp_path):
     for heading in [
         "# TiKMiX results",
         "## Setup",
+        "## Validation tasks",
         "## Group influence",
         "## Mixtures",
         "## Additivity of group influence",
@@ -174,6 +183,9 @@ def test_report_has_every_section_and_numbers_from_the_files(results, tmp_path):
     mmlu = _table_row(_section(text, "Group influence"), "mmlu")
     assert float(mmlu[1 + DOMAINS.index("lore")]) == pytest.approx(B.loc["mmlu", "lore"], rel=5e-4)
     assert _table_row(text, "parameters")[1] == "412345"
+    tasks = _section(text, "Validation tasks")
+    assert "`data.steering_fraction` 0.5" in tasks
+    assert _table_row(tasks, "trivia") == ["trivia", "19", "9", "10"]
     assert "0.845" in text and "0.931" in text  # the paper's values, labelled as the paper's
     assert "](figures/influence_stage1-100.png)" in text
     predicted = _section(text, "Mixtures").split("predicted benefit", 1)[1]

@@ -124,6 +124,13 @@ def _task_rows(content: bytes, line: int):
     return change
 
 
+def _task_too_small_to_split(study: Study) -> list[str]:
+    """3 items at the default fraction 0.5: 2 steer and 1 would score (each half needs 2)."""
+    study.task_file(_rows(*({"context": f"Q{i}:", "continuation": f" A{i}"} for i in range(3))))
+    task = study.first_task
+    return [f"tasks.{task}.path", f"task '{task}' has 3 items", "data.steering_fraction 0.5"]
+
+
 def _checkpoint_files(edit: Callable[[Path], None]):
     def change(study: Study) -> list[str]:
         directory = study.files / "broken-ckpt"
@@ -460,6 +467,7 @@ BAD_INPUTS = [
         _task_rows(_rows(QA, {"context": "Q", "choices": ["a", "b"], "answer": 2}), 2),
         ["out of range"],
     ),
+    ("task too small to split into steering and evaluation", _task_too_small_to_split, []),
     # Rows in the middle of a file: every row is read at start-up, not only the first and last.
     (
         "malformed row in the middle",
@@ -613,6 +621,7 @@ CLI_ROWS = [
     "mixture-of-experts checkpoint with the default tracked modules",
     "domain names differing only in case",
     "malformed row in the middle",
+    "task too small to split into steering and evaluation",
 ]
 
 
@@ -664,11 +673,11 @@ def test_a_failing_job_prints_one_line_naming_the_row_and_its_log(study, tmp_pat
     most 20 lines."""
     task = study.first_task
     path = study.files / "task.jsonl"
-    path.write_bytes(_rows(TEXT, TEXT, {"text": "a"}, TEXT))
+    path.write_bytes(_rows(TEXT, {"text": "b document"}, {"text": "a"}, {"text": "c document"}))
     study.config["tasks"][task] = {"path": str(path)}
     flow = Workflow(tmp_path / "work")
     flow.write_config(study.config)
-    result = flow.snakemake(f"results/data/tasks/{task}.npz", check=False)
+    result = flow.snakemake(f"results/data/tasks/{task}/steering.npz", check=False)
     lines = (result.stdout + result.stderr).splitlines()
     print("\n".join(lines))
     assert result.returncode != 0
@@ -683,7 +692,7 @@ def test_a_failing_job_prints_one_line_naming_the_row_and_its_log(study, tmp_pat
     assert len(named) == 1 and f"traceback in {log}" in named[0], named
     assert not any("Traceback" in line for line in lines)
     assert "Traceback" in (flow.workdir / log).read_text()
-    assert not (flow.workdir / f"results/data/tasks/{task}.npz").exists()
+    assert not list((flow.workdir / f"results/data/tasks/{task}").glob("*"))
 
 
 def test_a_config_file_that_is_not_yaml_or_missing_is_named_in_one_line(tmp_path, capsys):

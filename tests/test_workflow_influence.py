@@ -78,7 +78,7 @@ def test_projection_agreement_on_the_workflow_data_is_exact_at_full_rank(complet
 
     results = completed_workflow.workdir / "results"
     domains = sorted(p.name for p in (results / "data/domains").iterdir())
-    tasks = {p.stem: p for p in sorted((results / "data/tasks").glob("*.npz"))}
+    tasks = {p.parent.name: p for p in sorted((results / "data/tasks").glob("*/steering.npz"))}
     table, record = run_projection_agreement(
         checkpoint=results / "checkpoints/stage1-100",
         domain_dirs={d: results / "data/domains" / d for d in domains},

@@ -207,7 +207,13 @@ def check_config(
         config["influence"]["tracked_modules"],
     )
     if not demo and check_data:
-        validation.check_data_files(config["domains"], config["tasks"], vocab, checked_files)
+        validation.check_data_files(
+            config["domains"],
+            config["tasks"],
+            vocab,
+            checked_files,
+            config["data"]["steering_fraction"],
+        )
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:

@@ -18,6 +18,7 @@ import struct
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -293,16 +294,20 @@ def check_data_files(
     tasks: dict[str, dict],
     vocab_size: int | None = None,
     checked: CheckedFiles | None = None,
+    steering_fraction: float | None = None,
 ) -> None:
     """Every domain and task file, every row: one streaming pass per file, before any job.
 
     Domains first get the cheap checks of their globs (files of one kind; a file under one domain
     only). Then each file is read with :func:`tikmix.data.sources.check_source_file` (with
     ``vocab_size``, the ids of token files are checked against the tokenizer) or
-    :func:`tikmix.data.tasks.read_task`. ``checked`` skips the files that passed before.
+    :func:`tikmix.data.task_split.read_task_split` (its rows, and with ``steering_fraction``
+    (``data.steering_fraction``) both halves big enough). ``checked`` skips the files that
+    passed before.
     """
     from tikmix.data.errors import DataError
     from tikmix.data.sources import DomainSource, check_source_file, resolve_files, source_kind
+    from tikmix.data.task_split import read_task_split
     from tikmix.data.tasks import read_task
 
     checked = checked if checked is not None else CheckedFiles(cache=None)
@@ -345,8 +350,13 @@ def check_data_files(
                     _fail(f"domains.{name}.paths", str(err))
         for name, spec in tasks.items():
             path = Path(spec["path"])
+            if steering_fraction is None:
+                settings, read = "task", partial(read_task, path)
+            else:
+                settings = f"task steering_fraction={steering_fraction}"
+                read = partial(read_task_split, name, path, steering_fraction)
             try:
-                checked.check(path, "task", lambda path=path: read_task(path))
+                checked.check(path, settings, read)
             except DataError as err:
                 _fail(f"tasks.{name}.path", str(err))
     finally:

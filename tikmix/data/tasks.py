@@ -189,7 +189,11 @@ class _Packer:
 
 
 def tokenize_task(
-    path: str | Path, tokenizer: Tokenizer | str | Path, out_path: str | Path, seq_len: int
+    path: str | Path,
+    tokenizer: Tokenizer | str | Path,
+    out_path: str | Path,
+    seq_len: int,
+    items: list[TaskItem] | None = None,
 ) -> dict[str, Any]:
     """Validate and tokenize a task file into ``out_path`` (``.npz``, written atomically).
 
@@ -198,6 +202,8 @@ def tokenize_task(
         tokenizer: a loaded tokenizer or the path of a ``tokenizer.json``.
         out_path: the ``.npz`` to write.
         seq_len: model context length; rows have ``seq_len + 1`` tokens.
+        items: the items of ``path`` to tokenize (:func:`read_task`'s, one half of a split:
+            :mod:`tikmix.data.task_split`); all of the file's when None.
 
     Returns:
         A summary: ``kind``, ``n_items``, ``n_sequences``, ``n_scored_tokens``,
@@ -208,7 +214,7 @@ def tokenize_task(
         raise DataError(f"seq_len must be positive, got {seq_len}")
     if not isinstance(tokenizer, Tokenizer):
         tokenizer = load_tokenizer(tokenizer)
-    items = read_task(path)
+    items = read_task(path) if items is None else items
     packer = _Packer(tokenizer, seq_len, path)
     kind = items[0].kind
     arrays: dict[str, np.ndarray] = {}

@@ -1,9 +1,10 @@
 """Validation loss and multiple-choice accuracy of a causal LM on tokenized tasks.
 
-Inputs follow the task file contract (``results/data/tasks/{task}.npz``): rows ``[N, L + 1]``
-of token ids padded with 0 and a ``loss_mask`` marking the scored tokens. Rows are right-padded,
-so each batch is cut after its last scored token: by causality the padding after it cannot
-change any scored logit, and skipping it saves most of the compute on short items.
+Inputs follow the task file contract (``results/data/tasks/{task}/{steering,evaluation}.npz``):
+rows ``[N, L + 1]`` of token ids padded with 0 and a ``loss_mask`` marking the scored tokens.
+Rows are right-padded, so each batch is cut after its last scored token: by causality the
+padding after it cannot change any scored logit, and skipping it saves most of the compute on
+short items.
 """
 
 from __future__ import annotations

@@ -126,6 +126,8 @@ class ReportInputs:
         ranking: ranking-stability CSV (:func:`tikmix.analysis.ranking.ranking_stability`), or
             None when the check was switched off.
         compute: compute summary CSV; ``compute_components`` the per-component one.
+        task_splits: task → ``split.json`` of its steering / evaluation split
+            (:mod:`tikmix.data.task_split`).
         figures: section (``influence``, ``mixtures``, ``additivity``, ``ranking``,
             ``compute``, ``evaluation``) → PNG files to show in it.
         stage1_metrics: ``results/stage1/metrics.json`` when stage 1 ran (built-in model).
@@ -142,6 +144,7 @@ class ReportInputs:
     ranking: Path | None
     compute: Path
     compute_components: Path
+    task_splits: dict[str, Path]
     figures: dict[str, list[Path]] = field(default_factory=dict)
     stage1_metrics: Path | None = None
     evaluation: EvaluationFiles | None = None
@@ -213,6 +216,29 @@ def _setup_section(w: _Writer, inputs: ReportInputs, B: pd.DataFrame, positions)
     rows.append(("mixtures determined at", inputs.mixture_checkpoint))
     table = pd.DataFrame(rows, columns=["setting", "value"])
     w.add("## Setup", markdown_table(table, index=False))
+
+
+def _tasks_section(w: _Writer, splits: Mapping[str, Path]) -> None:
+    """The steering / evaluation split of every task: its fraction and the items per half."""
+    records = {task: _read_json(path) for task, path in splits.items()}
+    table = pd.DataFrame(
+        [
+            (task, r["items"], r["steering_items"], r["evaluation_items"])
+            for task, r in records.items()
+        ],
+        columns=["task", "items", "steering", "evaluation"],
+    )
+    fractions = " / ".join(
+        format_number(f) for f in sorted({r["fraction"] for r in records.values()})
+    )
+    w.add(
+        "## Validation tasks",
+        "Each task's items are split by a hash of their content (`data.steering_fraction` "
+        f"{fractions} of them steer). The steering half determines the mixtures (task "
+        "gradients, TiKMiX-D and TiKMiX-M, RegMix's targets, the checks); the evaluation half "
+        "only scores them (stage 2: table 1, figure 4, accuracy). No item does both.",
+        markdown_table(table, index=False),
+    )
 
 
 def _influence_section(w: _Writer, inputs: ReportInputs, matrices: dict[str, pd.DataFrame]):
@@ -511,7 +537,8 @@ def _evaluation_section(
     w.add(
         "## Stage-2 evaluation",
         "Every mixture continues the evaluation checkpoint for the same tokens with the same "
-        f"seeds ({seed_text} per mixture); the tasks are then measured. Cells are the mean ± "
+        f"seeds ({seed_text} per mixture); the evaluation half of each task (see *Validation "
+        "tasks*) is then measured. Cells are the mean ± "
         "sample standard deviation over seeds (no ± with a single seed); the best value of each "
         "row is **bold** (ties all bold).",
     )
@@ -752,6 +779,7 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
         "from it, checks of the assumptions behind them, and their cost. " + SIGN_NOTE,
     )
     _setup_section(w, inputs, B, positions)
+    _tasks_section(w, inputs.task_splits)
     _influence_section(w, inputs, matrices)
     tikmix_m = (
         surrogate_verdict(_read_json(Path(inputs.mixtures["tikmix_m"]))["solver"])
@@ -785,6 +813,8 @@ def report_job(
     projection: Sequence[str | Path],
     compute: str | Path,
     compute_components: str | Path,
+    task_splits: Sequence[str | Path],
+    tasks: Sequence[str],
     checkpoints: Sequence[str],
     checkpoint_dirs: Mapping[str, str | Path],
     mixture_checkpoint: str,
@@ -796,7 +826,8 @@ def report_job(
     """Rule ``report``: :func:`write_report`. ``influence`` is in the order of
     ``checkpoints``, ``mixtures`` of ``methods``; ``additivity``, ``ranking`` and
     ``projection`` are empty when their check is switched off (``additivity`` holds the
-    summary of ``mixture_checkpoint``); ``evaluation`` maps the keys of
+    summary of ``mixture_checkpoint``); ``task_splits`` is in the order of ``tasks``;
+    ``evaluation`` maps the keys of
     :class:`EvaluationFiles` to files, empty without stage 2."""
     return write_report(
         report,
@@ -809,6 +840,7 @@ def report_job(
             ranking=ranking[0] if ranking else None,
             compute=compute,
             compute_components=compute_components,
+            task_splits=dict(zip(tasks, task_splits, strict=True)),
             figures=dict(figures),
             stage1_metrics=stage1_metrics,
             evaluation=EvaluationFiles(**evaluation) if evaluation else None,

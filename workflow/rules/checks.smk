@@ -112,7 +112,7 @@ rule projection_agreement:
     input:
         checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
         streams=domain_files("train"),
-        tasks=expand("results/data/tasks/{task}.npz", task=TASKS),
+        tasks=list(STEERING_TASK_FILES.values()),
         prior="results/mixtures/prior.json",
         code=code("projection_agreement.py"),
     output:

@@ -133,7 +133,17 @@ EVAL_CKPT = STAGE2["checkpoint"] or CHECKPOINTS[-1]
 # Rules' mem_mb and runtime from the cost model (tikmix.cost; `tikmix plan` prints the same table).
 RESOURCES = cost.WorkflowResources(config, USER_CHECKPOINTS, EVAL_CKPT)
 STAGE2_METHODS = list(STAGE2["methods"])
-TASK_FILES = {task: f"results/data/tasks/{task}.npz" for task in TASKS}
+# Each task's items split by content (tikmix.data.task_split): the rules that steer read the
+# steering half; only evaluate_checkpoint and evaluate_stage2 read the evaluation half.
+TASK_OUTPUTS = {
+    "steering": "results/data/tasks/{task}/steering.npz",
+    "evaluation": "results/data/tasks/{task}/evaluation.npz",
+    "split": "results/data/tasks/{task}/split.json",
+}
+STEERING_TASK_FILES, EVALUATION_TASK_FILES, TASK_SPLITS = (
+    {task: TASK_OUTPUTS[part].format(task=task) for task in TASKS}
+    for part in ("steering", "evaluation", "split")
+)
 
 
 def evaluation_targets():

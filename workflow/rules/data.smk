@@ -135,7 +135,9 @@ rule tokenize_task:
         tokenizer="results/tokenizer/tokenizer.json",
         code=code("tokenize_task.py"),
     output:
-        "results/data/tasks/{task}.npz",
+        steering=TASK_OUTPUTS["steering"],
+        evaluation=TASK_OUTPUTS["evaluation"],
+        split=TASK_OUTPUTS["split"],
     log:
         "logs/tokenize_task/{task}.log",
     benchmark:
@@ -150,6 +152,7 @@ rule tokenize_task:
         upstream=user_inputs_digest("tokenize_task"),
         path=lambda wildcards: config["tasks"][wildcards.task]["path"],
         seq_len=config["data"]["seq_len"],
+        steering_fraction=config["data"]["steering_fraction"],
     script:
         script_path("tokenize_task.py")
 

@@ -26,7 +26,7 @@ RANDOM_MIXTURES = [f"random{k}" for k in range(STAGE2["random_mixtures"])]
 rule evaluate_checkpoint:
     input:
         checkpoint=checkpoint_dir(EVAL_CKPT),
-        tasks=list(TASK_FILES.values()),
+        tasks=list(EVALUATION_TASK_FILES.values()),
         code=code("evaluate_checkpoint.py"),
     output:
         CHECKPOINT_TASK_METRICS,
@@ -42,7 +42,7 @@ rule evaluate_checkpoint:
         runtime=RESOURCES.runtime("evaluate_checkpoint"),
     params:
         upstream=user_inputs_digest("evaluate_checkpoint"),
-        task_files=TASK_FILES,
+        task_files=EVALUATION_TASK_FILES,
         eval_batch_size=STAGE2["eval_batch_size"],
         device=config["device"],
     script:
@@ -56,7 +56,7 @@ rule evaluate_stage2:
         checkpoint=checkpoint_dir(EVAL_CKPT),
         before=CHECKPOINT_TASK_METRICS,
         streams=domain_files("train"),
-        tasks=list(TASK_FILES.values()),
+        tasks=list(EVALUATION_TASK_FILES.values()),
         code=code("evaluate_stage2.py"),
     output:
         expand("results/evaluation/{{method}}/seed{seed}.json", seed=STAGE2_SEEDS),
@@ -75,7 +75,7 @@ rule evaluate_stage2:
     params:
         upstream=user_inputs_digest("evaluate_stage2"),
         domain_dirs=DOMAIN_DIRS,
-        task_files=TASK_FILES,
+        task_files=EVALUATION_TASK_FILES,
         stage2=STAGE2_SETTINGS,
         seeds=STAGE2_SEEDS,
         seq_len=config["data"]["seq_len"],
@@ -153,7 +153,7 @@ rule mixture_regmix:
         prior="results/mixtures/{ckpt}/natural.json",
         tokenizer="results/tokenizer/tokenizer.json",
         streams=domain_files("train"),
-        tasks=list(TASK_FILES.values()),
+        tasks=list(STEERING_TASK_FILES.values()),
         availability=AVAILABILITY_FILE,
         code=code("mixture_regmix.py"),
     output:
@@ -173,7 +173,7 @@ rule mixture_regmix:
         upstream=user_inputs_digest("mixture_regmix"),
         regmix=REGMIX,
         domain_dirs=DOMAIN_DIRS,
-        task_files=TASK_FILES,
+        task_files=STEERING_TASK_FILES,
         seq_len=config["data"]["seq_len"],
         seed=config["seed"],
         device=config["device"],

@@ -81,7 +81,7 @@ rule reduce_domain_gradients:
 rule task_gradients:
     input:
         checkpoint=lambda wildcards: checkpoint_dir(wildcards.ckpt),
-        task="results/data/tasks/{task}.npz",
+        task=TASK_OUTPUTS["steering"],
         code=code("task_gradients.py"),
     output:
         directory("results/influence/{ckpt}/task_grads/{task}.zarr"),

@@ -187,7 +187,7 @@ rule measure_mixtures:
         preconditioned="results/influence/{ckpt}/preconditioned_tasks.zarr",
         mixtures="results/measurements/{ckpt}/{design}/mixtures.csv",
         streams=domain_files("train"),
-        tasks=list(TASK_FILES.values()),
+        tasks=list(STEERING_TASK_FILES.values()),
         code=code("measure_mixtures.py"),
     output:
         "results/measurements/{ckpt}/{design}/part-{shard}.csv",
@@ -207,7 +207,7 @@ rule measure_mixtures:
         tokens=MIXING["measurement"]["tokens"],
         response=TIKMIX_M["response"],
         lookahead=TIKMIX_M["lookahead"],
-        task_files=TASK_FILES,
+        task_files=STEERING_TASK_FILES,
         shards=MIXING["measurement"]["shards"],
         gradient_pass=GRADIENT_PASS,
     script:

@@ -131,6 +131,7 @@ rule report:
         projection=projection_check_targets(),
         compute="results/checks/compute.csv",
         compute_components="results/checks/compute_components.csv",
+        task_splits=list(TASK_SPLITS.values()),
         figures=[path for paths in report_figures().values() for path in paths],
         evaluation=[EVALUATION_FILES[key] for key in REPORT_EVALUATION_KEYS],
         evaluation_figure=REPORT_EVALUATION_FIGURES,
@@ -154,6 +155,7 @@ rule report:
         runtime=10,
     params:
         upstream=user_inputs_digest("report"),
+        tasks=TASKS,
         checkpoints=CHECKPOINTS,
         checkpoint_dirs={ckpt: checkpoint_dir(ckpt) for ckpt in CHECKPOINTS},
         mixture_checkpoint=EVAL_CKPT,

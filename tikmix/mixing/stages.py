@@ -132,6 +132,7 @@ def continue_mixture(
     source: str | Path,
     note: str,
     domains: Sequence[str],
+    availability: str | Path,
     out: str | Path,
     influence_csv: str | Path | None = None,
     normalisation: Normalisation = Normalisation(),
@@ -141,7 +142,8 @@ def continue_mixture(
 
     ``source`` is the mixture file stage 1 trained on (the prior of ``stage1.prior``, the
     top-level ``prior`` of your own checkpoints, or the natural mixture when neither is known);
-    ``note`` says which, for the report.
+    ``note`` says which, for the report. Like every baseline it is not capped; its document
+    records the planned epochs under ``availability``.
     """
     weights = read_mixture(source, list(domains))
     return write_method(
@@ -150,6 +152,7 @@ def continue_mixture(
         method="continue",
         influence_csv=influence_csv,
         normalisation=normalisation,
+        availability=Availability.read(availability),
         provenance={"source": str(source), "note": note},
     )
 

@@ -92,6 +92,7 @@ else:
 rule mixture_continue:
     input:
         source=CONTINUE_SOURCE,
+        availability=AVAILABILITY_FILE,
         influence="results/influence/{ckpt}/influence.csv",
         code=code("mixture_continue.py"),
     output:

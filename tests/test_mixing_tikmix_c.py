@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.optimize import minimize
+from snakemake.utils import validate
 
+from tikmix.config import check_settings
+from tikmix.core.errors import ConfigError
 from tikmix.core.mixture import MixtureInputError
+from tikmix.core.settings import TikmixCSettings
 from tikmix.mixing.tikmix_c import (
     fit_calibration,
     kl_divergence,
@@ -18,6 +24,7 @@ from tikmix.mixing.tikmix_c import (
 )
 from tikmix.mixing.tikmix_d import MixtureSolveError
 
+SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 DOMAINS = [f"d{j}" for j in range(5)]
 P = pd.Series([0.4, 0.3, 0.15, 0.1, 0.05], index=DOMAINS)
 
@@ -323,3 +330,31 @@ def test_calibrated_solve_predicts_its_planted_optimum() -> None:
     assert prediction.mean == pytest.approx(result.objective, abs=1e-12)
     _, best = slsqp_best(B.to_numpy(), P.to_numpy(), a, c, t)
     assert truth > 0.9 * best > 0
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def test_settings_give_log_spaced_levels_and_the_solve_bound() -> None:
+    settings = TikmixCSettings()
+    assert np.allclose(settings.kl_levels(), (0.02, 0.1, 0.5))
+    assert settings.max_kl == 0.5
+    assert TikmixCSettings(n_levels=1).kl_levels() == (0.02,)
+    assert TikmixCSettings(max_kl_multiple=None).max_kl is None
+    mixtures = sample_rollout_mixtures(P, settings.kl_levels(), settings.per_level, settings.seed)
+    assert len(mixtures) == 12
+
+
+@pytest.mark.parametrize(
+    ("change", "key"),
+    [
+        ({"kl_min": 1.0}, "mixing.tikmix_c.kl_min"),
+        ({"n_levels": 1, "per_level": 3}, "mixing.tikmix_c.per_level"),
+    ],
+)
+def test_start_up_refuses_settings_the_fit_cannot_use(change: dict, key: str) -> None:
+    config = {"domains": {"a": {"paths": ["x"]}}, "tasks": {"t": {"path": "y"}}}
+    config["mixing"] = {"tikmix_c": change}
+    validate(config, str(SCHEMA), set_default=True)
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        check_settings(config, ["stage1-100"])

@@ -21,6 +21,7 @@ from tikmix.core.settings import (
     RegmixSettings,
     Settings,
     Stage2Settings,
+    TikmixCSettings,
     TikmixDSettings,
     TikmixMBox,
     TikmixMGate,
@@ -34,6 +35,7 @@ SCHEMA = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").r
 GROUPS_WITH_DEFAULTS = (
     Normalisation,
     TikmixDSettings,
+    TikmixCSettings,
     TikmixMSearch,
     TikmixMBox,
     TikmixMGate,

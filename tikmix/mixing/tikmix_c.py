@@ -30,10 +30,11 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from tikmix.core.mixture import MixtureInputError, validate_weights
+from tikmix.core.settings import TikmixCSettings
 from tikmix.mixing.tikmix_d import FEASIBILITY_TOLERANCE, SOLVER_TOLERANCE, MixtureSolveError
 
-#: Fewest rollouts a fit accepts: two coefficients, and leave-one-out still needs a residual.
-MIN_ROLLOUTS = 4
+#: Fewest rollouts a fit accepts (two coefficients, and leave-one-out still needs a residual).
+MIN_ROLLOUTS = TikmixCSettings.MIN_ROLLOUTS
 
 #: Relative accuracy of the KL a sampled mixture reaches (bisection on the step length).
 KL_RELATIVE_TOLERANCE = 1e-9
@@ -132,8 +133,9 @@ def sample_rollout_mixtures(
     for level in levels:
         for j in range(per_level):
             w = np.zeros(len(domains))
-            w[support] = _mixture_at_level(log_p, level, rng, None if cap_values is None
-                                           else cap_values[support])
+            w[support] = _mixture_at_level(
+                log_p, level, rng, None if cap_values is None else cap_values[support]
+            )
             rows.append(w)
             names.append(f"kl{level:g}_{j}")
     return pd.DataFrame(rows, index=names, columns=domains)
@@ -213,8 +215,13 @@ class TikmixCCalibration:
     def table(self) -> pd.DataFrame:
         """One row per task: the coefficients, their SEs and the fit's quality."""
         columns = {
-            "a": self.a, "se_a": self.se_a, "c": self.c, "se_c": self.se_c,
-            "residual_sd": self.residual_sd, "loo_r": self.loo_r, "loo_r2": self.loo_r2,
+            "a": self.a,
+            "se_a": self.se_a,
+            "c": self.c,
+            "se_c": self.se_c,
+            "residual_sd": self.residual_sd,
+            "loo_r": self.loo_r,
+            "loo_r2": self.loo_r2,
             "c_clamped": self.c_clamped,
         }
         if self.noise_ceiling is not None:
@@ -222,7 +229,9 @@ class TikmixCCalibration:
         return pd.DataFrame(columns)
 
 
-def regressors(B: pd.DataFrame, p: pd.Series, mixtures: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def regressors(
+    B: pd.DataFrame, p: pd.Series, mixtures: pd.DataFrame
+) -> tuple[np.ndarray, np.ndarray]:
     """The model's regressors per rollout: ``B_v·(w − p)`` [mixtures, tasks] and ``KL(w‖p)``
     [mixtures]."""
     W = mixtures[B.columns].to_numpy(dtype=float)
@@ -293,7 +302,9 @@ def fit_calibration(
     if missing:
         raise MixtureInputError(f"tikmix_c: the measured benefits lack task(s) {missing}")
     if not mixtures.index.equals(measured.index):
-        raise MixtureInputError("tikmix_c: mixtures and measured must have the same rollouts (index)")
+        raise MixtureInputError(
+            "tikmix_c: mixtures and measured must have the same rollouts (index)"
+        )
     n = len(mixtures)
     if n < MIN_ROLLOUTS:
         raise MixtureInputError(f"tikmix_c: needs >= {MIN_ROLLOUTS} rollouts, got {n}")
@@ -340,9 +351,18 @@ def fit_calibration(
         )
     series = {key: pd.Series(value, index=tasks) for key, value in out.items()}
     return TikmixCCalibration(
-        B=B, p=p, a=series["a"], c=series["c"], se_a=series["se_a"], se_c=series["se_c"],
-        covariance=covariance, residual_sd=series["sd"], loo_r=series["r"],
-        loo_r2=series["r2"], noise_ceiling=ceiling, c_clamped=pd.Series(clamped, index=tasks),
+        B=B,
+        p=p,
+        a=series["a"],
+        c=series["c"],
+        se_a=series["se_a"],
+        se_c=series["se_c"],
+        covariance=covariance,
+        residual_sd=series["sd"],
+        loo_r=series["r"],
+        loo_r2=series["r2"],
+        noise_ceiling=ceiling,
+        c_clamped=pd.Series(clamped, index=tasks),
         n_rollouts=n,
     )
 
@@ -504,7 +524,9 @@ def solve_tikmix_c(
         series = pd.Series(series, dtype=float)
         missing = [t for t in tasks if t not in series.index]
         if missing or not np.isfinite(series.reindex(tasks)).all():
-            raise MixtureInputError(f"tikmix_c: {name} must be finite for every task; missing {missing}")
+            raise MixtureInputError(
+                f"tikmix_c: {name} must be finite for every task; missing {missing}"
+            )
         coefficients[name] = series.reindex(tasks).to_numpy()
     if (coefficients["c"] < 0).any() or (coefficients["task_weights"] < 0).any():
         raise MixtureInputError("tikmix_c: c and task_weights must be >= 0")
@@ -557,15 +579,26 @@ def solve_tikmix_c(
             )
     iterations = program.solver_stats.num_iters if program.solver_stats else 0
     return _result(
-        B, p, weights, t, coefficients, cap_values, str(program.status), int(iterations or 0),
+        B,
+        p,
+        weights,
+        t,
+        coefficients,
+        cap_values,
+        str(program.status),
+        int(iterations or 0),
         params,
     )
 
 
-def _result(B, p, weights, t, coefficients, cap_values, status, iterations, params) -> TikmixCResult:
+def _result(
+    B, p, weights, t, coefficients, cap_values, status, iterations, params
+) -> TikmixCResult:
     P = p.to_numpy(dtype=float)
     kl = kl_divergence(weights, P)
-    predicted = coefficients["a"] * (B.to_numpy(dtype=float) @ (weights - P)) - coefficients["c"] * kl
+    predicted = (
+        coefficients["a"] * (B.to_numpy(dtype=float) @ (weights - P)) - coefficients["c"] * kl
+    )
     return TikmixCResult(
         weights=pd.Series(weights, index=B.columns, name="weight"),
         prior=p.rename("weight"),

@@ -22,7 +22,7 @@ from tikmix.mixing.tikmix_c import (
     solve_tikmix_c,
     task_weights,
 )
-from tikmix.mixing.tikmix_d import MixtureSolveError
+from tikmix.mixing.tikmix_d import MixtureSolveError, solve_tikmix_d
 
 SCHEMA = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 DOMAINS = [f"d{j}" for j in range(5)]
@@ -330,6 +330,35 @@ def test_calibrated_solve_predicts_its_planted_optimum() -> None:
     assert prediction.mean == pytest.approx(result.objective, abs=1e-12)
     _, best = slsqp_best(B.to_numpy(), P.to_numpy(), a, c, t)
     assert truth > 0.9 * best > 0
+
+
+@pytest.mark.parametrize(
+    ("b_scale", "cost", "headroom"),
+    [(0.05, 1.0, False), (1.0, 0.1, True)],
+    ids=["prior-near-optimal", "planted-headroom"],
+)
+def test_leaves_p_only_where_training_pays(b_scale: float, cost: float, headroom: bool) -> None:
+    """Reality is ``B·(w − p) − c·KL(w‖p)``. Where the influence's gains are small against the
+    cost of leaving p, TiKMiX-D's linear objective still leaves p and loses in "training";
+    tikmix_c stays at p within its SE. Where the gains are large, tikmix_c takes them."""
+    B = benefit(4, seed=30) * b_scale
+    a, c = np.ones(4), np.full(4, cost)
+    mixtures, measured = rollouts(B, a, c, noise_sd=0.003, seed=31)
+    fit = fit_calibration(B, P, mixtures, measured)
+    result = solve_tikmix_c(B, P, fit.a, fit.c, task_weights(fit), max_kl=0.5)
+    prediction = predict_with_se(fit, result.weights)
+
+    def trained(w) -> float:  # the "measured" mean benefit of training on w
+        w = np.asarray(w, dtype=float)
+        return float(np.mean(a * (B.to_numpy() @ (w - P.to_numpy())) - c * kl_divergence(w, P)))
+
+    ours, tikmix_d = trained(result.weights), trained(solve_tikmix_d(B, P).weights)
+    assert abs(prediction.mean - ours) <= 2 * prediction.mean_se
+    if headroom:
+        assert ours > 0.1 and ours > 5 * tikmix_d > 0
+    else:
+        assert tikmix_d < -0.03  # the linear objective's move costs loss
+        assert result.kl < 1e-3 and ours >= -2 * prediction.mean_se
 
 
 # --- settings --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -300,6 +301,18 @@ def test_max_kl_bounds_the_step_and_caps_that_exclude_everything_fail() -> None:
         solve_tikmix_c(B, P, ones, ones, ones / 3, caps=pd.Series(0.1, index=DOMAINS))
     with pytest.raises(MixtureInputError, match="c and task_weights"):
         solve_tikmix_c(B, P, ones, -ones, ones / 3)
+
+
+def test_solver_report_is_json() -> None:
+    B = benefit(2, seed=18)
+    ones = pd.Series(1.0, index=B.index)
+    caps = pd.Series(0.5, index=DOMAINS)
+    result = solve_tikmix_c(B, P, ones, ones, ones / 2, caps=caps, max_kl=0.2)
+    report = json.loads(json.dumps(result.solver_report()))
+    assert report["status"] == "optimal" and report["params"]["max_kl"] == 0.2
+    assert report["kl_to_prior"] == pytest.approx(result.kl)
+    assert set(report["predicted_benefit"]) == set(B.index)
+    assert min(report["constraint_slack"]["caps"].values()) >= -1e-8
 
 
 def test_domains_outside_p_stay_at_zero() -> None:

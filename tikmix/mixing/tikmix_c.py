@@ -482,6 +482,24 @@ class TikmixCResult:
     cap_slack: pd.Series | None
     params: dict = field(default_factory=dict)
 
+    def solver_report(self) -> dict:
+        """A JSON-serialisable summary (the ``solver`` section of a mixture document)."""
+        return {
+            "name": "conic program (cvxpy + Clarabel interior point)",
+            "status": self.status,
+            "iterations": self.iterations,
+            "params": self.params,
+            "objective": self.objective,
+            "kl_to_prior": self.kl,
+            "predicted_benefit": {k: float(v) for k, v in self.predicted.items()},
+            "constraint_slack": {
+                "sum": float(self.weights.sum() - 1),
+                "caps": None
+                if self.cap_slack is None
+                else {k: float(v) for k, v in self.cap_slack.items()},
+            },
+        }
+
 
 def solve_tikmix_c(
     B: pd.DataFrame,

@@ -281,6 +281,13 @@ def test_no_headroom_returns_p() -> None:
     assert np.allclose(solve_tikmix_c(flat, P, ones, ones, ones / 3).weights, P, atol=1e-6)
     # no task is measured well enough to pull
     assert np.allclose(solve_tikmix_c(B, P, ones, ones, zero).weights, P, atol=1e-6)
+    # ... and when p itself exceeds a cap: the mixture within the caps nearest p in KL
+    caps = pd.Series([0.3, 1, 1, 1, 1], index=DOMAINS)
+    capped = solve_tikmix_c(B, P, ones, ones, zero, caps=caps)
+    nearest = P.to_numpy().copy()
+    nearest[0] = 0.3
+    nearest[1:] *= 0.7 / nearest[1:].sum()  # KL's projection: the rest scaled in proportion
+    assert np.allclose(capped.weights, nearest, atol=1e-6)
 
 
 def test_a_large_cost_keeps_the_solution_near_p() -> None:

@@ -518,10 +518,12 @@ def solve_tikmix_c(
     ``G·(w − p) − C·KL(w‖p)``: linear minus a convex relative entropy, so concave, and solved as
     an exponential-cone program (cvxpy's ``rel_entr``, Clarabel) with ``Σw = 1``, ``w ≥ 0``,
     ``w ≤ caps`` and optionally ``KL(w‖p) ≤ max_kl`` (the fit says nothing beyond the rollouts'
-    largest KL). Without caps or ``max_kl`` the optimum is ``w ∝ p·exp(G/C)``; the solver is
-    used throughout so that every case has one code path. Domains with ``p_d = 0`` stay at 0.
-    When no task has weight, or ``G`` is the same on every domain of p's support (no direction
-    gains), the answer is ``p`` itself (within the caps; else the solve runs with ``G = 0``).
+    largest KL). Without caps or ``max_kl`` the optimum is ``w ∝ p·exp(G/C)`` (the tests' check);
+    the conic solve covers the capped and the ``C = 0`` cases with the same code. Domains with
+    ``p_d = 0`` stay at 0. When no task has weight, or ``G`` is the same on every domain of p's
+    support (no direction gains), every mixture with ``C = 0`` would tie, so the answer is ``p``
+    itself, status ``continue`` (if ``p`` exceeds a cap, the mixture within the caps closest to
+    ``p`` in KL).
 
     Raises:
         MixtureInputError: malformed inputs (unknown tasks or domains, NaN, ``c < 0``,
@@ -562,7 +564,10 @@ def solve_tikmix_c(
     params = {"max_kl": max_kl, "tolerance": tolerance}
     if flat and p_fits:
         return _result(B, p, P, t, coefficients, cap_values, "continue", 0, params)
-    gain_s = np.zeros(support.sum()) if flat else gain[support]
+    if flat:  # every mixture ties on the objective: take the one nearest p within the caps
+        gain_s, cost = np.zeros(int(support.sum())), 1.0
+    else:
+        gain_s = gain[support]
     w = cp.Variable(int(support.sum()), nonneg=True)
     kl = cp.sum(cp.rel_entr(w, P[support]))
     constraints = [cp.sum(w) == 1]

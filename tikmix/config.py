@@ -14,6 +14,7 @@ from typing import Any
 
 from tikmix import validation
 from tikmix.core.errors import ConfigError
+from tikmix.core.settings import TikmixCSettings
 
 #: Mixtures a stage-2 method can name: results/mixtures/{ckpt}/{method}.json has a rule for each.
 STAGE2_METHODS = ("continue", "natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi")
@@ -88,6 +89,19 @@ def check_settings(config: dict[str, Any], checkpoints: list[str]) -> None:
         search["kappa_min"] <= search["kappa_max"],
         "mixing.tikmix_m.search.kappa_min",
         f"must be <= kappa_max ({search['kappa_max']}), got {search['kappa_min']}",
+    )
+    tikmix_c = config["mixing"]["tikmix_c"]
+    _require(
+        tikmix_c["kl_min"] <= tikmix_c["kl_max"],
+        "mixing.tikmix_c.kl_min",
+        f"must be <= kl_max ({tikmix_c['kl_max']}), got {tikmix_c['kl_min']}",
+    )
+    rollouts = tikmix_c["n_levels"] * tikmix_c["per_level"]
+    _require(
+        rollouts >= TikmixCSettings.MIN_ROLLOUTS,
+        "mixing.tikmix_c.per_level",
+        f"tikmix_c's fit needs at least {TikmixCSettings.MIN_ROLLOUTS} rollouts "
+        f"(n_levels x per_level), got {rollouts}",
     )
     additivity = config["checks"]["additivity"]
     _require(

@@ -1,8 +1,8 @@
 """Settings objects: one frozen dataclass per group of settings, the one home of its defaults.
 
 In the manner of kronfluence's ``FactorArguments``: each group (eq. 6's normalisation,
-TiKMiX-D's objective, TiKMiX-M's search, box and gate, stage 2's training, the RegMix and DoReMi
-baselines, the additivity check; the gradient pass in :mod:`tikmix.core.gradient_pass`) is a frozen dataclass whose field
+TiKMiX-D's objective, TiKMiX-M's search, box and gate, tikmix_c's calibration, stage 2's
+training, the RegMix and DoReMi baselines, the additivity check; the gradient pass in :mod:`tikmix.core.gradient_pass`) is a frozen dataclass whose field
 defaults are *the* defaults. The workflow builds each once from the config (``from_config``) and
 hands it to a rule as one param (``as_params``: a plain mapping, so Snakemake's params trigger
 sees it); :func:`tikmix.workflow.rule_settings` turns it back into the object; the command line
@@ -157,6 +157,55 @@ class TikmixMGate(Settings):
     replicates: int = field(
         default=4, metadata={"help": "measurements each of w_D and w_M for a noisy response"}
     )
+
+
+@dataclass(frozen=True)
+class TikmixCSettings(Settings):
+    """tikmix_c, the calibrated method (:mod:`tikmix.mixing.tikmix_c`, docs/tikmix_c.md): its
+    rollout mixtures around the ``continue`` mixture, the fit quality a task needs to count, and
+    how far the solution may leave the rollouts."""
+
+    CONFIG_SECTION: ClassVar[tuple[str, ...]] = ("mixing", "tikmix_c")
+    #: Fewest rollouts the fit accepts: two coefficients, and leave-one-out still needs a residual.
+    MIN_ROLLOUTS: ClassVar[int] = 4
+
+    kl_min: float = field(
+        default=0.02, metadata={"help": "smallest KL(w||p) of the rollout mixtures"}
+    )
+    kl_max: float = field(
+        default=0.5, metadata={"help": "largest KL(w||p) of the rollout mixtures"}
+    )
+    n_levels: int = field(
+        default=3, metadata={"help": "KL levels, log-spaced from kl_min to kl_max"}
+    )
+    per_level: int = field(default=4, metadata={"help": "rollout mixtures per KL level"})
+    seed: int = field(default=0, metadata={"help": "seed of the rollout mixtures' directions"})
+    min_loo_r2: float = field(
+        default=0.1,
+        metadata={
+            "help": "a task counts in the objective only when its leave-one-rollout-out R² "
+            "(against predicting no change) reaches this"
+        },
+    )
+    max_kl_multiple: float | None = field(
+        default=1.0,
+        metadata={
+            "help": "the solution's KL(w||p) is at most this multiple of kl_max (None: unbounded)"
+        },
+    )
+
+    def kl_levels(self) -> tuple[float, ...]:
+        """The rollouts' KL levels: ``n_levels`` log-spaced values from ``kl_min`` to
+        ``kl_max``."""
+        if self.n_levels == 1:
+            return (float(self.kl_min),)
+        ratio = (self.kl_max / self.kl_min) ** (1 / (self.n_levels - 1))
+        return tuple(float(self.kl_min * ratio**i) for i in range(self.n_levels))
+
+    @property
+    def max_kl(self) -> float | None:
+        """The solve's bound on ``KL(w‖p)``."""
+        return None if self.max_kl_multiple is None else self.max_kl_multiple * self.kl_max
 
 
 @dataclass(frozen=True)

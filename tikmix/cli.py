@@ -274,6 +274,13 @@ def _add_mix_m(subparsers) -> None:
         help="gate: the surrogate's held-out Spearman needed to leave the start "
         "(default %(default)s)",
     )
+    parser.add_argument(
+        "--linear-r2",
+        type=float,
+        default=TikmixMGate.linear_r2,
+        help="a linear fit whose cross-validated R² exceeds this replaces the surrogate and the "
+        "mixture solves a linear program (default %(default)s; 1 never)",
+    )
     _add_settings_arguments(parser, Normalisation)
     _add_settings_arguments(parser, TikmixMSearch)
     parser.add_argument(
@@ -310,9 +317,11 @@ def _run_mix_m(args: argparse.Namespace) -> int:
         y,
         start,
         B_hat=B_hat,
+        prior=prior,
         pareto_floor=B_hat @ prior.to_numpy(),
         box=TikmixMBox(*args.box),
         min_spearman=args.min_spearman,
+        linear_r2=args.linear_r2,
         seed=args.seed,
         num_threads=args.num_threads,
         search=_settings(TikmixMSearch, args),
@@ -327,7 +336,6 @@ def _run_mix_m(args: argparse.Namespace) -> int:
         "start": str(args.start),
     }
     solver = {
-        "name": "TiKMiX-M (LightGBM surrogate + Dirichlet search, Algorithm 1, gate)",
         **proposal.to_dict(),
         "decision": {
             "chosen": "proposal" if proposal.passed else "start",
@@ -338,8 +346,8 @@ def _run_mix_m(args: argparse.Namespace) -> int:
     weights = proposal.weights if proposal.passed else proposal.start
     _write_output(args, weights, "tikmix_m", provenance, solver)
     print(
-        f"surrogate 5-fold held-out Spearman {proposal.quality.spearman:.3f}, "
-        f"RMSE {proposal.quality.rmse:.4g} over {len(y)} runs; gate "
+        f"{proposal.surrogate_reason}; {proposal.surrogate} model's 5-fold held-out Spearman "
+        f"{proposal.quality.spearman:.3f}, RMSE {proposal.quality.rmse:.4g} over {len(y)} runs; gate "
         f"{'passed' if proposal.passed else 'kept the start'}: {proposal.reason}",
         file=sys.stderr,
     )

@@ -154,6 +154,13 @@ class TikmixMGate(Settings):
     min_spearman: float = field(
         default=0.5, metadata={"help": "the surrogate's cross-validated Spearman needed"}
     )
+    linear_r2: float = field(
+        default=0.99,
+        metadata={
+            "help": "cross-validated R² above which a linear fit replaces the LightGBM surrogate "
+            "and the program is solved as a linear program"
+        },
+    )
     replicates: int = field(
         default=4, metadata={"help": "measurements each of w_D and w_M for a noisy response"}
     )

@@ -1,9 +1,10 @@
 """Candidate mixtures around a reference mixture.
 
 * :func:`latin_hypercube_mixtures` — TiKMiX-M's training mixtures (paper sec. 3.3): Latin
-  hypercube samples in the box ``[low·w, high·w]`` around the search's start (w_D), normalised
-  to sum to 1, kept only if the normalised vector is still inside the box (and passes an
-  optional ``accept`` filter: the Pareto constraint), until ``n`` are accepted.
+  hypercube samples in the box ``[low·w, high·w]`` around the search's start (w_D), widened to
+  contain the ``continue`` mixture p, normalised to sum to 1, kept only if the normalised vector
+  is still inside the box (and passes an optional ``accept`` filter: the Pareto constraint),
+  until ``n`` are accepted.
 * :func:`perturbed_mixtures` — the additivity check's mixtures (appendix D): each weight
   multiplied by ``U(low, high)``, renormalised.
 """
@@ -49,16 +50,34 @@ def _check_box(low: float, high: float) -> None:
         )
 
 
-def support_box(
-    w: pd.Series, low: float, high: float, caps: pd.Series | None = None
+def _widened_box(
+    w: pd.Series, low: float, high: float, include: pd.Series | None
 ) -> tuple[pd.Series, pd.Series]:
-    """The box ``[low·w, high·w]`` TiKMiX-M samples and searches in (a zero weight stays 0),
-    its upper side lowered to the per-domain ``caps`` where TiKMiX-D had availability caps."""
+    """``[low·w, high·w]`` per domain, widened where needed to contain the mixture ``include``."""
     _check_box(low, high)
-    upper = w * high
+    lower, upper = w * low, w * high
+    if include is None:
+        return lower, upper
+    p = validate_weights(include, list(w.index), source="the mixture the box must contain")
+    return np.minimum(lower, p), np.maximum(upper, p)
+
+
+def support_box(
+    w: pd.Series, low: float, high: float, caps: pd.Series | None = None, *, prior: pd.Series
+) -> tuple[pd.Series, pd.Series]:
+    """The box TiKMiX-M samples and searches in: ``[low·w, high·w]`` per domain (a zero weight
+    stays 0), widened to contain ``prior`` (p, the ``continue`` mixture), its upper side lowered
+    to the per-domain ``caps`` where TiKMiX-D had availability caps.
+
+    The candidates must cover staying where we are: without p in the box the surrogate (or the
+    linear fit) never sees the mixture the next stage would otherwise train on, so it cannot say
+    whether moving helps. Only a cap below ``p_d`` (stage 1 already spent that domain) keeps p out,
+    as it keeps every capped method's mixture out.
+    """
+    lower, upper = _widened_box(w, low, high, prior)
     if caps is not None:
         upper = np.minimum(upper, caps.reindex(w.index).fillna(np.inf))
-    return w * low, upper
+    return lower, upper
 
 
 def latin_hypercube_mixtures(
@@ -71,16 +90,20 @@ def latin_hypercube_mixtures(
     batch_size: int | None = None,
     max_rounds: int = 100,
     accept: Callable[[np.ndarray], np.ndarray] | None = None,
+    include: pd.Series | None = None,
 ) -> LatinHypercubeSample:
     """Draw ``n`` mixtures by Latin-hypercube rejection sampling around ``w_orig``.
 
     Each round draws one Latin hypercube of ``batch_size`` points (default ``n``) in the box
-    ``[low·w_orig, high·w_orig]`` with :class:`scipy.stats.qmc.LatinHypercube`, so every
+    ``[low·w_orig, high·w_orig]``, widened to contain the mixture ``include`` if given (TiKMiX-M
+    passes the ``continue`` mixture p: :func:`support_box`), with
+    :class:`scipy.stats.qmc.LatinHypercube`, so every
     domain's interval is split into ``batch_size`` strata holding one point each. Points are
     normalised to sum to 1 and accepted only if the normalised vector stays in the box.
     ``accept`` (rows → booleans) filters them further, e.g. to the Pareto set. Rounds repeat
     until ``n`` are accepted; the first ``n`` accepted, in draw order, are kept.
-    A domain with zero weight has a degenerate box ``[0, 0]`` and stays at 0.
+    A domain with zero weight (in ``w_orig`` and ``include``) has a degenerate box ``[0, 0]`` and
+    stays at 0.
 
     Raises:
         MixtureInputError: bad ``w_orig`` or box, or fewer than ``n`` accepted after
@@ -88,7 +111,7 @@ def latin_hypercube_mixtures(
             rounds that rate would need).
     """
     w = validate_weights(w_orig, source="w_orig")
-    _check_box(low, high)
+    lower, upper = (b.to_numpy() for b in _widened_box(w, low, high, include))
     if n < 1 or max_rounds < 1:
         raise MixtureInputError(
             f"need n >= 1 and max_rounds >= 1, got n={n}, max_rounds={max_rounds}"
@@ -96,7 +119,6 @@ def latin_hypercube_mixtures(
     batch = n if batch_size is None else int(batch_size)
     if batch < 1:
         raise MixtureInputError(f"batch_size must be >= 1, got {batch}")
-    lower, upper = w.to_numpy() * low, w.to_numpy() * high
     sampler = qmc.LatinHypercube(d=len(w), rng=np.random.default_rng(seed))
     rounds, accepted = [], []
     n_accepted = 0

@@ -209,14 +209,15 @@ def tikmix_m_candidates(
     out: str | Path,
 ) -> pd.DataFrame:
     """TiKMiX-M's training mixtures (rule mixture_candidates): Latin-hypercube samples in the
-    box ``[low, high]·w_D`` around the search's start (under the availability caps), kept only
-    inside the Pareto set, so the surrogate is trained exactly where the search looks."""
+    box ``[low, high]·w_D`` around the search's start, widened to contain the prior p (under the
+    availability caps), kept only inside the Pareto set, so the surrogate is trained exactly
+    where the search looks, staying at p included."""
     low, high = box.low, box.high
     B, B_hat, floor = _pareto_set(influence_csv, prior, normalisation)
     w_d = read_mixture(tikmix_d, domains=list(B.columns))
-    lower, upper = (
-        b.to_numpy() for b in support_box(w_d, low, high, Availability.read(availability).caps)
-    )
+    p = read_mixture(prior, domains=list(B.columns))
+    caps = Availability.read(availability).caps
+    lower, upper = (b.to_numpy() for b in support_box(w_d, low, high, caps, prior=p))
 
     # w_D sits on several Pareto constraints at once, so only a small share of the box is
     # feasible (about 1% on the demo): rejection draws large rounds, and many of them. Where a
@@ -226,7 +227,7 @@ def tikmix_m_candidates(
         return in_support(W, B_hat, floor, lower, upper)
 
     batch, rounds = max(n, 4096), 1000
-    box = latin_hypercube_mixtures(w_d, batch, low=low, high=high, seed=seed).weights
+    box = latin_hypercube_mixtures(w_d, batch, low=low, high=high, seed=seed, include=p).weights
     if accept(box.to_numpy()).mean() * batch * rounds >= 2 * n:
         sample = latin_hypercube_mixtures(
             w_d,
@@ -237,6 +238,7 @@ def tikmix_m_candidates(
             batch_size=batch,
             max_rounds=rounds,
             accept=accept,
+            include=p,
         )
         table = sample.weights.copy()
     else:
@@ -281,10 +283,12 @@ def tikmix_m_search(
         table[list(B.columns)],
         y,
         w_d,
+        prior=read_mixture(prior, domains=list(B.columns)),
         B_hat=B_hat,
         pareto_floor=floor,
         box=box,
         min_spearman=gate.min_spearman,
+        linear_r2=gate.linear_r2,
         caps=Availability.read(availability).caps,
         seed=seed,
         search=search,
@@ -338,7 +342,6 @@ def tikmix_m_mixture(
     stage.check_within(weights, "TiKMiX-M")
     measured = pd.concat([read_measurements(measurements), confirmed])
     solver = {
-        "name": "TiKMiX-M (LightGBM surrogate + Dirichlet search, Algorithm 1, gate)",
         **{k: v for k, v in search.items() if k not in ("start", "proposal")},
         "proposal": search["proposal"],
         "decision": decision,

@@ -95,6 +95,10 @@ def _solver(chosen: str = "proposal", passed: bool = True, spearman=0.8) -> dict
             "n_samples": 64,
             "n_folds": 5,
         },
+        "surrogate": "lightgbm",
+        "linear_cv_r2": 0.5,
+        "linear_r2_threshold": 0.99,
+        "surrogate_reason": "the linear fit's reason",
         "predicted_start": 1.0,
         "predicted_proposal": 1.2,
         "gate_passed": passed,
@@ -112,6 +116,11 @@ def test_surrogate_verdict_reads_the_gate_and_the_decision():
     verdict = surrogate_verdict(_solver())
     assert verdict.trusted and verdict.returns_proposal and verdict.recommended == "tikmix_m"
     assert (verdict.spearman, verdict.n_samples, verdict.proposal_response) == (0.8, 64, 1.1)
+    assert (verdict.surrogate, verdict.linear_r2, verdict.linear_r2_threshold) == (
+        "lightgbm",
+        0.5,
+        0.99,
+    )
     assert recommended_mixture({"solver": _solver()}) == ("tikmix_m", "the decision's reason")
     # an untrusted surrogate (undefined Spearman, written as null) keeps w_D
     kept = surrogate_verdict(_solver("start", passed=False, spearman=None))

@@ -34,6 +34,10 @@ SURROGATE_SOLVER = {
         "n_folds": 5,
     },
     "response": "curvature",
+    "surrogate": "lightgbm",
+    "linear_cv_r2": 0.6173,
+    "linear_r2_threshold": 0.99,
+    "surrogate_reason": "the linear fit's cross-validated R² 0.6173 is not above 0.99",
     "predicted_start": 1.25,
     "predicted_proposal": 1.5,
     "gate_passed": False,
@@ -420,8 +424,34 @@ def test_mixture_section_states_the_gate_and_recommends_one_mixture(results, tmp
         "Gate: kept w_D (the surrogate's cross-validated Spearman 0.310 is below 0.5)" in mixtures
     )
     assert "TiKMiX-M returns w_D" in mixtures
+    # Which model TiKMiX-M used, and why: the linear fit's R² against the threshold.
+    assert "cross-validated R² 0.6173 against the threshold 0.99" in mixtures
+    assert "not above it, so TiKMiX-M's LightGBM surrogate was used" in mixtures
+    assert "contain the prior p" in mixtures
     # The curvature response's departure from B·w, per task.
     tikmix_m = _section(text, "TiKMiX-M")  # the "### TiKMiX-M" subsection
     assert _table_row(tikmix_m, "task")[1:] == ["pearson_r", "relative_rms"]
     assert float(_table_row(tikmix_m, "trivia")[1]) == pytest.approx(0.98)
     assert "**TiKMiX-D** is this study's recommended mixture" in mixtures
+
+
+def test_mixture_section_says_when_the_linear_program_replaced_the_surrogate(results, tmp_path):
+    solver = {
+        **SURROGATE_SOLVER,
+        "surrogate": "linear",
+        "linear_cv_r2": 0.99996,
+        "surrogate_reason": "the linear fit's cross-validated R² 1.0000 > 0.99",
+    }
+    write_mixture(
+        results.mixtures["tikmix_m"],
+        mixture_document(
+            pd.Series([0.25, 0.15, 0.6], index=DOMAINS), method="tikmix_m", solver=solver
+        ),
+    )
+    text = write_report(tmp_path / "results" / "report" / "report.md", results).read_text()
+    mixtures = _section(text, "Mixtures")
+    # four decimals, as the surrogate's reason writes it: 0.99996 does not read as an exact 1
+    assert "cross-validated R² 1.0000 against the threshold 0.99" in mixtures
+    assert "LightGBM was skipped" in mixtures and "as a linear program" in mixtures
+    assert "LightGBM surrogate was used" not in mixtures
+    assert "The linear program moved the linear model's prediction from 1.25" in mixtures

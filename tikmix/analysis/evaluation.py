@@ -369,8 +369,9 @@ class SurrogateVerdict:
     """Whether TiKMiX-M trusted its surrogate and which mixture the study recommends.
 
     The rule itself is TiKMiX-M's gate (in :func:`tikmix.mixing.search.propose_tikmix_m`: the
-    surrogate's cross-validated Spearman must reach the gate's minimum and its predicted gain
-    exceed its RMSE), recorded in the mixture document's ``solver``; this reads that record back.
+    surrogate's cross-validated Spearman must reach the gate's minimum, or the linear fit's R²
+    exceed ``linear_r2``, and the predicted gain exceed the model's RMSE), recorded in the
+    mixture document's ``solver``; this reads that record back.
 
     Attributes:
         trusted: the gate passed: the surrogate's ranking of mixtures was trusted.
@@ -379,9 +380,13 @@ class SurrogateVerdict:
             TiKMiX-M returns it (otherwise it returns ``w_D``, TiKMiX-D's mixture).
         recommended: ``tikmix_m`` when it returns its proposal, else ``tikmix_d``.
         reason: TiKMiX-M's reason for its decision.
-        spearman, pearson, rmse, n_samples, n_folds: the surrogate's cross-validated quality.
-        predicted_start, predicted_proposal: the surrogate's prediction at ``w_D`` and at the
-            proposal.
+        surrogate: the model behind the proposal: ``linear`` (the linear fit explained the
+            response; a linear program) or ``lightgbm`` (surrogate + Algorithm 1).
+        surrogate_reason: why that model (the linear fit's R² against the threshold).
+        linear_r2, linear_r2_threshold: the linear fit's cross-validated R² (NaN if undefined)
+            and the R² it had to exceed.
+        spearman, pearson, rmse, n_samples, n_folds: that model's cross-validated quality.
+        predicted_start, predicted_proposal: its prediction at ``w_D`` and at the proposal.
         start_response, proposal_response: the response measured at both.
     """
 
@@ -390,6 +395,10 @@ class SurrogateVerdict:
     returns_proposal: bool
     recommended: str
     reason: str
+    surrogate: str
+    surrogate_reason: str
+    linear_r2: float
+    linear_r2_threshold: float
     spearman: float
     pearson: float
     rmse: float
@@ -420,6 +429,10 @@ def surrogate_verdict(solver: Mapping) -> SurrogateVerdict:
         returns_proposal=proposal,
         recommended="tikmix_m" if proposal else "tikmix_d",
         reason=str(decision["reason"]),
+        surrogate=str(solver["surrogate"]),
+        surrogate_reason=str(solver["surrogate_reason"]),
+        linear_r2=number(solver, "linear_cv_r2"),
+        linear_r2_threshold=number(solver, "linear_r2_threshold"),
         spearman=number(quality, "spearman"),
         pearson=number(quality, "pearson"),
         rmse=number(quality, "rmse"),

@@ -352,21 +352,43 @@ def _availability_part(w: _Writer, documents: Mapping[str, Mapping]) -> None:
 
 
 def _tikmix_m_part(w: _Writer, solver: Mapping, verdict: SurrogateVerdict) -> None:
-    """TiKMiX-M's surrogate quality, gate, confirmation and (curvature) departure from B·w."""
+    """TiKMiX-M's model (linear program or LightGBM surrogate, and why), its quality, gate,
+    confirmation and (curvature) departure from B·w."""
     response = {
         "curvature": "the Newton-step benefit under each mixture's own curvature "
         "Λ(w) = Σ_d w_d Λ_d (exact, no sampling noise)",
         "direct": "each mixture's directly measured group influence (fixed curvature)",
         "lookahead": "each mixture's relative loss decrease after a few optimizer steps",
     }[solver["response"]]
+    # R² to four decimals, as the surrogate's reason writes it (format_number would print 1).
+    linear_r2 = (
+        format_number(verdict.linear_r2)
+        if math.isnan(verdict.linear_r2)
+        else f"{verdict.linear_r2:.4f}"
+    )
+    r2 = (
+        f"A least-squares linear model of the response on w has cross-validated R² "
+        f"{linear_r2} against the threshold "
+        f"{format_number(verdict.linear_r2_threshold)} (`tikmix_m.gate.linear_r2`)"
+    )
+    if verdict.surrogate == "linear":
+        model = (
+            f"{r2}, so the response is linear in w: LightGBM was skipped and the fitted linear "
+            "response was maximised over the same feasible set (box ∩ Pareto set ∩ caps) as a "
+            "linear program (cvxpy + Clarabel). The linear model"
+        )
+        moved = "The linear program moved the linear model's prediction"
+    else:
+        model = f"{r2}, not above it, so TiKMiX-M's LightGBM surrogate was used. It"
+        moved = "Its search moved the surrogate's prediction"
     w.add(
         "### TiKMiX-M",
-        f"TiKMiX-M's LightGBM surrogate was fitted on {verdict.n_samples} mixtures sampled "
-        "in the box [low·w_D, high·w_D] cut by the Pareto set (the search never leaves it), "
-        f"with response {response}. It predicts held-out responses with Spearman "
-        f"{format_number(verdict.spearman)}, Pearson {format_number(verdict.pearson)} and "
-        f"RMSE {format_number(verdict.rmse)} ({verdict.n_folds}-fold cross-validation). "
-        f"Its search moved the surrogate's prediction from "
+        f"TiKMiX-M's models were fitted on {verdict.n_samples} mixtures sampled in the box "
+        "[low·w_D, high·w_D], widened to contain the prior p (staying where we are), cut by the "
+        f"Pareto set (the search never leaves it), with response {response}. {model} predicts "
+        f"held-out responses with Spearman {format_number(verdict.spearman)}, Pearson "
+        f"{format_number(verdict.pearson)} and RMSE {format_number(verdict.rmse)} "
+        f"({verdict.n_folds}-fold cross-validation). {moved} from "
         f"{format_number(verdict.predicted_start)} at w_D to "
         f"{format_number(verdict.predicted_proposal)}. Gate: "
         f"{'passed' if verdict.trusted else 'kept w_D'} ({verdict.gate_reason}). "

@@ -195,13 +195,21 @@ def test_tikmix_m_within_the_caps(planted):
     B_hat, floor = np.ones((1, 4)), np.array([1.0 - 1e-6])  # no Pareto restriction
 
     def proposal(caps):
-        lower, upper = (b.to_numpy() for b in support_box(w_d, 0.5, 2.0, caps))
+        lower, upper = (b.to_numpy() for b in support_box(w_d, 0.5, 2.0, caps, prior=w_d))
         W = latin_hypercube_mixtures(
             w_d, 96, seed=0, accept=lambda X: in_support(X, B_hat, floor, lower, upper)
         ).weights
         y = -((W.to_numpy() - w_star) ** 2).sum(axis=1)
         return propose_tikmix_m(
-            W, y, w_d, B_hat=B_hat, pareto_floor=floor, caps=caps, min_spearman=0.0, seed=0
+            W,
+            y,
+            w_d,
+            prior=w_d,
+            B_hat=B_hat,
+            pareto_floor=floor,
+            caps=caps,
+            min_spearman=0.0,
+            seed=0,
         )
 
     assert proposal(None).weights["a"] > planted.caps["a"] + 0.01

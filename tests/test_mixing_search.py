@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.optimize import linprog
 
 from tikmix.core.mixture import MixtureInputError
 from tikmix.core.settings import TikmixMSearch
@@ -19,7 +20,7 @@ from tikmix.mixing.search import (
     propose_tikmix_m,
     search_mixture,
 )
-from tikmix.mixing.surrogate import fit_surrogate
+from tikmix.mixing.surrogate import fit_linear_response, fit_surrogate
 
 
 @dataclass
@@ -36,36 +37,40 @@ class ExactResponse:
 def _study(seed=0, n=512):
     """A TiKMiX-M setting like the demo's: w_D far from the prior (w_D / prior from ~0.4 to ~5),
     the response's optimum w* inside w_D's box [0.5, 2]·w_D but outside the prior's box, and a
-    Pareto set (B̂ w ≥ B̂ w_prior) that holds w_prior, w_D and w*."""
+    Pareto set (B̂ w ≥ B̂ w_prior) that holds w_prior, w_D and w*. The candidates are sampled as
+    the workflow samples them: in w_D's box widened to contain the prior."""
     rng = np.random.default_rng(seed)
     domains = ["web", "code", "books", "news", "wiki", "math"]
     prior = pd.Series([0.4, 0.25, 0.15, 0.1, 0.06, 0.04], index=domains)
     w_d = pd.Series([0.16, 0.2, 0.2, 0.16, 0.1, 0.18], index=domains)
     shift = np.array([1.5, 0.7, 1.3, 0.8, 1.4, 0.75])
     w_star = w_d * shift / (w_d * shift).sum()
-    prior_low, prior_high = support_box(prior, 0.5, 2.0)
+    prior_low, prior_high = 0.5 * prior, 2.0 * prior
     assert not ((w_star >= prior_low) & (w_star <= prior_high)).all()  # outside the prior's box
     B_hat = rng.uniform(-0.2, 1.0, size=(3, len(domains)))
     floor = np.minimum.reduce([B_hat @ prior, B_hat @ w_d, B_hat @ w_star]) - 1e-3
     floor = np.minimum(floor, B_hat @ prior)
-    lower, upper = support_box(w_d, 0.5, 2.0)
+    lower, upper = support_box(w_d, 0.5, 2.0, prior=prior)
     sample = latin_hypercube_mixtures(
         w_d,
         n,
         seed=seed,
+        include=prior,
         accept=lambda W: in_support(W, B_hat, floor, lower.to_numpy(), upper.to_numpy()),
     )
     return domains, prior, w_d, w_star, B_hat, floor, sample.weights
 
 
 def test_tikmix_m_finds_an_optimum_outside_the_priors_box_inside_w_ds():
-    domains, prior, w_d, w_star, B_hat, floor, W = _study()
+    # The box now also spans the prior (up to 2.5x wider per domain here), so the surrogate needs
+    # twice the samples for the same precision at w*: at 512, L1 0.072 from w*.
+    domains, prior, w_d, w_star, B_hat, floor, W = _study(n=1024)
 
     def response(W):  # noise-free, concave, best at w*
         return -((np.atleast_2d(W) - w_star.to_numpy()) ** 2).sum(axis=1)
 
     proposal = propose_tikmix_m(
-        W, response(W.to_numpy()), w_d, B_hat=B_hat, pareto_floor=floor, seed=0
+        W, response(W.to_numpy()), w_d, prior=prior, B_hat=B_hat, pareto_floor=floor, seed=0
     )
     distance = float(np.abs(proposal.weights - w_star).sum())
     assert float(np.abs(w_d - w_star).sum()) > 0.2
@@ -87,7 +92,7 @@ def test_tikmix_m_finds_an_optimum_outside_the_priors_box_inside_w_ds():
 def test_gate_returns_w_d_on_pure_noise_responses():
     domains, prior, w_d, w_star, B_hat, floor, W = _study(seed=1, n=128)
     noise = np.random.default_rng(1).normal(size=len(W))
-    proposal = propose_tikmix_m(W, noise, w_d, B_hat=B_hat, pareto_floor=floor, seed=0)
+    proposal = propose_tikmix_m(W, noise, w_d, prior=prior, B_hat=B_hat, pareto_floor=floor, seed=0)
     assert not proposal.passed and "Spearman" in proposal.reason
     # Even if the noisy response happened to favour the proposal, the gate has the last word.
     weights, decision = confirm_tikmix_m(proposal, [0.0], [1.0])
@@ -100,7 +105,7 @@ def test_gate_returns_w_d_on_pure_noise_responses():
 def test_confirmation_with_replicates_needs_more_than_the_noise():
     domains, prior, w_d, w_star, B_hat, floor, W = _study(seed=2, n=128)
     y = -((W.to_numpy() - w_star.to_numpy()) ** 2).sum(axis=1)
-    proposal = propose_tikmix_m(W, y, w_d, B_hat=B_hat, pareto_floor=floor, seed=0)
+    proposal = propose_tikmix_m(W, y, w_d, prior=prior, B_hat=B_hat, pareto_floor=floor, seed=0)
     assert proposal.passed
     close = confirm_tikmix_m(proposal, [1.0, 1.2, 0.8, 1.0], [1.1, 1.3, 0.9, 1.1])[1]
     assert close["chosen"] == "start" and close["response_margin"] > close["response_gain"]
@@ -227,7 +232,123 @@ def test_availability_caps_bound_the_search():
     y = -((W.to_numpy() - w_star.to_numpy()) ** 2).sum(axis=1)
     caps = pd.Series(1.0, index=domains)
     caps["web"] = w_d["web"] * 1.05  # w* wants 1.5x w_D's web share
-    proposal = propose_tikmix_m(W, y, w_d, B_hat=B_hat, pareto_floor=floor, caps=caps, seed=0)
+    proposal = propose_tikmix_m(
+        W, y, w_d, prior=prior, B_hat=B_hat, pareto_floor=floor, caps=caps, seed=0
+    )
     assert (proposal.trace[domains] <= caps + 1e-9).all().all()
     assert proposal.weights["web"] <= caps["web"] + 1e-9
     assert proposal.upper["web"] == pytest.approx(caps["web"])
+
+
+# --- the linear response: a linear program instead of the surrogate ------------------------------
+
+
+def _no_lightgbm(*args, **kwargs):
+    raise AssertionError("LightGBM was fitted although the response is linear")
+
+
+def test_a_linear_response_is_solved_as_the_linear_program(monkeypatch):
+    """Exactly linear response: LightGBM is never fitted, and w_M is the optimum of the linear
+    program over box ∩ Pareto set ∩ caps, as an independent LP solver (HiGHS) finds it."""
+    domains, prior, w_d, w_star, B_hat, floor, W = _study(seed=4, n=128)
+    c = np.random.default_rng(4).normal(size=len(domains))  # generic: a unique vertex optimum
+    y = 0.3 + W.to_numpy() @ c
+    caps = pd.Series(1.0, index=domains)
+    best = domains[int(np.argmax(c))]
+    caps[best] = 1.2 * w_d[best]  # a binding cap on the domain the response likes most
+    monkeypatch.setattr("tikmix.mixing.search.fit_surrogate", _no_lightgbm)
+    proposal = propose_tikmix_m(
+        W, y, w_d, prior=prior, B_hat=B_hat, pareto_floor=floor, caps=caps, seed=0
+    )
+    assert proposal.surrogate == "linear" and proposal.linear.r2 > 0.9999
+    # The same LP, written out independently: the box [0.5, 2]·w_D widened to the prior.
+    lower = np.minimum(0.5 * w_d, prior).to_numpy()
+    upper = np.minimum(np.maximum(2.0 * w_d, prior), caps).to_numpy()
+    lp = linprog(
+        -c,
+        A_ub=-B_hat,
+        b_ub=-floor,
+        A_eq=np.ones((1, len(domains))),
+        b_eq=[1.0],
+        bounds=list(zip(lower, upper, strict=True)),
+        method="highs",
+    )
+    assert lp.status == 0
+    np.testing.assert_allclose(proposal.weights.to_numpy(), lp.x, atol=1e-6)
+    assert proposal.weights[best] == pytest.approx(caps[best])  # the cap binds
+    assert proposal.predicted - proposal.predicted_start == pytest.approx(
+        c @ (lp.x - w_d), abs=1e-6
+    )
+    assert proposal.passed and "linear R²" in proposal.reason
+    document = proposal.to_dict()
+    assert document["surrogate"] == "linear" and document["linear_cv_r2"] > 0.9999
+    assert document["linear_r2_threshold"] == 0.99
+    assert "LightGBM was skipped" in document["surrogate_reason"]
+    assert "linear program" in document["name"] and document["trace"]["kappa"] == []
+
+
+def test_a_sharp_quadratic_response_keeps_the_lightgbm_surrogate():
+    domains, prior, w_d, w_star, B_hat, floor, W = _study(seed=2, n=128)
+    y = -50 * ((W.to_numpy() - w_star.to_numpy()) ** 2).sum(axis=1)  # peaked inside the box
+    proposal = propose_tikmix_m(W, y, w_d, prior=prior, B_hat=B_hat, pareto_floor=floor, seed=0)
+    assert proposal.surrogate == "lightgbm" and proposal.linear.r2 < 0.9
+    assert len(proposal.trace) == TikmixMSearch().iters  # Algorithm 1 ran
+    document = proposal.to_dict()
+    assert document["surrogate"] == "lightgbm" and "LightGBM" in document["name"]
+    assert document["linear_cv_r2"] == pytest.approx(proposal.linear.r2)
+    assert f"{proposal.linear.r2:.4f} is not above 0.99" in document["surrogate_reason"]
+    # The threshold is what decides: below the fit's R², the same data take the linear path.
+    lenient = propose_tikmix_m(
+        W, y, w_d, prior=prior, B_hat=B_hat, pareto_floor=floor, linear_r2=0.0, seed=0
+    )
+    assert lenient.surrogate == "linear"
+
+
+@pytest.mark.filterwarnings("ignore:An input array is constant")  # the constant response
+def test_linear_fit_r2_is_held_out():
+    """Cross-validated R²: ~1 for an exactly linear response, ≤ ~0 for noise (the in-sample R² of
+    noise on 6 coefficients is positive: a leak would show here)."""
+    rng = np.random.default_rng(5)
+    W = pd.DataFrame(rng.dirichlet(np.ones(6), size=60), columns=list("abcdef"))
+    exact = fit_linear_response(W, W.to_numpy() @ rng.normal(size=6) + 2.0, seed=0)
+    assert exact.r2 == pytest.approx(1.0, abs=1e-9) and exact.quality.n_folds == 5
+    noise = fit_linear_response(W, rng.normal(size=60), seed=0)
+    assert noise.r2 < 0.05
+    constant = fit_linear_response(W, np.ones(60), seed=0)
+    assert np.isnan(constant.r2)
+
+
+def test_the_box_contains_the_prior():
+    """p outside [low·w_D, high·w_D] on three domains (below, above, and where w_D is 0): the
+    box widens exactly there, and only a cap below p_d keeps p out."""
+    domains = list("abcd")
+    w_d = pd.Series([0.5, 0.1, 0.4, 0.0], index=domains)
+    prior = pd.Series([0.1, 0.4, 0.3, 0.2], index=domains)
+    assert not ((prior >= 0.5 * w_d) & (prior <= 2 * w_d)).all()
+    lower, upper = support_box(w_d, 0.5, 2.0, prior=prior)
+    assert ((lower <= prior) & (prior <= upper)).all()
+    np.testing.assert_allclose(lower, [0.1, 0.05, 0.2, 0.0])
+    np.testing.assert_allclose(upper, [1.0, 0.4, 0.8, 0.2])
+    caps = pd.Series([1.0, 0.3, 1.0, 1.0], index=domains)
+    assert support_box(w_d, 0.5, 2.0, caps, prior=prior)[1]["b"] == pytest.approx(0.3)
+    # The Latin-hypercube candidates are drawn in the same widened box, so they reach p.
+    sample = latin_hypercube_mixtures(w_d, 64, seed=0, include=prior)
+    pd.testing.assert_series_equal(sample.lower, lower, check_names=False)
+    pd.testing.assert_series_equal(sample.upper, upper, check_names=False)
+    assert sample.weights["d"].max() > 0.1 and sample.weights["b"].max() > 0.2
+
+
+def test_tikmix_m_samples_and_searches_a_box_that_holds_the_prior():
+    domains, prior, w_d, w_star, B_hat, floor, W = _study(seed=3, n=128)
+    outside = (prior < 0.5 * w_d) | (prior > 2.0 * w_d)
+    assert outside.any()  # the demo-like prior is outside w_D's own box
+    proposal = propose_tikmix_m(
+        W, -(W.to_numpy() ** 2).sum(axis=1), w_d, prior=prior, B_hat=B_hat, pareto_floor=floor
+    )
+    assert ((proposal.lower <= prior) & (prior <= proposal.upper)).all()
+    assert in_support(
+        prior.to_numpy()[None], B_hat, floor, proposal.lower.to_numpy(), proposal.upper.to_numpy()
+    )[0]
+    # The candidates cover the widened part of the box, towards the prior.
+    web = prior["web"]
+    assert web > 2.0 * w_d["web"] and W["web"].max() > 2.0 * w_d["web"]

@@ -148,6 +148,9 @@ def test_mix_m_runs_the_workflows_procedure(tmp_path, influence_csv):
     solver = doc["solver"]
     assert solver["decision"]["confirmed"] is False and "box" in solver
     assert solver["gate_passed"] == (solver["decision"]["chosen"] == "proposal")
+    # A quadratic response: the linear fit is recorded, and the surrogate says which model ran.
+    assert solver["surrogate"] == "lightgbm" and solver["linear_cv_r2"] < 0.99
+    assert solver["surrogate_reason"] in run.stderr
 
 
 @pytest.mark.parametrize(
@@ -210,7 +213,11 @@ def test_help_documents_every_flag(capsys):
             "mix-d",
             ["--influence", "--prior", "--alpha", "--caps", "--available", "--exposure", "--prefixes"],
         ),
-        ("mix-m", ["--table", "--response", "--influence", "--start", "--box", "--min-spearman"]),
+        (
+            "mix-m",
+            ["--table", "--response", "--influence", "--start", "--box", "--min-spearman",
+             "--linear-r2"],
+        ),  # fmt: skip
     ]:
         with pytest.raises(SystemExit) as exit_info:
             main([command, "--help"])

@@ -352,3 +352,82 @@ def test_tikmix_m_samples_and_searches_a_box_that_holds_the_prior():
     # The candidates cover the widened part of the box, towards the prior.
     web = prior["web"]
     assert web > 2.0 * w_d["web"] and W["web"].max() > 2.0 * w_d["web"]
+
+
+def test_the_workflow_stages_record_the_linear_path_in_the_mixture_document(tmp_path):
+    """Rules tikmix_m_search and mixture_tikmix_m on a curvature response that is exactly B·w:
+    the candidates cover the prior, and the document's solver says `surrogate: linear`, with
+    the linear fit's R² and the reason."""
+    from tikmix.core.compute import ComputeRecord
+    from tikmix.core.mixture import mixture_document, read_mixture_document, write_mixture
+    from tikmix.core.settings import Normalisation, TikmixMBox, TikmixMGate
+    from tikmix.mixing.availability import Availability
+    from tikmix.mixing.stages import tikmix_m_candidates, tikmix_m_mixture, tikmix_m_search
+    from tikmix.mixing.tikmix_d import solve_tikmix_d
+
+    domains = ["a", "b", "c", "d"]
+    B = pd.DataFrame(
+        [[1.0, 0.2, -0.3, 0.4], [0.1, 0.8, 0.3, -0.2]], index=["t1", "t2"], columns=domains
+    )
+    B.index.name = "task"
+    B.to_csv(tmp_path / "influence.csv")
+    prior = pd.Series([0.55, 0.05, 0.3, 0.1], index=domains)  # far from w_D on a and b
+    w_d = solve_tikmix_d(B, prior).weights
+    none = {"compute": ComputeRecord().to_dict()}
+    write_mixture(tmp_path / "prior.json", mixture_document(prior, method="prior"))
+    write_mixture(tmp_path / "tikmix_d.json", mixture_document(w_d, method="tikmix_d", **none))
+    Availability(pd.Series(1e6, index=domains), None, "unknown", 1000, None).write(
+        tmp_path / "availability.json"
+    )
+    paths = {k: tmp_path / f"{k}.json" for k in ("tikmix_d", "prior", "availability")} | {
+        "influence_csv": tmp_path / "influence.csv"
+    }
+    candidates = tikmix_m_candidates(
+        **paths,
+        n=64,
+        box=TikmixMBox(),
+        seed=0,
+        normalisation=Normalisation(),
+        out=tmp_path / "W.csv",
+    )
+    low, high = np.minimum(0.5 * w_d, prior), np.maximum(2.0 * w_d, prior)
+    assert ((candidates >= low - 1e-9) & (candidates <= high + 1e-9)).all().all()
+    # ... and reach beyond w_D's own box towards the prior (p_c > 2·w_D,c and p_b < w_D,b / 2)
+    assert candidates["c"].max() > 2.0 * w_d["c"] and candidates["b"].min() < 0.5 * w_d["b"]
+
+    def measured(W: pd.DataFrame, path):
+        table = W.copy()
+        for task in B.index:
+            table[f"benefit:{task}"] = W.to_numpy() @ B.loc[task].to_numpy()
+        table = table.assign(response="curvature", tokens=0, flops=0.0)
+        table.index.name = "mixture"
+        table.to_csv(path)
+        return path
+
+    common = {**paths, "normalisation": Normalisation()}
+    del common["prior"]
+    document = tikmix_m_search(
+        measurements=[measured(candidates, tmp_path / "part-0.csv")],
+        prior=tmp_path / "prior.json",
+        box=TikmixMBox(),
+        gate=TikmixMGate(),
+        seed=0,
+        search=TikmixMSearch(),
+        out_mixtures=tmp_path / "confirm.csv",
+        out_proposal=tmp_path / "proposal.json",
+        **common,
+    )
+    assert document["surrogate"] == "linear" and document["linear_cv_r2"] > 0.9999
+    confirm = pd.read_csv(tmp_path / "confirm.csv", index_col="mixture")
+    tikmix_m_mixture(
+        proposal=tmp_path / "proposal.json",
+        confirmations=[measured(confirm, tmp_path / "confirm-0.csv")],
+        measurements=[tmp_path / "part-0.csv"],
+        out=tmp_path / "tikmix_m.json",
+        **common,
+    )
+    solver = read_mixture_document(tmp_path / "tikmix_m.json")["solver"]
+    assert solver["surrogate"] == "linear" and solver["linear_cv_r2"] > 0.9999
+    assert "LightGBM was skipped" in solver["surrogate_reason"]
+    assert solver["name"].startswith("TiKMiX-M (linear response")
+    assert solver["decision"]["chosen"] == "proposal"  # B·w itself confirms the LP's optimum

@@ -265,7 +265,8 @@ def _add_mix_m(subparsers) -> None:
         type=float,
         metavar=("LOW", "HIGH"),
         default=(TikmixMBox.low, TikmixMBox.high),
-        help="the support [LOW*w_start, HIGH*w_start] per domain (default %(default)s)",
+        help="the support [LOW*w_start, HIGH*w_start] per domain, widened to contain the prior "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--min-spearman",

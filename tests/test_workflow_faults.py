@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -266,8 +267,24 @@ def test_disk_full_store_write_leaves_the_old_store_and_no_partial(tmp_path, mon
     with pytest.raises(OSError, match="No space left"):
         write_store(path, {"a": np.zeros(6), "b": np.zeros((2, 3))}.items(), {"kind": "test"})
     disk_full_after(2)
+    # A sibling chunk write still in flight when the failure is cleaned up (Zarr writes chunks
+    # from a thread pool) recreates the temporary store after its first removal.
+    late_writes = []
+
+    def put_late(*args, **kwargs):
+        if not late_writes:
+            target = Path(args[0])
+            timer = threading.Timer(0.05, lambda: real_put(target.with_name("late"), *args[1:]))
+            late_writes.append(timer)
+            timer.start()
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
+
     with pytest.raises(OSError, match="No space left"):
         write_store(tmp_path / "new.zarr", {"a": np.zeros(6)}.items(), {"kind": "test"})
+    monkeypatch.setattr(zarr.storage._local, "_put", put_late)
+    with pytest.raises(OSError, match="No space left"):
+        write_store(tmp_path / "late.zarr", {"a": np.zeros(6)}.items(), {"kind": "test"})
+    late_writes[0].join()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grads.zarr"]
     store = open_store(path)
     for name, array in old.items():

@@ -11,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,9 +76,25 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
         else:
             os.replace(tmp, path)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_settled(tmp)
         raise
     _remove_leftovers(path)
+
+
+def _remove_settled(directory: Path, quiet: float = 0.2, limit: float = 2.0) -> None:
+    """Remove ``directory`` until it stays absent for ``quiet`` seconds (at most ``limit``).
+
+    A writer that failed on one chunk may still have sibling writes in flight (Zarr writes
+    chunks from a thread pool): they recreate the directory after a single removal.
+    """
+    deadline = time.monotonic() + limit
+    while True:
+        shutil.rmtree(directory, ignore_errors=True)
+        settled = time.monotonic() + quiet
+        while not directory.exists() and time.monotonic() < settled:
+            time.sleep(0.02)
+        if not directory.exists() or time.monotonic() > deadline:
+            return
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

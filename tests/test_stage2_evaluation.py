@@ -262,10 +262,16 @@ def test_constant_predicted_benefit_gives_no_correlation():
     assert math.isnan(stats["pearson"]) and stats["n_mixtures"] == 3
 
 
-def _loss_records(losses_by_method):
-    """Records whose average loss per seed is given: method -> {seed: loss}."""
+def _loss_records(losses_by_method, same_mixture_as=None):
+    """Records whose average loss per seed is given: method -> {seed: loss}. Every method has
+    its own mixture, except those ``same_mixture_as`` maps to another method."""
+    same_mixture_as = same_mixture_as or {}
+    mixtures = {
+        method: {"x": (k + 1) / 10, "y": 1 - (k + 1) / 10}
+        for k, method in enumerate(losses_by_method)
+    }
     return [
-        record(method, seed, {"t": loss})
+        record(method, seed, {"t": loss}, weights=mixtures[same_mixture_as.get(method, method)])
         for method, by_seed in losses_by_method.items()
         for seed, loss in by_seed.items()
     ]
@@ -279,7 +285,8 @@ def test_paired_comparisons_against_hand_values():
         "uniform": {0: 5.42, 1: 5.53, 2: 5.46},
         "tikmix_m": {0: 5.41, 1: 5.51, 2: 5.462},
     }
-    table, stats = paired_comparisons(_loss_records(losses), list(losses))
+    records = _loss_records(losses, same_mixture_as={"natural": "continue"})
+    table, stats = paired_comparisons(records, list(losses))
     assert stats["reference"] == "continue" and stats["n_seeds"] == 3
     d = np.array([0.01, 0.01, 0.012])
     row = table.loc["tikmix_m"]
@@ -290,8 +297,14 @@ def test_paired_comparisons_against_hand_values():
     assert row["lower_95"] == pytest.approx(d.mean() - half)
     assert row["upper_95"] == pytest.approx(d.mean() + half)
     assert row["verdict"] == "worse"  # lower bound 0.0107 - 2.92 * 0.00067 > 0
-    assert table.loc["natural", "mean_difference"] == 0 and table.loc["natural", "verdict"] == "tie"
+    assert table.loc["natural", "mean_difference"] == 0
+    assert table.loc["natural", "verdict"] == "same mixture"
     assert "continue" not in table.index
+    # σ pools uniform's and TiKMiX-M's differences, not natural's zeros (the same mixture).
+    uniform = np.array([0.02, 0.03, 0.01])
+    assert stats["sigma"] == pytest.approx(
+        math.sqrt((uniform.var(ddof=1) + d.var(ddof=1)) / 2)
+    )
 
 
 def test_paired_comparisons_pair_by_seed_not_by_position():

@@ -458,6 +458,8 @@ def recommended_mixture(tikmix_m_document: Mapping) -> tuple[str, str]:
 #: Baselines a recommendation must beat: doing nothing (``continue`` stage 1's mixture), the
 #: natural mixture and uniform. The best of those evaluated is the reference of every comparison.
 BASELINES = ("continue", "natural", "uniform")
+#: Verdict of a method whose mixture is the reference's (left out of the pooled σ).
+SAME_MIXTURE = "same mixture"
 #: One-sided level of the paired bounds and power of the minimum detectable effect.
 CONFIDENCE, POWER = 0.95, 0.80
 
@@ -496,11 +498,14 @@ def paired_comparisons(
         evaluated): ``table`` per method: ``reference, n_seeds, mean_difference, sd,
         se`` (``sd/√n``), ``upper_95`` and ``lower_95`` (one-sided 95% bounds,
         ``mean ± t_.95,n−1 · se``) and ``verdict``: ``better`` when the upper bound is below 0,
-        ``worse`` when the lower bound is above 0, else ``tie``; ``stats``: ``reference``,
-        ``n_seeds``, ``sigma`` (the pooled SD of the paired differences of every method, the
-        noise a comparison of this study has) and ``mde`` (:func:`minimum_detectable_effect`).
+        ``worse`` when the lower bound is above 0, else ``tie`` (:data:`SAME_MIXTURE` for a
+        method whose mixture is the reference's); ``stats``: ``reference``, ``n_seeds``,
+        ``sigma`` (the pooled SD of the paired differences of every other method, the noise a
+        comparison of this study has) and ``mde`` (:func:`minimum_detectable_effect`).
     """
+    records = list(records)
     losses = _average_losses(records)
+    weights = {record["method"]: record["weights"] for record in records}
     candidates = [b for b in baselines if b in methods and b in losses.columns]
     # Without an evaluated baseline there is nothing to compare with: an empty table.
     reference = str(losses[candidates].mean().idxmin()) if candidates else None
@@ -515,6 +520,11 @@ def paired_comparisons(
         se = sd / math.sqrt(n) if n > 1 else math.nan
         half = float(student_t.ppf(CONFIDENCE, n - 1)) * se if n > 1 else math.nan
         verdict = "better" if mean + half < 0 else "worse" if mean - half > 0 else "tie"
+        # The reference's own mixture under another name (the demo's natural is `continue`):
+        # its differences are zero by construction and say nothing about the noise.
+        same_mixture = weights[method] == weights[reference]
+        if same_mixture:
+            verdict = SAME_MIXTURE
         rows[method] = {
             "reference": reference,
             "n_seeds": n,
@@ -525,7 +535,7 @@ def paired_comparisons(
             "lower_95": mean - half,
             "verdict": verdict,
         }
-        if n > 1:
+        if n > 1 and not same_mixture:
             variances.append(sd**2 * (n - 1))
             dofs.append(n - 1)
     table = pd.DataFrame.from_dict(

@@ -656,7 +656,8 @@ def _paired_part(w: _Writer, files: EvaluationFiles, recommended: str | None) ->
         "`continue`, natural and uniform), paired by seed (seed *s* of every mixture shares the "
         f"run's seed), mean over {spelled(n)} seeds with its standard error and one-sided 95% "
         "bounds (lower, upper). Negative is better: *better* needs the upper bound below 0, *worse* "
-        "the lower bound above 0, otherwise it is a *tie*."
+        "the lower bound above 0, otherwise it is a *tie*; *same mixture* marks the reference's own "
+        "mixture under another name (left out of σ)."
     ]
     if math.isfinite(stats["mde"]):
         sentences.append(

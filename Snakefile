@@ -35,6 +35,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/influence.smk"
 include: "workflow/rules/mixtures.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/recommend.smk"
 include: "workflow/rules/checks.smk"
 include: "workflow/rules/report.smk"
 

@@ -12,5 +12,6 @@ with script_logging(snakemake):
         compute=snakemake.input.compute,
         compute_components=snakemake.input.compute_components,
         task_splits=snakemake.input.task_splits,
+        recommendation=snakemake.input.recommendation,
         **rule_settings(snakemake),
     )

@@ -47,6 +47,7 @@ def tiny_config(corpus, **overrides) -> dict:
         },
         "checks": {"additivity": {"mixtures": 24, "tokens": 2048}},
         "stage2": {"tokens": 16384, "seeds": [0], "batch_size": 16, "random_mixtures": 1},
+        "recommendation": {"pilot": {"tokens": 4096, "seeds": [100, 101]}},
         "baselines": {
             "regmix": {"n_proxies": 8, "tokens": 8192, "n_simulations": 2000, "top_k": 20},
             "doremi": {"proxy_tokens": 8192},

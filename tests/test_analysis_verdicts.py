@@ -18,7 +18,6 @@ from tikmix.analysis.evaluation import (
     AllWorse,
     all_worse_than_checkpoint,
     lowest_average_loss,
-    recommended_mixture,
     surrogate_verdict,
 )
 from tikmix.analysis.projection_agreement import AGREEMENT_TARGET, safe_projection_rank
@@ -121,7 +120,6 @@ def test_surrogate_verdict_reads_the_gate_and_the_decision():
         0.5,
         0.99,
     )
-    assert recommended_mixture({"solver": _solver()}) == ("tikmix_m", "the decision's reason")
     # an untrusted surrogate (undefined Spearman, written as null) keeps w_D
     kept = surrogate_verdict(_solver("start", passed=False, spearman=None))
     assert not kept.trusted and not kept.returns_proposal and kept.recommended == "tikmix_d"

@@ -14,6 +14,8 @@ from scipy.stats import t as student_t
 from tikmix.analysis.additivity import additivity_statistics
 from tikmix.analysis.evaluation import write_evaluation_tables
 from tikmix.analysis.ranking import ranking_stability
+from tikmix.analysis.recommendation import PILOT, Recommendation
+from tikmix.core.atomic import write_json_atomic
 from tikmix.core.mixture import mixture_document, write_mixture
 from tikmix.report.markdown import (
     EvaluationFiles,
@@ -432,7 +434,63 @@ def test_mixture_section_states_the_gate_and_recommends_one_mixture(results, tmp
     tikmix_m = _section(text, "TiKMiX-M")  # the "### TiKMiX-M" subsection
     assert _table_row(tikmix_m, "task")[1:] == ["pearson_r", "relative_rms"]
     assert float(_table_row(tikmix_m, "trivia")[1]) == pytest.approx(0.98)
-    assert "**TiKMiX-D** is this study's recommended mixture" in mixtures
+    # Without a recommendation document: TiKMiX-M's own decision, labelled proxy-only.
+    assert "### Recommended mixture (proxy-only)" in mixtures
+    assert "**TiKMiX-D** is TiKMiX-M's own choice" in mixtures
+    assert "Nothing was trained to check it" in mixtures
+
+
+def test_a_pilot_recommendation_is_shown_with_its_evidence_and_checked_in_stage_2(
+    results, tmp_path
+):
+    """The recommendation document decides the label in Table 1, the mixture section shows the
+    pilot table, and the stage-2 part says whether the recommendation held on the evaluation
+    half (TiKMiX-D: -0.125 ± 0.075 against natural, not worse beyond one SE)."""
+    results.evaluation, _, _ = _stage2_results(tmp_path / "results")
+    recommendation = Recommendation(
+        method="tikmix_d",
+        weights={"a": 0.5, "b": 0.5},
+        basis=PILOT,
+        reason="tikmix_d beat continue in the pilot by 0.0120 ± 0.0020 nats",
+        candidates=["continue", "natural", "tikmix_d"],
+        comparisons=[
+            {
+                "method": "tikmix_d",
+                "n_seeds": 4,
+                "mean_difference": -0.012,
+                "se": 0.002,
+                "upper_bound": -0.006,
+                "verdict": "better",
+            },
+            {
+                "method": "natural",
+                "n_seeds": 0,
+                "mean_difference": 0.0,
+                "se": math.nan,
+                "upper_bound": math.nan,
+                "verdict": "same mixture",
+            },
+        ],
+        confidence=0.975,
+        sigma=0.004,
+        mde=0.009,
+        pilot_tokens=100_000,
+        pilot_seeds=[1000, 1001, 1002, 1003],
+    )
+    results.recommendation = tmp_path / "recommendation.json"
+    write_json_atomic(results.recommendation, recommendation.to_dict())
+    text = write_report(tmp_path / "report.md", results).read_text()
+    mixtures = _section(text, "Mixtures")
+    assert "**TiKMiX-D** is this study's recommended mixture for the next stage" in mixtures
+    assert "decided by training: tikmix_d beat continue" in mixtures
+    pilot = mixtures.split("Table: the pilot.", 1)[1]
+    assert _table_row(pilot, "TiKMiX-D")[1:] == ["-0.012", "0.002", "-0.006", "better"]
+    assert "same four seeds (1000, 1001, 1002, 1003" in mixtures
+    assert "one-sided 97.5% upper bound" in mixtures and "(proxy-only)" not in mixtures
+    stage2 = _section(text, "Stage-2 evaluation")
+    assert "TiKMiX-D (recommended)" in _table_row(stage2, "task")
+    assert "measured on the evaluation half: -0.125 ± 0.075 nats against Natural" in stage2
+    assert "not worse beyond one standard error" in stage2
 
 
 def test_mixture_section_says_when_the_linear_program_replaced_the_surrogate(results, tmp_path):

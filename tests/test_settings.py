@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tikmix.cli import build_parser
+from tikmix.config import object_schema
 from tikmix.core.gradient_pass import GradientPassSettings
 from tikmix.core.settings import (
     AdditivitySettings,
@@ -104,6 +105,7 @@ def _schema_keys(schema: dict, prefix: str = "") -> set[str]:
         children.update(entries.get("properties", {}))
     for name, child in children.items():
         path = f"{prefix}.{name}" if prefix else name
+        child = object_schema(child)
         nested = child.get("properties") or isinstance(child.get("additionalProperties"), dict)
         keys |= _schema_keys(child, path) if nested else {path}
     return keys
@@ -180,7 +182,7 @@ def _schema_default(dotted: str) -> object:
     node = SCHEMA
     for key in dotted.split("."):
         properties = node.get("properties", {})
-        node = (
+        node = object_schema(
             properties[key]
             if key in properties
             else node["additionalProperties"]["properties"][key]

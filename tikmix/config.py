@@ -29,8 +29,18 @@ def _require(condition: bool, key: str, message: str) -> None:
         raise ConfigError(f"config key '{key}': {message}")
 
 
+def object_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The mapping branch of a nullable group (``anyOf: [null, object]``, as
+    ``recommendation.pilot``); any other schema as it is."""
+    for branch in schema.get("anyOf", ()):
+        if branch.get("type") == "object":
+            return branch
+    return schema
+
+
 def _schema_errors(config: Any, schema: dict[str, Any], path: str) -> None:
     """Raise one line for the first key the schema does not know (with the closest valid key)."""
+    schema = object_schema(schema)
     if not isinstance(config, dict) or schema.get("type") not in ("object", None):
         return
     properties = schema.get("properties", {})
@@ -140,6 +150,35 @@ def check_settings(config: dict[str, Any], checkpoints: list[str]) -> None:
         "stage2.improvement_reference",
         f"'{reference}' is neither 'checkpoint' nor one of stage2.methods {methods}",
     )
+    recommendation = config["recommendation"]
+    candidates = list(recommendation["candidates"])
+    _require(
+        "continue" in candidates,
+        "recommendation.candidates",
+        f"must include 'continue' (the mixture every candidate must beat), got {candidates}",
+    )
+    for i, method in enumerate(candidates):
+        _require(
+            method in STAGE2_METHODS,
+            f"recommendation.candidates[{i}]",
+            f"unknown method '{method}' (known: {', '.join(STAGE2_METHODS)})",
+        )
+    pilot = recommendation["pilot"]
+    if pilot is None:
+        _require(
+            "tikmix_m" in candidates,
+            "recommendation.pilot",
+            "null (a proxy-only recommendation) needs tikmix_m among the candidates: it is "
+            "TiKMiX-M's own decision",
+        )
+    else:
+        shared = sorted(set(pilot["seeds"]) & set(stage2["seeds"]))
+        _require(
+            not shared,
+            "recommendation.pilot.seeds",
+            f"{shared} are also stage2.seeds: the decision would share its runs' randomness "
+            "with the evaluation that checks it",
+        )
     if stage2["checkpoint"] is not None:
         _require(
             stage2["checkpoint"] in checkpoints,

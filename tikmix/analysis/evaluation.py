@@ -22,7 +22,8 @@ Inputs are the per-(method, seed) records written by :func:`tikmix.models.stage2
   predicted benefit without favouring any method.
 
 Verdicts drawn from them return small dataclasses: :func:`surrogate_verdict` (did TiKMiX-M
-trust its surrogate, which mixture does the study recommend), :func:`paired_comparisons`
+trust its surrogate, which mixture does it return; the study's recommendation is
+:mod:`tikmix.analysis.recommendation`'s), :func:`paired_comparisons`
 (each method against the best baseline, paired by seed, with the minimum detectable effect), :func:`lowest_average_loss` and :func:`all_worse_than_checkpoint`. Everything
 else returns pandas objects; rendering is the report's job.
 """
@@ -366,7 +367,7 @@ def write_evaluation_tables(
 
 @dataclass(frozen=True)
 class SurrogateVerdict:
-    """Whether TiKMiX-M trusted its surrogate and which mixture the study recommends.
+    """Whether TiKMiX-M trusted its surrogate and which mixture it returns.
 
     The rule itself is TiKMiX-M's gate (in :func:`tikmix.mixing.search.propose_tikmix_m`: the
     surrogate's cross-validated Spearman must reach the gate's minimum, or the linear fit's R²
@@ -445,16 +446,6 @@ def surrogate_verdict(solver: Mapping) -> SurrogateVerdict:
     )
 
 
-def recommended_mixture(tikmix_m_document: Mapping) -> tuple[str, str]:
-    """The method whose mixture the study recommends, and why (TiKMiX-M's own decision).
-
-    TiKMiX-M's mixture is recommended when its gate passed and the response confirmed it
-    against w_D; otherwise TiKMiX-D's, which is then also what TiKMiX-M returned.
-    """
-    verdict = surrogate_verdict(tikmix_m_document["solver"])
-    return verdict.recommended, verdict.reason
-
-
 #: Baselines a recommendation must beat: doing nothing (``continue`` stage 1's mixture), the
 #: natural mixture and uniform. The best of those evaluated is the reference of every comparison.
 BASELINES = ("continue", "natural", "uniform")
@@ -471,20 +462,24 @@ def _average_losses(records: Iterable[Mapping]) -> pd.DataFrame:
     return average.pivot(index="seed", columns="method", values="value")
 
 
-def minimum_detectable_effect(sigma: float, n_seeds: int) -> float:
+def minimum_detectable_effect(sigma: float, n_seeds: int, confidence: float = CONFIDENCE) -> float:
     """The smallest true mean paired difference a one-sided paired t-test at level
-    :data:`CONFIDENCE` detects with probability :data:`POWER`:
-    ``(t_.95,n−1 + t_.80,n−1) · σ / √n`` (NaN below two seeds or with an unknown σ)."""
+    ``confidence`` detects with probability :data:`POWER`:
+    ``(t_.95,n−1 + t_.80,n−1) · σ / √n`` at the default level (NaN below two seeds or with an
+    unknown σ)."""
     if n_seeds < 2 or not math.isfinite(sigma):
         return math.nan
     df = n_seeds - 1
     return float(
-        (student_t.ppf(CONFIDENCE, df) + student_t.ppf(POWER, df)) * sigma / math.sqrt(n_seeds)
+        (student_t.ppf(confidence, df) + student_t.ppf(POWER, df)) * sigma / math.sqrt(n_seeds)
     )
 
 
 def paired_comparisons(
-    records: Iterable[Mapping], methods: Sequence[str], baselines: Sequence[str] = BASELINES
+    records: Iterable[Mapping],
+    methods: Sequence[str],
+    baselines: Sequence[str] = BASELINES,
+    confidence: float = CONFIDENCE,
 ) -> tuple[pd.DataFrame, dict]:
     """Every method's average loss against the best baseline, paired by seed.
 
@@ -518,7 +513,7 @@ def paired_comparisons(
         mean = float(differences.mean()) if n else math.nan
         sd = float(differences.std(ddof=1)) if n > 1 else math.nan
         se = sd / math.sqrt(n) if n > 1 else math.nan
-        half = float(student_t.ppf(CONFIDENCE, n - 1)) * se if n > 1 else math.nan
+        half = float(student_t.ppf(confidence, n - 1)) * se if n > 1 else math.nan
         verdict = "better" if mean + half < 0 else "worse" if mean - half > 0 else "tie"
         # The reference's own mixture under another name (the demo's natural is `continue`):
         # its differences are zero by construction and say nothing about the noise.
@@ -559,8 +554,8 @@ def paired_comparisons(
         "reference": reference,
         "n_seeds": n_seeds,
         "sigma": sigma,
-        "mde": minimum_detectable_effect(sigma, n_seeds),
-        "confidence": CONFIDENCE,
+        "mde": minimum_detectable_effect(sigma, n_seeds, confidence),
+        "confidence": confidence,
         "power": POWER,
     }
     return table, stats

@@ -48,6 +48,8 @@ _METHOD_LABELS = {
     "tikmix_m": "TiKMiX-M",
     "regmix": "RegMix",
     "doremi": "DoReMi",
+    # not a mixture: the pilot training that chose among them (tikmix.analysis.recommendation)
+    "recommendation": "Recommendation pilots",
 }
 
 

@@ -26,6 +26,7 @@ from tikmix.analysis.compute import flops_disagreements, flops_ratio
 from tikmix.analysis.evaluation import (
     AVERAGE,
     RANDOM,
+    SAME_MIXTURE,
     AllWorse,
     SurrogateVerdict,
     all_worse_than_checkpoint,
@@ -34,6 +35,13 @@ from tikmix.analysis.evaluation import (
 )
 from tikmix.analysis.projection_agreement import safe_projection_rank
 from tikmix.analysis.ranking import checkpoint_positions, consecutive_agreement
+from tikmix.analysis.recommendation import (
+    PROXY,
+    Recommendation,
+    comparisons_frame,
+    read_recommendation,
+    recommend_from_proxy,
+)
 from tikmix.core import paper
 from tikmix.core.atomic import restore_nan, write_text_atomic
 from tikmix.core.conventions import SIGN_CONVENTION
@@ -134,6 +142,8 @@ class ReportInputs:
         evaluation: the stage-2 result files; the section appears when they are given.
         projection: the projection-agreement CSV (:mod:`tikmix.analysis.projection_agreement`);
             the section appears when it is given.
+        recommendation: the recommendation document (:mod:`tikmix.analysis.recommendation`);
+            without it the report states TiKMiX-M's own decision, labelled proxy-only.
     """
 
     influence: dict[str, Path]
@@ -149,6 +159,7 @@ class ReportInputs:
     stage1_metrics: Path | None = None
     evaluation: EvaluationFiles | None = None
     projection: Path | None = None
+    recommendation: Path | None = None
 
 
 class _Writer:
@@ -260,7 +271,11 @@ def _influence_section(w: _Writer, inputs: ReportInputs, matrices: dict[str, pd.
 
 
 def _mixture_section(
-    w: _Writer, inputs: ReportInputs, B: pd.DataFrame, tikmix_m: SurrogateVerdict | None
+    w: _Writer,
+    inputs: ReportInputs,
+    B: pd.DataFrame,
+    tikmix_m: SurrogateVerdict | None,
+    recommendation: Recommendation | None,
 ) -> pd.DataFrame:
     methods = _ordered_methods(list(inputs.mixtures))
     weights = pd.DataFrame({m: read_mixture(inputs.mixtures[m], B.columns) for m in methods}).T
@@ -293,12 +308,52 @@ def _mixture_section(
     if tikmix_m is not None:
         solver = _read_json(Path(inputs.mixtures["tikmix_m"]))["solver"]
         _tikmix_m_part(w, solver, tikmix_m)
-        w.add(
-            "### Recommended mixture",
-            f"**{method_label(tikmix_m.recommended)}** is this study's recommended mixture for "
-            f"the next stage: {tikmix_m.reason}.",
-        )
+    if recommendation is not None:
+        _recommendation_part(w, recommendation, inputs.mixture_checkpoint)
     return predicted
+
+
+def _recommendation_part(w: _Writer, recommendation: Recommendation, checkpoint: str) -> None:
+    """The mixture for the next stage and its evidence: pilot training, or the proxy alone."""
+    label = method_label(recommendation.method)
+    exports = f"`results/mixtures/{checkpoint}/exports/{recommendation.method}.*`"
+    if recommendation.basis == PROXY:
+        w.add(
+            "### Recommended mixture (proxy-only)",
+            f"**{label}** is TiKMiX-M's own choice for the next stage: {recommendation.reason}. "
+            "**Nothing was trained to check it** (`recommendation.pilot: null`): TiKMiX-M's gate "
+            "and confirmation re-score its own proxy, which is not evidence that the mixture "
+            f"beats doing nothing. Its weights: {exports}.",
+        )
+        return
+    rows = comparisons_frame(recommendation)
+    shown = pd.DataFrame(
+        {
+            "candidate": [method_label(m) for m in rows["method"]],
+            "Δ average loss vs continue (nats)": rows["mean_difference"].map(format_number),
+            "SE": rows["se"].map(format_number),
+            f"one-sided {100 * recommendation.confidence:.1f}% upper bound": rows[
+                "upper_bound"
+            ].map(format_number),
+            "verdict": rows["verdict"],
+        }
+    ).set_index("candidate")
+    seeds = recommendation.pilot_seeds
+    w.add(
+        "### Recommended mixture",
+        f"**{label}** is this study's recommended mixture for the next stage (weights: "
+        f"{exports}), decided by training: {recommendation.reason}.",
+        f"Table: the pilot. Each candidate continued `{checkpoint}` for "
+        f"{format_number(recommendation.pilot_tokens)} tokens with the same {spelled(len(seeds))} "
+        f"seeds ({', '.join(map(str, seeds))}; none of them a stage-2 seed) and was scored on the "
+        "*steering* half of every task, never on the half stage 2 scores. Δ is its average loss "
+        "minus `continue`'s, paired by seed (negative = lower loss than doing nothing); a "
+        "candidate is recommended only when its upper bound is below 0, the level Bonferroni-"
+        f"corrected over the candidates that differ from `continue`. Pooled σ = "
+        f"{format_number(recommendation.sigma)} nats, minimum detectable effect "
+        f"{format_number(recommendation.mde)} nats (80% power).",
+        markdown_table(shown),
+    )
 
 
 #: The methods held to the availability caps; the others are baselines, flagged when they exceed.
@@ -508,7 +563,8 @@ def _compute_section(w: _Writer, inputs: ReportInputs) -> None:
     w.add(
         "## Compute",
         "Table: tokens processed and FLOPs spent to determine each mixture (forward 2·N, "
-        "gradient pass 6·N FLOPs per token, 9·n³ per symmetric eigendecomposition).",
+        "gradient pass 6·N FLOPs per token, 9·n³ per symmetric eigendecomposition); "
+        "*Recommendation pilots*, where present, is the pilot training that chose among them.",
         markdown_table(shown),
         "Table: the same by component.",
         markdown_table(components, index=False),
@@ -669,6 +725,27 @@ def _paired_part(w: _Writer, files: EvaluationFiles, recommended: str | None) ->
     else:
         sentences.append("With fewer than two seeds no difference can be tested.")
     w.add(" ".join(sentences), markdown_table(shown))
+    if recommended in paired.index and paired.at[recommended, "verdict"] != SAME_MIXTURE:
+        row = paired.loc[recommended]
+        within = row["mean_difference"] <= row["se"]
+        w.add(
+            f"The recommended mixture, {method_label(recommended)}, measured on the evaluation "
+            f"half: {format_number(row['mean_difference'])} ± {format_number(row['se'])} nats "
+            f"against {reference}, "
+            + (
+                "not worse beyond one standard error."
+                if within
+                else "**worse than the baseline by more than one standard error**."
+            )
+        )
+    elif recommended is not None:
+        w.add(
+            f"The recommended mixture, {method_label(recommended)}, is the mixture of the "
+            f"reference, {reference}, so it has no difference to test."
+            if recommended == stats["reference"] or recommended in paired.index
+            else f"The recommended mixture, {method_label(recommended)}, was not evaluated in "
+            "stage 2."
+        )
 
 
 def _all_worse_warning(worse: AllWorse) -> str:
@@ -809,8 +886,17 @@ def write_report(path: str | Path, inputs: ReportInputs) -> Path:
         if "tikmix_m" in inputs.mixtures
         else None
     )
-    _mixture_section(w, inputs, B, tikmix_m)
-    recommended = tikmix_m.recommended if tikmix_m is not None else None
+    if inputs.recommendation is not None:
+        recommendation = read_recommendation(inputs.recommendation)
+    elif tikmix_m is not None:
+        recommendation = recommend_from_proxy(
+            _read_json(Path(inputs.mixtures["tikmix_m"])),
+            {m: read_mixture(path).to_dict() for m, path in inputs.mixtures.items()},
+        )
+    else:
+        recommendation = None
+    _mixture_section(w, inputs, B, tikmix_m, recommendation)
+    recommended = recommendation.method if recommendation is not None else None
     if inputs.additivity:
         _additivity_section(w, inputs)
     if inputs.ranking is not None:
@@ -845,6 +931,7 @@ def report_job(
     figures: Mapping[str, Sequence[str | Path]],
     stage1_metrics: str | Path | None,
     evaluation: Mapping[str, str | Path] | None,
+    recommendation: str | Path | None = None,
 ) -> Path:
     """Rule ``report``: :func:`write_report`. ``influence`` is in the order of
     ``checkpoints``, ``mixtures`` of ``methods``; ``additivity``, ``ranking`` and
@@ -868,5 +955,6 @@ def report_job(
             stage1_metrics=stage1_metrics,
             evaluation=EvaluationFiles(**evaluation) if evaluation else None,
             projection=projection[0] if projection else None,
+            recommendation=recommendation,
         ),
     )

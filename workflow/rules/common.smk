@@ -93,6 +93,7 @@ def all_targets():
     targets += expand("results/influence/{ckpt}/influence.csv", ckpt=CHECKPOINTS)
     targets += mixture_targets()
     targets += evaluation_targets() if STAGE2_METHODS else []
+    targets += list(RECOMMENDATION_FILES.values())  # recommend.smk
     targets += ["results/report/report.md"]
     return targets
 

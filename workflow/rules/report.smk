@@ -7,6 +7,11 @@ RANKING_CHECK = config["checks"]["ranking"]
 
 
 COMPUTE_SOURCES = compute_sources(EVAL_CKPT, REPORT_METHODS)
+# The recommendation's pilot training (recommend.smk) is a cost of the study's decision.
+if PILOTED:
+    COMPUTE_SOURCES["recommendation"] = {
+        "pilot training": expand(PILOT_RECORD, method=PILOTED, seed=PILOT_SEEDS)
+    }
 MIXTURE_FIGURES = {
     "weights": f"{FIGURES}/mixture_weights_{{ckpt}}",
     "benefit": f"{FIGURES}/predicted_benefit_{{ckpt}}",
@@ -136,6 +141,7 @@ rule report:
         evaluation=[EVALUATION_FILES[key] for key in REPORT_EVALUATION_KEYS],
         evaluation_figure=REPORT_EVALUATION_FIGURES,
         metrics=[] if USER_CHECKPOINTS else ["results/stage1/metrics.json"],
+        recommendation=RECOMMENDATION_FILES["recommendation"],
         code=code("report.py"),
     output:
         report=report(

@@ -316,7 +316,7 @@ def _mixture_section(
 def _recommendation_part(w: _Writer, recommendation: Recommendation, checkpoint: str) -> None:
     """The mixture for the next stage and its evidence: pilot training, or the proxy alone."""
     label = method_label(recommendation.method)
-    exports = f"`results/mixtures/{checkpoint}/exports/{recommendation.method}.*`"
+    exports = f"`results/mixtures/{checkpoint}/{recommendation.method}.json`"
     if recommendation.basis == PROXY:
         w.add(
             "### Recommended mixture (proxy-only)",

@@ -36,6 +36,7 @@ include: "workflow/rules/influence.smk"
 include: "workflow/rules/mixtures.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/recommend.smk"
+include: "workflow/rules/calibrate.smk"
 include: "workflow/rules/checks.smk"
 include: "workflow/rules/report.smk"
 

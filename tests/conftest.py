@@ -43,6 +43,7 @@ def tiny_config(corpus, **overrides) -> dict:
                 "search": {"iters": 5, "samples": 256, "top_k": 16},
             },
             "measurement": {"tokens": 2048},
+            "tikmix_c": {"per_level": 2},
             "exports": ["yaml", "csv"],
         },
         "checks": {"additivity": {"mixtures": 24, "tokens": 2048}},

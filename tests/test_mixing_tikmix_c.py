@@ -13,8 +13,10 @@ from snakemake.utils import validate
 
 from tikmix.config import check_settings
 from tikmix.core.errors import ConfigError
-from tikmix.core.mixture import MixtureInputError
-from tikmix.core.settings import TikmixCSettings
+from tikmix.core.mixture import MixtureInputError, mixture_document, write_mixture
+from tikmix.core.settings import Normalisation, TikmixCSettings
+from tikmix.mixing.availability import study_availability
+from tikmix.mixing.stages import tikmix_c_mixture, tikmix_c_rollout_mixtures
 from tikmix.mixing.tikmix_c import (
     fit_calibration,
     kl_divergence,
@@ -407,3 +409,95 @@ def test_start_up_refuses_settings_the_fit_cannot_use(change: dict, key: str) ->
     validate(config, str(SCHEMA), set_default=True)
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
         check_settings(config, ["stage1-100"])
+
+
+def _run_record(path: Path, method: str, seed: int, losses: dict[str, float]) -> None:
+    record = {
+        "method": method,
+        "seed": seed,
+        "tasks": {task: {"loss": loss} for task, loss in losses.items()},
+        "average_loss": float(np.mean(list(losses.values()))),
+        "compute": {"tokens": 1000, "flops": 6.0e9},
+    }
+    path.write_text(json.dumps(record))
+
+
+def test_the_workflow_jobs_fit_the_rollouts_and_write_a_capped_document(tmp_path) -> None:
+    """The two tikmix_c jobs end to end on files: rollout mixtures around `continue` within the
+    caps, run records from a planted truth (continue's loss minus the rollout's = a·B(w − p) −
+    c·KL), and the mixture document: planted a and c recovered, the solve of the fitted model,
+    the prediction, the caps and the rollouts' cost upstream."""
+    B = benefit(3, seed=4)
+    B.to_csv(tmp_path / "influence.csv")
+    (tmp_path / "influence.json").write_text(
+        json.dumps({"total_compute": {"tokens": 10, "flops": 1.0e9}})
+    )
+    write_mixture(tmp_path / "continue.json", mixture_document(P, method="continue"))
+    unique = {d: 1_000_000 for d in DOMAINS}
+    stage = study_availability(unique_tokens=unique, stage_tokens=1_000_000, max_epochs=0.6)
+    stage.write(tmp_path / "availability.json")
+    settings = TikmixCSettings(kl_min=0.02, kl_max=0.3, n_levels=3, per_level=4, seed=3)
+    paths = [tmp_path / f"r{k:02d}.json" for k in range(12)]
+    mixtures = tikmix_c_rollout_mixtures(
+        continue_mixture=tmp_path / "continue.json",
+        availability=tmp_path / "availability.json",
+        tikmix_c=settings,
+        out_paths=paths,
+    )
+    assert (mixtures.to_numpy() <= 0.6 + 1e-9).all()
+    assert json.loads(paths[0].read_text())["provenance"]["kl_to_continue"] == pytest.approx(0.02)
+    a, c = np.array([0.8, -0.3, 0.5]), np.array([0.2, 0.05, 0.4])
+    reference = {task: 3.0 for task in B.index}
+    _run_record(tmp_path / "continue_run.json", "continue", 2000, reference)
+    runs = []
+    for k, (_, w) in enumerate(mixtures.iterrows()):
+        benefit_v = a * (B.to_numpy() @ (w - P).to_numpy()) - c * kl_divergence(w, P)
+        runs.append(tmp_path / f"run{k:02d}.json")
+        _run_record(runs[-1], f"r{k:02d}", 2000, dict(zip(B.index, 3.0 - benefit_v, strict=True)))
+    document = tikmix_c_mixture(
+        influence_csv=tmp_path / "influence.csv",
+        influence_sidecar=tmp_path / "influence.json",
+        continue_mixture=tmp_path / "continue.json",
+        availability=tmp_path / "availability.json",
+        rollout_mixtures=paths,
+        rollout_runs=runs,
+        continue_run=tmp_path / "continue_run.json",
+        tikmix_c=settings,
+        normalisation=Normalisation(),
+        out=tmp_path / "tikmix_c.json",
+    )
+    fitted = pd.DataFrame.from_dict(document["solver"]["calibration"], orient="index")
+    assert fitted["a"].to_numpy() == pytest.approx(a, abs=1e-6)
+    assert fitted["c"].to_numpy() == pytest.approx(c, abs=1e-6)
+    assert (fitted["loo_r"] > 0.99).all() and fitted["task_weight"].sum() == pytest.approx(1)
+    weights = pd.Series(document["weights"])[DOMAINS]
+    expected = solve_tikmix_c(
+        B,
+        P,
+        pd.Series(a, B.index),
+        pd.Series(c, B.index),
+        fitted["task_weight"],
+        stage.caps,
+        max_kl=0.3,
+    )
+    assert weights.to_numpy() == pytest.approx(expected.weights.to_numpy(), abs=1e-5)
+    assert (weights <= 0.6 + 1e-6).all()
+    truth = np.mean(a * (B.to_numpy() @ (weights - P).to_numpy()) - c * kl_divergence(weights, P))
+    assert document["solver"]["prediction"]["average"] == pytest.approx(truth, abs=1e-5)
+    # the rollouts (13 runs) and the influence matrix are what determining it cost
+    assert document["total_compute"]["flops"] == pytest.approx(1.0e9 + 13 * 6.0e9)
+    # a run of another seed than continue's reference is not a paired difference
+    _run_record(runs[0], "r00", 7, reference)
+    with pytest.raises(ValueError, match="seed 7, but continue's reference run has seed 2000"):
+        tikmix_c_mixture(
+            influence_csv=tmp_path / "influence.csv",
+            influence_sidecar=tmp_path / "influence.json",
+            continue_mixture=tmp_path / "continue.json",
+            availability=tmp_path / "availability.json",
+            rollout_mixtures=paths,
+            rollout_runs=runs,
+            continue_run=tmp_path / "continue_run.json",
+            tikmix_c=settings,
+            normalisation=Normalisation(),
+            out=tmp_path / "again.json",
+        )

@@ -212,3 +212,18 @@ def test_the_job_writes_a_document_that_reads_back(tmp_path) -> None:
     )
     with pytest.raises(RecommendationError, match="neither"):
         recommendation_job(mixtures=mixtures, records=[], tikmix_m=None, out=out, table=table)
+
+
+def test_an_optimiser_that_returned_p_to_its_tolerance_is_the_same_mixture() -> None:
+    """TiKMiX-D and TiKMiX-M return p (to the solver's tolerance) where the Pareto set is p
+    alone: they are `continue`'s mixture, not a zero-noise tie that would make σ and the MDE 0."""
+    weights = _weights()
+    for method in ("tikmix_d", "tikmix_m", "natural"):
+        weights[method] = {d: w + 1e-9 for d, w in weights[REFERENCE].items()}
+    deltas = {m: 0.0 for m in MIXTURES}
+    records = _records(deltas, 2, 0.004, np.random.default_rng(7))
+    result = recommend_from_pilots(records, weights)
+    assert result.method == REFERENCE and result.reason.startswith(NO_HEADROOM)
+    assert "every candidate's mixture is continue's" in result.reason
+    assert {row["verdict"] for row in result.comparisons} == {SAME_MIXTURE}
+    assert math.isnan(result.mde) and result.pilot_seeds == [100, 101]

@@ -268,6 +268,7 @@ def test_rule_settings_turns_params_back_into_settings_objects() -> None:
         "availability",
         "normalisation",
         "tikmix_d",
+        "tikmix_c",
         "search",
         "box",
         "gate",

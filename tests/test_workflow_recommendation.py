@@ -23,7 +23,7 @@ def test_pilots_train_each_distinct_candidate_on_the_steering_half(tmp_path, syn
     recommendation, the compute table and the report."""
     jobs = _plan(tmp_path, tiny_config(synthetic_corpus))
     pilots = {job.wildcards["method"]: job for job in jobs if job.rule == "pilot_stage2"}
-    assert sorted(pilots) == ["continue", "tikmix_d", "tikmix_m"], describe(jobs)
+    assert sorted(pilots) == ["continue", "tikmix_c", "tikmix_d", "tikmix_m"], describe(jobs)
     for method, job in pilots.items():
         assert f"results/mixtures/stage1-100/{method}.json" in job.inputs
         assert sorted(job.outputs) == [
@@ -46,12 +46,13 @@ def test_a_skewed_stage1_prior_pilots_natural_too(tmp_path, synthetic_corpus):
     weights.write_text(yaml.safe_dump({d: 1 / len(domains) for d in domains}))
     jobs = _plan(tmp_path, tiny_config(synthetic_corpus, stage1={"prior": str(weights)}))
     pilots = sorted(job.wildcards["method"] for job in jobs if job.rule == "pilot_stage2")
-    assert pilots == ["continue", "natural", "tikmix_d", "tikmix_m"]
+    assert pilots == ["continue", "natural", "tikmix_c", "tikmix_d", "tikmix_m"]
 
 
 def test_without_pilots_the_recommendation_reads_tikmix_m_alone(tmp_path, synthetic_corpus):
     jobs = _plan(tmp_path, tiny_config(synthetic_corpus, recommendation={"pilot": None}))
-    assert not [job for job in jobs if job.rule in ("pilot_stage2", "evaluate_checkpoint_steering")]
+    # (tikmix_c's rollouts still train: they fit a method, they do not decide)
+    assert not [job for job in jobs if job.rule == "pilot_stage2"]
     (decision,) = [job for job in jobs if job.rule == "recommendation"]
     assert "results/mixtures/stage1-100/tikmix_m.json" in decision.inputs
     assert not any("/pilots/" in path for path in decision.inputs)
@@ -78,6 +79,10 @@ def test_without_pilots_the_recommendation_reads_tikmix_m_alone(tmp_path, synthe
             "config key 'recommendation.candidates[1]': unknown method 'tikmix'",
         ),
         (
+            {"pilot": {"seeds": [100, 2000]}},
+            "config key 'mixing.tikmix_c.rollout_seed': 2000 is also a stage-2 or pilot seed",
+        ),
+        (
             {"candidates": ["continue", "tikmix_d"], "pilot": None},
             "config key 'recommendation.pilot': null (a proxy-only recommendation) needs tikmix_m",
         ),
@@ -92,3 +97,23 @@ def test_recommendation_settings_that_cannot_work_stop_the_study(
     result = run_snakemake(tmp_path, "--dry-run", check=False)
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
+
+
+def test_tikmix_c_is_fitted_to_rollouts_from_the_stage2_checkpoint(tmp_path, synthetic_corpus):
+    """tikmix_c's rollouts (n_levels × per_level mixtures and `continue`'s reference run) train
+    from the stage-2 checkpoint with the rollout seed on the steering half; its mixture exists
+    only there, and its cost counts the rollouts."""
+    jobs = _plan(tmp_path, tiny_config(synthetic_corpus))
+    rollouts = {job.wildcards["method"]: job for job in jobs if job.rule == "tikmix_c_rollout"}
+    assert sorted(rollouts) == ["continue", *(f"r{k:02d}" for k in range(6))], describe(jobs)
+    for method, job in rollouts.items():
+        assert list(job.outputs) == [f"results/tikmix_c/runs/{method}/seed2000.json"]
+        assert "results/checkpoints/stage1-100" in job.inputs
+        tasks = [path for path in job.inputs if path.startswith("results/data/tasks/")]
+        assert tasks and all(path.endswith("/steering.npz") for path in tasks)
+    (fit,) = [job for job in jobs if job.rule == "mixture_tikmix_c"]
+    assert list(fit.outputs) == ["results/mixtures/stage1-100/tikmix_c.json"]
+    assert "results/tikmix_c/runs/continue/seed2000.json" in fit.inputs
+    assert "results/influence/stage1-100/influence.csv" in fit.inputs
+    (compute,) = [job for job in jobs if job.rule == "compute_table"]
+    assert "results/tikmix_c/runs/r05/seed2000.json" in compute.inputs

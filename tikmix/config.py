@@ -17,7 +17,16 @@ from tikmix.core.errors import ConfigError
 from tikmix.core.settings import TikmixCSettings
 
 #: Mixtures a stage-2 method can name: results/mixtures/{ckpt}/{method}.json has a rule for each.
-STAGE2_METHODS = ("continue", "natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi")
+STAGE2_METHODS = (
+    "continue",
+    "natural",
+    "uniform",
+    "tikmix_d",
+    "tikmix_m",
+    "tikmix_c",
+    "regmix",
+    "doremi",
+)
 #: Rows the TiKMiX-M surrogate needs: tikmix.mixing.surrogate.fit_surrogate's 5 folds x 4 rows.
 MIN_SURROGATE_ROWS = 20
 #: Mixtures the additivity check needs (tikmix.analysis.additivity: studentized residuals).
@@ -164,6 +173,13 @@ def check_settings(config: dict[str, Any], checkpoints: list[str]) -> None:
             f"unknown method '{method}' (known: {', '.join(STAGE2_METHODS)})",
         )
     pilot = recommendation["pilot"]
+    rollout_seed = config["mixing"]["tikmix_c"]["rollout_seed"]
+    _require(
+        rollout_seed not in set(stage2["seeds"]) | set((pilot or {}).get("seeds", ())),
+        "mixing.tikmix_c.rollout_seed",
+        f"{rollout_seed} is also a stage-2 or pilot seed: tikmix_c's fit would share its runs' "
+        "randomness with the runs that check it",
+    )
     if pilot is None:
         _require(
             "tikmix_m" in candidates,

@@ -453,6 +453,16 @@ BASELINES = ("continue", "natural", "uniform")
 SAME_MIXTURE = "same mixture"
 #: One-sided level of the paired bounds and power of the minimum detectable effect.
 CONFIDENCE, POWER = 0.95, 0.80
+#: Largest weight difference of two mixtures that are the same (an optimiser that returns the
+#: prior p returns it to its solver's tolerance).
+SAME_WEIGHTS_TOLERANCE = 1e-6
+
+
+def same_weights(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    """Whether two mixtures (domain → weight) are the same, to :data:`SAME_WEIGHTS_TOLERANCE`."""
+    if set(a) != set(b):
+        return False
+    return all(abs(float(a[d]) - float(b[d])) <= SAME_WEIGHTS_TOLERANCE for d in a)
 
 
 def _average_losses(records: Iterable[Mapping]) -> pd.DataFrame:
@@ -517,7 +527,7 @@ def paired_comparisons(
         verdict = "better" if mean + half < 0 else "worse" if mean - half > 0 else "tie"
         # The reference's own mixture under another name (the demo's natural is `continue`):
         # its differences are zero by construction and say nothing about the noise.
-        same_mixture = weights[method] == weights[reference]
+        same_mixture = same_weights(weights[method], weights[reference])
         if same_mixture:
             verdict = SAME_MIXTURE
         rows[method] = {

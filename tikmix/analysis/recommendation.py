@@ -34,6 +34,7 @@ from tikmix.analysis.evaluation import (
     CONFIDENCE,
     SAME_MIXTURE,
     paired_comparisons,
+    same_weights,
     surrogate_verdict,
 )
 from tikmix.core.atomic import restore_nan, write_json_atomic
@@ -128,11 +129,22 @@ def recommend_from_pilots(
         raise RecommendationError(f"the candidates have no {REFERENCE!r} mixture")
     reference_weights = dict(mixtures[REFERENCE])
     piloted = {record["method"] for record in records}
-    same = [m for m, w in mixtures.items() if m != REFERENCE and dict(w) == reference_weights]
+    same = [m for m, w in mixtures.items() if m != REFERENCE and same_weights(w, reference_weights)]
     compared = [m for m in mixtures if m != REFERENCE and m not in same]
     missing = sorted({REFERENCE, *compared} - piloted)
     if missing:
         raise RecommendationError(f"no pilot records for {missing}")
+    if not compared:
+        return Recommendation(
+            method=REFERENCE,
+            weights=reference_weights,
+            basis=PILOT,
+            reason=f"{NO_HEADROOM}: every candidate's mixture is {REFERENCE}'s",
+            candidates=list(mixtures),
+            comparisons=[_same_row(m) for m in same],
+            pilot_tokens=max((int(r["tokens"]) for r in records), default=None),
+            pilot_seeds=sorted({int(r["seed"]) for r in records if r["method"] == REFERENCE}),
+        )
     k = max(len(compared), 1)
     level = 1.0 - (1.0 - confidence) / k
     table, stats = paired_comparisons(
@@ -152,17 +164,7 @@ def recommend_from_pilots(
         }
         for method in compared
     ]
-    rows += [
-        {
-            "method": m,
-            "n_seeds": 0,
-            "mean_difference": 0.0,
-            "se": math.nan,
-            "upper_bound": math.nan,
-            "verdict": SAME_MIXTURE,
-        }
-        for m in same
-    ]
+    rows += [_same_row(m) for m in same]
     seeds = sorted({int(r["seed"]) for r in records if r["method"] == REFERENCE})
     tokens = {int(r["tokens"]) for r in records}
     better = [row for row in rows if row["verdict"] == "better"]
@@ -197,6 +199,18 @@ def recommend_from_pilots(
     return Recommendation(
         method=REFERENCE, weights=reference_weights, basis=PILOT, reason=reason, **common
     )
+
+
+def _same_row(method: str) -> dict:
+    """The comparison row of a candidate whose mixture is ``continue``'s."""
+    return {
+        "method": method,
+        "n_seeds": 0,
+        "mean_difference": 0.0,
+        "se": math.nan,
+        "upper_bound": math.nan,
+        "verdict": SAME_MIXTURE,
+    }
 
 
 def recommend_from_proxy(

@@ -187,6 +187,10 @@ class TikmixCSettings(Settings):
     )
     per_level: int = field(default=4, metadata={"help": "rollout mixtures per KL level"})
     seed: int = field(default=0, metadata={"help": "seed of the rollout mixtures' directions"})
+    rollout_seed: int = field(
+        default=2000,
+        metadata={"help": "training seed of every rollout and of continue's reference run"},
+    )
     min_loo_r2: float = field(
         default=0.1,
         metadata={

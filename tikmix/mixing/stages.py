@@ -21,6 +21,7 @@ from tikmix.core.mixture import read_mixture, read_mixture_document, write_mixtu
 from tikmix.core.settings import (
     AvailabilitySettings,
     Normalisation,
+    TikmixCSettings,
     TikmixDSettings,
     TikmixMBox,
     TikmixMGate,
@@ -33,6 +34,14 @@ from tikmix.mixing.pareto import project_onto_pareto
 from tikmix.mixing.priors import build_prior, domain_tokens, uniform_prior
 from tikmix.mixing.responses import curvature_departure, read_measurements, response_totals
 from tikmix.mixing.search import confirm_tikmix_m, in_support, propose_tikmix_m
+from tikmix.mixing.tikmix_c import (
+    fit_calibration,
+    kl_divergence,
+    predict_with_se,
+    sample_rollout_mixtures,
+    solve_tikmix_c,
+    task_weights,
+)
 from tikmix.mixing.tikmix_d import solve_tikmix_d
 from tikmix.mixing.weights import read_influence_matrix
 
@@ -378,3 +387,137 @@ def export_mixtures(
         fmt = fmt.removesuffix(".txt")
         kwargs = {"prefixes": prefixes} if fmt == "megatron" else {}
         write_mixture(out, read_mixture_document(document), fmt=fmt, **kwargs)
+
+
+def tikmix_c_rollout_mixtures(
+    *,
+    continue_mixture: str | Path,
+    availability: str | Path,
+    tikmix_c: TikmixCSettings,
+    out_paths: Sequence[str | Path],
+) -> pd.DataFrame:
+    """tikmix_c's rollout mixtures (rule tikmix_c_rollout_mixtures): ``n_levels × per_level``
+    mixtures around the ``continue`` mixture p at graded KL(w‖p), within the caps, one mixture
+    document each (its provenance names the KL level and draw)."""
+    p = read_mixture(continue_mixture)
+    stage = Availability.read(availability)
+    mixtures = sample_rollout_mixtures(
+        p, tikmix_c.kl_levels(), tikmix_c.per_level, tikmix_c.seed, caps=stage.caps
+    )
+    if len(mixtures) != len(out_paths):
+        raise ValueError(f"{len(mixtures)} rollout mixtures but {len(out_paths)} output paths")
+    for (name, weights), path in zip(mixtures.iterrows(), out_paths, strict=True):
+        write_method(
+            path,
+            weights,
+            method="tikmix_c rollout",
+            availability=stage,
+            provenance={
+                "draw": str(name),
+                "kl_to_continue": kl_divergence(weights, p),
+                "continue": str(continue_mixture),
+            },
+        )
+    return mixtures
+
+
+def _task_losses(path: str | Path) -> tuple[int, dict[str, float], ComputeRecord]:
+    """A rollout run's seed, its loss per task (steering half) and its compute."""
+    record = json.loads(Path(path).read_text())
+    losses = {task: float(metrics["loss"]) for task, metrics in record["tasks"].items()}
+    return int(record["seed"]), losses, ComputeRecord.read(record, str(path))
+
+
+def tikmix_c_mixture(
+    *,
+    influence_csv: str | Path,
+    influence_sidecar: str | Path,
+    continue_mixture: str | Path,
+    availability: str | Path,
+    rollout_mixtures: Sequence[str | Path],
+    rollout_runs: Sequence[str | Path],
+    continue_run: str | Path,
+    tikmix_c: TikmixCSettings,
+    normalisation: Normalisation,
+    out: str | Path,
+) -> dict:
+    """tikmix_c (rule mixture_tikmix_c; docs/tikmix_c.md): fit ``a_v``, ``c_v`` to the
+    rollouts' measured benefit (``continue``'s loss minus the rollout's, same seed, steering
+    half), weight tasks by their leave-one-rollout-out R², and solve within the caps.
+
+    The document's ``solver`` holds the solve, the calibration per task (``a``, ``c``, their SEs,
+    LOO r and R², weight) and the prediction for the chosen mixture: the weighted objective and
+    the plain mean over tasks (the average loss Table 1 reports), each ± SE, in nats of benefit
+    against ``continue`` at the rollouts' tokens (larger is better). The rollouts' training is
+    its own compute; the influence matrix's is upstream.
+    """
+    B = read_influence_matrix(influence_csv)
+    domains = list(B.columns)
+    p = read_mixture(continue_mixture, domains=domains)
+    stage = Availability.read(availability)
+    reference_seed, reference, reference_cost = _task_losses(continue_run)
+    names, mixtures, measured, cost = [], [], [], reference_cost
+    for mixture_path, run_path in zip(rollout_mixtures, rollout_runs, strict=True):
+        seed, losses, run_cost = _task_losses(run_path)
+        if seed != reference_seed:
+            raise ValueError(
+                f"{run_path}: seed {seed}, but continue's reference run has seed {reference_seed}"
+            )
+        missing = sorted(set(B.index) - set(losses))
+        if missing:
+            raise ValueError(f"{run_path}: no loss for task(s) {missing}")
+        names.append(Path(mixture_path).stem)
+        mixtures.append(read_mixture(mixture_path, domains=domains))
+        measured.append({task: reference[task] - losses[task] for task in B.index})
+        cost = cost + run_cost
+    mixtures = pd.DataFrame(mixtures, index=names)
+    measured = pd.DataFrame(measured, index=names)
+    calibration = fit_calibration(B, p, mixtures, measured)
+    weights = task_weights(calibration, tikmix_c.min_loo_r2)
+    max_kl = (
+        None if tikmix_c.max_kl_multiple is None else tikmix_c.max_kl_multiple * tikmix_c.kl_max
+    )
+    result = solve_tikmix_c(B, p, calibration.a, calibration.c, weights, stage.caps, max_kl=max_kl)
+    objective = predict_with_se(calibration, result.weights, weights)
+    average = predict_with_se(calibration, result.weights)
+    log.info(
+        "tikmix_c: %d rollouts; predicted mean benefit %.4f ± %.4f nats, KL(w||p) %.3f",
+        len(names),
+        average.mean,
+        average.mean_se,
+        result.kl,
+    )
+    table = calibration.table().assign(task_weight=weights)
+    solver = {
+        **result.solver_report(),
+        "calibration": {
+            task: {key: bool(v) if key == "c_clamped" else float(v) for key, v in row.items()}
+            for task, row in table.to_dict(orient="index").items()
+        },
+        "rollouts": {"n": len(names), "seed": reference_seed, "tokens": reference_cost.tokens},
+        "prediction": {
+            "objective": objective.mean,
+            "objective_se": objective.mean_se,
+            "average": average.mean,
+            "average_se": average.mean_se,
+            "per_task": average.per_task.to_dict(orient="index"),
+            "units": "nats of benefit against continue (its loss minus this mixture's), "
+            "at the rollouts' tokens; larger is better",
+        },
+    }
+    return write_method(
+        out,
+        result.weights,
+        method="tikmix_c",
+        influence_csv=influence_csv,
+        normalisation=normalisation,
+        solver=solver,
+        compute=ComputeRecord(),
+        upstream_compute=influence_cost(influence_sidecar) + cost,
+        provenance={
+            "influence": str(influence_csv),
+            "continue": str(continue_mixture),
+            "rollouts": [str(path) for path in rollout_runs],
+        },
+        availability=stage,
+    )

@@ -16,7 +16,8 @@ mixtures sampled around ``p`` at graded KL (:func:`sample_rollout_mixtures`,
 availability caps) as a convex program (:func:`solve_tikmix_c`). :func:`predict_with_se` gives the
 prediction ± SE for any mixture from the fit's covariance.
 
-The library is not wired into the workflow yet: the rollouts are the caller's.
+In the workflow the rollouts are training runs from the stage-2 checkpoint
+(workflow/rules/calibrate.smk; the job functions are in :mod:`tikmix.mixing.stages`).
 """
 
 from __future__ import annotations

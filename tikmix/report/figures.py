@@ -46,6 +46,7 @@ _METHOD_LABELS = {
     "uniform": "Uniform",
     "tikmix_d": "TiKMiX-D",
     "tikmix_m": "TiKMiX-M",
+    "tikmix_c": "tikmix_c",
     "regmix": "RegMix",
     "doremi": "DoReMi",
     # not a mixture: the pilot training that chose among them (tikmix.analysis.recommendation)

@@ -55,7 +55,16 @@ SIGN_NOTE = (
     "more on domain d lowers the loss of task v."
 )
 #: Order of the known methods in tables; other methods follow in the order given.
-METHOD_ORDER = ["continue", "natural", "uniform", "tikmix_d", "tikmix_m", "regmix", "doremi"]
+METHOD_ORDER = [
+    "continue",
+    "natural",
+    "uniform",
+    "tikmix_d",
+    "tikmix_m",
+    "tikmix_c",
+    "regmix",
+    "doremi",
+]
 
 
 def format_number(value: object) -> str:
@@ -308,9 +317,52 @@ def _mixture_section(
     if tikmix_m is not None:
         solver = _read_json(Path(inputs.mixtures["tikmix_m"]))["solver"]
         _tikmix_m_part(w, solver, tikmix_m)
+    if "tikmix_c" in inputs.mixtures:
+        _tikmix_c_part(w, _read_json(Path(inputs.mixtures["tikmix_c"]))["solver"])
     if recommendation is not None:
         _recommendation_part(w, recommendation, inputs.mixture_checkpoint)
     return predicted
+
+
+def _tikmix_c_part(w: _Writer, solver: Mapping) -> None:
+    """tikmix_c's calibration per task and its prediction for the chosen mixture."""
+    calibration = pd.DataFrame.from_dict(solver["calibration"], orient="index")
+    calibration.index.name = "task"
+    shown = pd.DataFrame(
+        {
+            "a ± SE": [
+                f"{format_number(a)} ± {format_number(se)}"
+                for a, se in zip(calibration["a"], calibration["se_a"], strict=True)
+            ],
+            "c ± SE": [
+                f"{format_number(c)} ± {format_number(se)}"
+                for c, se in zip(calibration["c"], calibration["se_c"], strict=True)
+            ],
+            "LOO r": calibration["loo_r"],
+            "LOO R²": calibration["loo_r2"],
+            "weight": calibration["task_weight"],
+        },
+        index=calibration.index,
+    )
+    rollouts, prediction = solver["rollouts"], solver["prediction"]
+    w.add(
+        "### tikmix_c",
+        "tikmix_c (beyond the paper; docs/tikmix_c.md) predicts each task's benefit against "
+        "`continue` as a·B·(w − p) − c·KL(w‖p), with a and c fitted to "
+        f"{rollouts['n']} rollouts around p (each continuing the checkpoint for "
+        f"{format_number(rollouts['tokens'])} tokens, seed {rollouts['seed']}, scored on the "
+        "steering half). Tasks are weighted by their leave-one-rollout-out R² (zero below "
+        "`mixing.tikmix_c.min_loo_r2`), and the weighted mean is maximised within the caps "
+        f"(KL(w‖p) of the result: {format_number(solver['kl_to_prior'])}). Predicted benefit "
+        f"of its mixture, mean over tasks: {format_number(prediction['average'])} ± "
+        f"{format_number(prediction['average_se'])} nats (the weighted objective "
+        f"{format_number(prediction['objective'])} ± {format_number(prediction['objective_se'])}"
+        "); positive = lower loss than `continue`.",
+        "Table: tikmix_c's fit per task: a (how far the influence's prediction carries over to "
+        "training), c (the price of leaving p, ≥ 0), the leave-one-rollout-out Pearson r and R² "
+        "of predicted vs measured benefit, and the task's weight in the objective.",
+        markdown_table(shown),
+    )
 
 
 def _recommendation_part(w: _Writer, recommendation: Recommendation, checkpoint: str) -> None:
@@ -357,7 +409,7 @@ def _recommendation_part(w: _Writer, recommendation: Recommendation, checkpoint:
 
 
 #: The methods held to the availability caps; the others are baselines, flagged when they exceed.
-CAPPED_METHODS = ("tikmix_d", "tikmix_m", "regmix", "doremi")
+CAPPED_METHODS = ("tikmix_d", "tikmix_m", "tikmix_c", "regmix", "doremi")
 
 
 def _availability_part(w: _Writer, documents: Mapping[str, Mapping]) -> None:

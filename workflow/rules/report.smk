@@ -7,6 +7,8 @@ RANKING_CHECK = config["checks"]["ranking"]
 
 
 COMPUTE_SOURCES = compute_sources(EVAL_CKPT, REPORT_METHODS)
+if "tikmix_c" in COMPUTE_SOURCES:
+    COMPUTE_SOURCES["tikmix_c"] = TIKMIX_C_COMPUTE  # calibrate.smk
 # The recommendation's pilot training (recommend.smk) is a cost of the study's decision.
 if PILOTED:
     COMPUTE_SOURCES["recommendation"] = {

@@ -779,16 +779,16 @@ def _paired_part(w: _Writer, files: EvaluationFiles, recommended: str | None) ->
     w.add(" ".join(sentences), markdown_table(shown))
     if recommended in paired.index and paired.at[recommended, "verdict"] != SAME_MIXTURE:
         row = paired.loc[recommended]
-        within = row["mean_difference"] <= row["se"]
+        if not math.isfinite(row["se"]):
+            verdict = "with one seed, not a difference that can be tested."
+        elif row["mean_difference"] <= row["se"]:
+            verdict = "not worse beyond one standard error."
+        else:
+            verdict = "**worse than the baseline by more than one standard error**."
         w.add(
             f"The recommended mixture, {method_label(recommended)}, measured on the evaluation "
             f"half: {format_number(row['mean_difference'])} ± {format_number(row['se'])} nats "
-            f"against {reference}, "
-            + (
-                "not worse beyond one standard error."
-                if within
-                else "**worse than the baseline by more than one standard error**."
-            )
+            f"against {reference}, {verdict}"
         )
     elif recommended is not None:
         w.add(

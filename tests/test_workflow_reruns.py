@@ -87,9 +87,13 @@ def test_tikmix_d_parameter_reruns_only_tikmix_d_and_what_follows(workflow_copy)
         # one settings object per group in the rules' params (tikmix.core.settings)
         (("baselines", "doremi", "eta"), 2.0, {"mixture_doremi"}),
         (("baselines", "regmix", "dirichlet", "temperature"), 0.7, {"mixture_regmix"}),
-        # the pilots continue training as stage 2 does
-        (("stage2", "weight_decay"), 0.05, {"evaluate_stage2", "pilot_stage2"}),
-        (("recommendation", "pilot", "tokens"), 2048, {"pilot_stage2"}),
+        # the pilots and tikmix_c's rollouts continue training as stage 2 does
+        (
+            ("stage2", "weight_decay"),
+            0.05,
+            {"evaluate_stage2", "pilot_stage2", "tikmix_c_rollout"},
+        ),
+        (("recommendation", "pilot", "tokens"), 2048, {"pilot_stage2", "tikmix_c_rollout"}),
         # (a box change reruns mixture_candidates, so Snakemake reports tikmix_m_search's
         # rerun as "input updated"; the gate is read by tikmix_m_search alone)
         (("mixing", "tikmix_m", "gate", "min_spearman"), 0.6, {"tikmix_m_search"}),

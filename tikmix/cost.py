@@ -299,6 +299,10 @@ class Settings:
     stage2_tokens: int = 0
     stage2_batch_size: int = 32
     eval_batch_size: int = 32
+    pilot_jobs: int = 0  # candidates of the recommendation's pilot (0: no pilot)
+    pilot_seeds: int = 0
+    pilot_tokens: int = 0
+    rollouts: int = 0  # tikmix_c's rollout runs, continue's reference included (0: no tikmix_c)
     additivity_mixtures: int = 0  # sampled plus repeated mixtures; 0: the check is off
     additivity_tokens: int = 0
 
@@ -341,6 +345,7 @@ class Settings:
             stage2_tokens=stage2.get("tokens", 0),
             stage2_batch_size=stage2.get("batch_size", 32),
             eval_batch_size=stage2.get("eval_batch_size", 32),
+            **_decision_runs(config),
             additivity_mixtures=additivity["mixtures"]
             + additivity["noise"]["mixtures"] * additivity["noise"]["replicates"]
             if additivity.get("enabled", True)
@@ -746,20 +751,45 @@ def rule_costs(shape: ModelShape, settings: Settings, evaluated: bool = True) ->
             settings=s,
         )
     )
-    if s.stage2_methods:
-        costs.append(
-            _rule(
-                "evaluate_stage2",
-                s.stage2_methods,
-                training_bytes(shape, s, s.stage2_batch_size),
-                0,
-                per_token * s.stage2_tokens * s.stage2_seeds * s.stage2_methods,
-                on_device=True,
-                shape=fp32,
-                settings=s,
+    # Stage 2, the recommendation's pilots and tikmix_c's rollouts are the same training job
+    # (tikmix.models.stage2.run_stage2_seeds): jobs, tokens per run, runs per job.
+    for rule, jobs, tokens, runs in (
+        ("evaluate_stage2", s.stage2_methods, s.stage2_tokens, s.stage2_seeds),
+        ("pilot_stage2", s.pilot_jobs, s.pilot_tokens, s.pilot_seeds),
+        ("tikmix_c_rollout", s.rollouts, s.pilot_tokens, 1),
+    ):
+        if jobs:
+            costs.append(
+                _rule(
+                    rule,
+                    jobs,
+                    training_bytes(shape, s, s.stage2_batch_size),
+                    0,
+                    per_token * tokens * runs * jobs,
+                    on_device=True,
+                    shape=fp32,
+                    settings=s,
+                )
             )
-        )
     return costs
+
+
+def _decision_runs(config: Mapping[str, Any]) -> dict[str, int]:
+    """The pilot's and tikmix_c's training runs (workflow/rules/recommend.smk, calibrate.smk):
+    every candidate may train a pilot; tikmix_c trains its rollouts and continue's reference."""
+    stage2 = config.get("stage2", {})
+    recommendation = config.get("recommendation", {})
+    pilot = recommendation.get("pilot")
+    candidates = list(recommendation.get("candidates", []))
+    tokens = (pilot or {}).get("tokens") or stage2.get("tokens", 0)
+    tikmix_c = config.get("mixing", {}).get("tikmix_c", {})
+    wanted = "tikmix_c" in candidates or "tikmix_c" in stage2.get("methods", [])
+    return {
+        "pilot_jobs": len(candidates) if pilot else 0,
+        "pilot_seeds": len(pilot["seeds"]) if pilot else 0,
+        "pilot_tokens": tokens,
+        "rollouts": tikmix_c.get("n_levels", 3) * tikmix_c.get("per_level", 4) + 1 if wanted else 0,
+    }
 
 
 # --- fitting a device ----------------------------------------------------------------------

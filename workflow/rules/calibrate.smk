@@ -69,8 +69,8 @@ rule tikmix_c_rollout:
         "../../envs/tikmix.yaml"
     threads: 2
     resources:
-        mem_mb=RESOURCES.mem_mb("evaluate_stage2"),
-        runtime=RESOURCES.runtime("evaluate_stage2"),
+        mem_mb=RESOURCES.mem_mb("tikmix_c_rollout"),
+        runtime=RESOURCES.runtime("tikmix_c_rollout"),
     params:
         upstream=user_inputs_digest("tikmix_c_rollout"),
         domain_dirs=DOMAIN_DIRS,

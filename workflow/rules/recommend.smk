@@ -83,8 +83,8 @@ rule pilot_stage2:
         "../../envs/tikmix.yaml"
     threads: 2
     resources:
-        mem_mb=RESOURCES.mem_mb("evaluate_stage2"),
-        runtime=RESOURCES.runtime("evaluate_stage2"),
+        mem_mb=RESOURCES.mem_mb("pilot_stage2"),
+        runtime=RESOURCES.runtime("pilot_stage2"),
     params:
         upstream=user_inputs_digest("pilot_stage2"),
         domain_dirs=DOMAIN_DIRS,

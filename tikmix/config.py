@@ -13,20 +13,12 @@ from pathlib import Path
 from typing import Any
 
 from tikmix import validation
+from tikmix.core.conventions import MIXTURE_METHODS
 from tikmix.core.errors import ConfigError
 from tikmix.core.settings import TikmixCSettings
 
 #: Mixtures a stage-2 method can name: results/mixtures/{ckpt}/{method}.json has a rule for each.
-STAGE2_METHODS = (
-    "continue",
-    "natural",
-    "uniform",
-    "tikmix_d",
-    "tikmix_m",
-    "tikmix_c",
-    "regmix",
-    "doremi",
-)
+STAGE2_METHODS = MIXTURE_METHODS
 #: Rows the TiKMiX-M surrogate needs: tikmix.mixing.surrogate.fit_surrogate's 5 folds x 4 rows.
 MIN_SURROGATE_ROWS = 20
 #: Mixtures the additivity check needs (tikmix.analysis.additivity: studentized residuals).

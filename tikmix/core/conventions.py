@@ -68,3 +68,17 @@ def normalised_benefit(
     """``P̂(w)`` per task: eq. 6, ``B̂ w`` with ``B̂`` of :func:`normalised_matrix`."""
     w = np.asarray(w, dtype=float)
     return pd.Series(normalised_matrix(B.to_numpy(dtype=float), normalisation) @ w, index=B.index)
+
+
+#: The mixture methods the workflow knows, in the order tables show them: each has a rule that
+#: writes results/mixtures/{ckpt}/{method}.json.
+MIXTURE_METHODS = (
+    "continue",
+    "natural",
+    "uniform",
+    "tikmix_d",
+    "tikmix_m",
+    "tikmix_c",
+    "regmix",
+    "doremi",
+)

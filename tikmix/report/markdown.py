@@ -44,7 +44,7 @@ from tikmix.analysis.recommendation import (
 )
 from tikmix.core import paper
 from tikmix.core.atomic import restore_nan, write_text_atomic
-from tikmix.core.conventions import SIGN_CONVENTION
+from tikmix.core.conventions import MIXTURE_METHODS, SIGN_CONVENTION
 from tikmix.core.mixture import read_mixture
 from tikmix.mixing.weights import read_influence_matrix
 from tikmix.report.figures import method_label
@@ -55,16 +55,7 @@ SIGN_NOTE = (
     "more on domain d lowers the loss of task v."
 )
 #: Order of the known methods in tables; other methods follow in the order given.
-METHOD_ORDER = [
-    "continue",
-    "natural",
-    "uniform",
-    "tikmix_d",
-    "tikmix_m",
-    "tikmix_c",
-    "regmix",
-    "doremi",
-]
+METHOD_ORDER = list(MIXTURE_METHODS)
 
 
 def format_number(value: object) -> str:
